@@ -1,0 +1,79 @@
+//! The commands every transport (tcp here, rdma in its own crate) accepts. Calls return at once;
+//! outcomes arrive as `Event`s on the sink the transport was built with.
+
+use crate::error::TransportError;
+use crate::frame::{Frame, DEFAULT_MAX_PAYLOAD};
+
+pub type ConnId = u32;
+pub type ListenerId = u32;
+
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    pub host: String,
+    /// 0 picks a free port; the chosen one is returned by `listen`.
+    pub port: u16,
+    pub backlog: u32,
+    /// Largest frame payload accepted from, and sendable to, connections of this listener.
+    pub max_payload: u32,
+    /// How long an accepted peer has to complete the transport handshake.
+    pub handshake_timeout_ms: u32,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            host: "127.0.0.1".into(),
+            port: 0,
+            backlog: 511,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub max_payload: u32,
+    /// Deadline for the whole transport-level connect (resolve, connect, handshake).
+    pub timeout_ms: u32,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions { host: "127.0.0.1".into(), port: 0, max_payload: DEFAULT_MAX_PAYLOAD, timeout_ms: 10_000 }
+    }
+}
+
+pub trait Transport: Send + Sync {
+    /// Starts listening; returns the listener's id and its bound port.
+    fn listen(&self, opts: &ListenOptions) -> Result<(ListenerId, u16), TransportError>;
+    /// Stops accepting; `ListenerClosed` follows. Accepted connections are not touched.
+    fn close_listener(&self, listener: ListenerId) -> Result<(), TransportError>;
+    /// Starts connecting; `Connected` or `ConnectFailed` follows for the returned id.
+    fn connect(&self, opts: &ConnectOptions) -> Result<ConnId, TransportError>;
+    /// Queues a frame; frames are sent in order. Fails at once for an unknown id or a bad frame.
+    fn send(&self, conn: ConnId, frame: Frame) -> Result<(), TransportError>;
+    /// Sends every frame queued so far, then closes; `Closed` follows once resources are freed.
+    fn close(&self, conn: ConnId) -> Result<(), TransportError>;
+    /// Closes now, dropping queued frames; `Closed` follows once resources are freed.
+    fn abort(&self, conn: ConnId) -> Result<(), TransportError>;
+}
+
+pub fn validate_host(host: &str) -> Result<(), TransportError> {
+    if host.is_empty() {
+        return Err(TransportError::new(crate::ErrorCode::InvalidArgument, "host must not be empty"));
+    }
+    Ok(())
+}
+
+pub fn validate_max_payload(max: u32) -> Result<(), TransportError> {
+    if max == 0 || max > crate::frame::ABSOLUTE_MAX_PAYLOAD {
+        return Err(TransportError::new(
+            crate::ErrorCode::InvalidArgument,
+            format!("maxMessageSize {max} must be between 1 and {}", crate::frame::ABSOLUTE_MAX_PAYLOAD),
+        ));
+    }
+    Ok(())
+}
