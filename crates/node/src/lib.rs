@@ -17,7 +17,7 @@ use rdma_graceful_core::{
     counters, ConnectOptions, ErrorCode, EventSink, Frame, ListenOptions, Transport, TransportError,
 };
 
-type JsResult<T> = std::result::Result<T, napi::Error<String>>;
+type Result<T> = napi::Result<T, String>;
 
 fn js_error(e: TransportError) -> napi::Error<String> {
     napi::Error::new(e.code.as_str().to_string(), e.message)
@@ -144,7 +144,7 @@ impl From<Event> for NativeEvent {
     }
 }
 
-fn port(p: u32) -> JsResult<u16> {
+fn port(p: u32) -> Result<u16> {
     u16::try_from(p).map_err(|_| invalid(format!("port {p} is out of range 0..65535")))
 }
 
@@ -159,7 +159,7 @@ impl Reactor {
     /// `kind` is "tcp" (or "rdma" where built in); `onEvents` is called with no arguments when a
     /// batch of events is ready: call `drain()` then. The callback does not keep Node alive.
     #[napi(constructor)]
-    pub fn new(kind: String, on_events: Function<(), ()>) -> JsResult<Self> {
+    pub fn new(kind: String, on_events: Function<(), ()>) -> Result<Self> {
         let wake = on_events
             .build_threadsafe_function::<()>()
             .callee_handled::<false>()
@@ -190,7 +190,7 @@ impl Reactor {
     }
 
     #[napi]
-    pub fn listen(&self, opts: NativeListenOptions) -> JsResult<NativeListening> {
+    pub fn listen(&self, opts: NativeListenOptions) -> Result<NativeListening> {
         let defaults = ListenOptions::default();
         let options = ListenOptions {
             host: opts.host,
@@ -204,12 +204,12 @@ impl Reactor {
     }
 
     #[napi]
-    pub fn close_listener(&self, listener: u32) -> JsResult<()> {
+    pub fn close_listener(&self, listener: u32) -> Result<()> {
         self.transport.close_listener(listener).map_err(js_error)
     }
 
     #[napi]
-    pub fn connect(&self, opts: NativeConnectOptions) -> JsResult<u32> {
+    pub fn connect(&self, opts: NativeConnectOptions) -> Result<u32> {
         let options = ConnectOptions {
             host: opts.host,
             port: port(opts.port)?,
@@ -221,19 +221,19 @@ impl Reactor {
 
     /// Queues one frame. The payload is copied, so the caller may reuse its buffer at once.
     #[napi]
-    pub fn send(&self, conn: u32, kind: u32, credits: u32, payload: &[u8]) -> JsResult<()> {
+    pub fn send(&self, conn: u32, kind: u32, credits: u32, payload: &[u8]) -> Result<()> {
         let kind = u8::try_from(kind).map_err(|_| invalid(format!("frame kind {kind} out of range")))?;
         let credits = u16::try_from(credits).map_err(|_| invalid(format!("credits {credits} out of range")))?;
         self.transport.send(conn, Frame::new(kind, credits, payload.to_vec())).map_err(js_error)
     }
 
     #[napi]
-    pub fn close(&self, conn: u32) -> JsResult<()> {
+    pub fn close(&self, conn: u32) -> Result<()> {
         self.transport.close(conn).map_err(js_error)
     }
 
     #[napi]
-    pub fn abort(&self, conn: u32) -> JsResult<()> {
+    pub fn abort(&self, conn: u32) -> Result<()> {
         self.transport.abort(conn).map_err(js_error)
     }
 }
