@@ -1,0 +1,78 @@
+//! One connection's state as the reactor sees it: where it is in its life, its resources and its
+//! software send queue. The transitions live in `reactor`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::time::Instant;
+
+use rdma_graceful_core::event::QpInfo;
+use rdma_graceful_core::{ConnId, Frame, ListenerId, TransportError};
+
+use crate::cm::CmId;
+use crate::verbs::Resources;
+
+/// What callers' threads check synchronously in `send`/`close`/`abort`: the connection exists,
+/// how large a frame may be, and how full its software queue is.
+#[derive(Debug)]
+pub struct Gate {
+    pub max_payload: AtomicU32,
+    pub queued: AtomicUsize,
+    pub closing: AtomicBool,
+}
+
+impl Gate {
+    pub fn new(max_payload: u32) -> Gate {
+        Gate { max_payload: AtomicU32::new(max_payload), queued: AtomicUsize::new(0), closing: AtomicBool::new(false) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Active,
+    Passive { listener: ListenerId },
+}
+
+#[derive(Debug)]
+pub enum Phase {
+    /// Active: address and route resolution.
+    Resolving,
+    /// Active: connect request sent, waiting for ESTABLISHED.
+    Connecting,
+    /// Passive: accepted, waiting for ESTABLISHED (the peer's RTU).
+    Accepting,
+    Open,
+    /// Local `close`: sending what is queued, then disconnecting.
+    Closing,
+    /// QP in ERR, waiting for the flush completions of every posted work request.
+    Draining { error: Option<TransportError>, deliver: bool },
+}
+
+pub struct Conn {
+    pub id: ConnId,
+    pub role: Role,
+    pub phase: Phase,
+    /// Dropped before `cm` (field order): the QP hangs off the CM id.
+    pub res: Option<Resources>,
+    pub cm: CmId,
+    pub gate: std::sync::Arc<Gate>,
+    pub local_max: u32,
+    /// The peer's receive-buffer size: the largest frame we may send.
+    pub peer_max: u32,
+    pub peer: String,
+    pub remote_qpn: u32,
+    pub sendq: VecDeque<Frame>,
+    /// Frames that arrived before ESTABLISHED was reported (the peer's QP reaches RTS first).
+    pub early: Vec<Frame>,
+    pub deadline: Option<Instant>,
+    pub timeout_ms: u32,
+}
+
+impl Conn {
+    pub fn is_setup(&self) -> bool {
+        matches!(self.phase, Phase::Resolving | Phase::Connecting | Phase::Accepting)
+    }
+
+    pub fn qp_info(&self) -> Option<QpInfo> {
+        self.res.as_ref().map(|r| QpInfo { local_qpn: r.qp.qpn(), remote_qpn: self.remote_qpn })
+    }
+}

@@ -1,0 +1,49 @@
+//! The RDMA transport of rdma-graceful: reliable-connected queue pairs set up with rdma-cm, moving
+//! `Frame`s with SEND_WITH_IMM (the frame header rides in the 32-bit immediate data).
+//!
+//! libibverbs and librdmacm are opened at runtime (`loader`), so a binary using this crate loads
+//! and runs on machines without rdma-core; there `RdmaTransport::new` returns `Unavailable`.
+//!
+//! One Rust type owns each verbs resource and its Drop releases it: `Device` (a device context in
+//! use), `Pd`, `CompChannel`, `Cq`, `Mr`, `Qp`, `EventChannel`, `CmId`. `verbs::Resources` holds a
+//! connection's set in teardown order; the reactor thread (`reactor`) owns every object, drives
+//! rdma-cm and completions from their fds with epoll, and reports `Event`s.
+
+mod cm;
+mod conn;
+mod cq;
+mod device;
+mod ffi;
+mod handshake;
+mod loader;
+mod mr;
+mod pd;
+mod qp;
+mod reactor;
+mod sys;
+mod transport;
+mod verbs;
+
+pub use transport::RdmaTransport;
+
+/// Receive buffers posted per connection, each `max_payload` bytes. A peer may have at most this
+/// many frames in flight toward us: the lifecycle layer's credit scheme must never grant more
+/// (counting its reserved control credits within it), so no send ever finds no receive posted.
+pub const RECV_DEPTH: u32 = 64;
+/// Sends posted to the hardware at once per connection (registered send slots of `max_payload`).
+/// More frames wait in a software queue of up to `SEND_QUEUE_LIMIT` frames.
+pub const SEND_DEPTH: u32 = 16;
+/// Frames a connection queues in software beyond `SEND_DEPTH`; `send` fails past it.
+pub const SEND_QUEUE_LIMIT: usize = 4096;
+/// A suggested `max_payload` for rdma: each connection registers
+/// (RECV_DEPTH + SEND_DEPTH) * max_payload bytes, 5 MiB at this size (80 MiB at the 1 MiB default).
+pub const SUGGESTED_MAX_PAYLOAD: u32 = 64 * 1024;
+/// How long a teardown waits for flush completions after moving the QP to ERR.
+pub const DRAIN_TIMEOUT_MS: u64 = 2_000;
+/// How long `close` waits for queued frames to be sent before giving up and aborting.
+pub const CLOSE_SEND_TIMEOUT_MS: u64 = 10_000;
+
+/// Reports a failure that cannot be returned (inside Drop, or on the reactor thread).
+pub(crate) fn report(msg: &str) {
+    eprintln!("rdma-graceful[rdma]: {msg}");
+}

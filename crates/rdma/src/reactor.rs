@@ -1,0 +1,730 @@
+//! The reactor thread: owns every listener and connection, sleeps in epoll on the command waker,
+//! the CM event channel, each device's async event fd and each connection's completion channel,
+//! and wakes only when one of them has something (or a deadline passes): no busy polling.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdma_graceful_core::{ConnId, ErrorCode, Event, Frame, ListenOptions, ListenerId, TransportError};
+
+use crate::cm::{CmEvent, CmId, EventChannel};
+use crate::conn::{Conn, Gate, Phase, Role};
+use crate::device::Device;
+use crate::ffi::*;
+use crate::handshake::Hello;
+use crate::loader::Lib;
+use crate::sys::Epoll;
+use crate::transport::{lock, Cmd, Shared};
+use crate::verbs::{Completed, Resources};
+use crate::{CLOSE_SEND_TIMEOUT_MS, DRAIN_TIMEOUT_MS, RECV_DEPTH};
+
+const TOKEN_WAKER: u64 = 0;
+const TOKEN_CM: u64 = 1;
+const TOKEN_DEVICE: u64 = 1 << 40;
+const TOKEN_CONN: u64 = 2 << 40;
+const TOKEN_MASK: u64 = (1 << 40) - 1;
+
+/// IB CM reject reason "invalid service ID": nothing listens on that port.
+const REJ_INVALID_SERVICE_ID: i32 = 8;
+/// IB CM reject reason "consumer defined": the peer application refused.
+const REJ_CONSUMER_DEFINED: i32 = 28;
+
+enum Owner {
+    Listener(ListenerId),
+    Conn(ConnId),
+}
+
+struct Listener {
+    cm: CmId,
+    opts: ListenOptions,
+}
+
+struct Reactor {
+    lib: &'static Lib,
+    shared: Arc<Shared>,
+    epoll: Epoll,
+    listeners: HashMap<ListenerId, Listener>,
+    conns: HashMap<ConnId, Conn>,
+    owners: HashMap<usize, Owner>,
+    devices: HashMap<usize, (u64, Rc<Device>)>,
+    next_device_token: u64,
+    // Declared last: dropped after every CM id above (rdma_destroy_event_channel needs that).
+    channel: EventChannel,
+}
+
+pub fn run(lib: &'static Lib, shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TransportError>>) {
+    let mut r = match Reactor::new(lib, shared) {
+        Ok(r) => {
+            let _ = ready.send(Ok(()));
+            r
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    r.run();
+}
+
+impl Reactor {
+    fn new(lib: &'static Lib, shared: Arc<Shared>) -> Result<Reactor, TransportError> {
+        let epoll = Epoll::new().map_err(|e| TransportError::from_io("epoll_create1", &e))?;
+        let channel = EventChannel::new(lib)?;
+        epoll.add(shared.waker.fd(), TOKEN_WAKER).map_err(|e| TransportError::from_io("epoll_ctl", &e))?;
+        epoll.add(channel.fd(), TOKEN_CM).map_err(|e| TransportError::from_io("epoll_ctl", &e))?;
+        Ok(Reactor {
+            lib,
+            shared,
+            epoll,
+            listeners: HashMap::new(),
+            conns: HashMap::new(),
+            owners: HashMap::new(),
+            devices: HashMap::new(),
+            next_device_token: 0,
+            channel,
+        })
+    }
+
+    fn emit(&self, e: Event) {
+        self.shared.sink.push(e);
+    }
+
+    fn run(&mut self) {
+        let mut ready = Vec::new();
+        loop {
+            let timeout = self.next_timeout_ms();
+            self.epoll.wait(timeout, &mut ready);
+            // CM first: a DISCONNECTED read here explains flush completions seen below.
+            if ready.contains(&TOKEN_CM) {
+                self.on_cm_ready();
+            }
+            for &t in ready.iter() {
+                match t {
+                    TOKEN_WAKER | TOKEN_CM => {}
+                    t if t & !TOKEN_MASK == TOKEN_DEVICE => self.on_device_ready(t),
+                    t if t & !TOKEN_MASK == TOKEN_CONN => self.on_cq_ready((t & TOKEN_MASK) as ConnId),
+                    _ => {}
+                }
+            }
+            if ready.contains(&TOKEN_WAKER) {
+                self.shared.waker.clear();
+                for cmd in self.shared.take() {
+                    if let Cmd::Shutdown = cmd {
+                        self.shutdown();
+                        return;
+                    }
+                    self.on_cmd(cmd);
+                }
+            }
+            self.on_deadlines();
+        }
+    }
+
+    fn next_timeout_ms(&self) -> i32 {
+        let now = Instant::now();
+        match self.conns.values().filter_map(|c| c.deadline).min() {
+            None => -1,
+            Some(d) => d.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1,
+        }
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Listen { opts, addr, reply } => {
+                let _ = reply.send(self.listen(opts, addr));
+            }
+            Cmd::CloseListener { id, reply } => {
+                let _ = reply.send(self.close_listener(id));
+            }
+            Cmd::Connect { id, opts, addr } => self.connect(id, opts, addr),
+            Cmd::Send { id, frame } => {
+                let Some(c) = self.conns.get_mut(&id) else { return };
+                if matches!(c.phase, Phase::Draining { .. }) {
+                    c.gate.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                c.sendq.push_back(frame);
+                self.pump(id);
+            }
+            Cmd::Close { id } => {
+                let Some(c) = self.conns.get_mut(&id) else { return };
+                match c.phase {
+                    Phase::Open => {
+                        c.phase = Phase::Closing;
+                        c.deadline = Some(Instant::now() + Duration::from_millis(CLOSE_SEND_TIMEOUT_MS));
+                        self.pump(id);
+                    }
+                    Phase::Resolving | Phase::Connecting | Phase::Accepting => self.fail_setup(
+                        id,
+                        TransportError::new(ErrorCode::ConnectionReset, "connection closed locally before it was established"),
+                    ),
+                    _ => {}
+                }
+            }
+            Cmd::Abort { id } => {
+                if let Some(c) = self.conns.get(&id) {
+                    if c.is_setup() {
+                        self.fail_setup(
+                            id,
+                            TransportError::new(ErrorCode::ConnectionReset, "connection aborted locally before it was established"),
+                        );
+                    } else {
+                        self.teardown(id, None, false);
+                    }
+                }
+            }
+            Cmd::Shutdown => {}
+        }
+    }
+
+    fn listen(&mut self, opts: ListenOptions, addr: std::net::SocketAddr) -> Result<(ListenerId, u16), TransportError> {
+        let cm = CmId::new(self.lib, &self.channel)?;
+        cm.bind(addr)?;
+        cm.listen(opts.backlog)?;
+        let port = cm.local_port();
+        let id = rdma_graceful_core::ids::next_id();
+        self.owners.insert(cm.as_ptr() as usize, Owner::Listener(id));
+        self.listeners.insert(id, Listener { cm, opts });
+        Ok((id, port))
+    }
+
+    fn close_listener(&mut self, id: ListenerId) -> Result<(), TransportError> {
+        let Some(l) = self.listeners.remove(&id) else {
+            return Err(TransportError::new(ErrorCode::NotFound, format!("no rdma listener with id {id}")));
+        };
+        self.owners.remove(&(l.cm.as_ptr() as usize));
+        // Handshakes still in progress on this listener have not become connections: end them.
+        let pending: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.role == Role::Passive { listener: id } && c.is_setup())
+            .map(|c| c.id)
+            .collect();
+        for c in pending {
+            self.fail_setup(c, TransportError::new(ErrorCode::ConnectionReset, "listener closed during the handshake"));
+        }
+        drop(l);
+        self.emit(Event::ListenerClosed { listener: id, error: None });
+        Ok(())
+    }
+
+    fn connect(&mut self, id: ConnId, opts: rdma_graceful_core::ConnectOptions, addr: Result<std::net::SocketAddr, TransportError>) {
+        let gate = self.shared.gate(id).unwrap_or_else(|| Arc::new(Gate::new(opts.max_payload)));
+        let started = (|| {
+            let addr = addr?;
+            let cm = CmId::new(self.lib, &self.channel)?;
+            cm.resolve_addr(addr, opts.timeout_ms)?;
+            Ok::<_, TransportError>((cm, addr))
+        })();
+        let (cm, addr) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                lock(&self.shared.gates).remove(&id);
+                self.emit(Event::ConnectFailed { conn: id, error: e });
+                return;
+            }
+        };
+        self.owners.insert(cm.as_ptr() as usize, Owner::Conn(id));
+        self.conns.insert(
+            id,
+            Conn {
+                id,
+                role: Role::Active,
+                phase: Phase::Resolving,
+                res: None,
+                cm,
+                gate,
+                local_max: opts.max_payload,
+                peer_max: 0,
+                peer: addr.to_string(),
+                remote_qpn: 0,
+                sendq: Default::default(),
+                early: Vec::new(),
+                deadline: Some(Instant::now() + Duration::from_millis(opts.timeout_ms as u64)),
+                timeout_ms: opts.timeout_ms,
+            },
+        );
+    }
+
+    // ---- rdma-cm events -------------------------------------------------------------------
+
+    fn on_cm_ready(&mut self) {
+        while let Some(ev) = self.channel.next() {
+            if ev.kind == RDMA_CM_EVENT_CONNECT_REQUEST {
+                match self.owners.get(&(ev.listen_id as usize)) {
+                    Some(Owner::Listener(l)) => {
+                        let l = *l;
+                        self.on_connect_request(l, ev);
+                    }
+                    // The listener is gone: refuse and free the new id.
+                    _ => {
+                        // SAFETY: a connect request's id is new and owned by nobody else.
+                        let cm = unsafe { CmId::adopt(self.lib, ev.id) };
+                        cm.reject(&[]);
+                    }
+                }
+                continue;
+            }
+            match self.owners.get(&(ev.id as usize)) {
+                Some(Owner::Conn(c)) => {
+                    let c = *c;
+                    self.on_conn_event(c, ev);
+                }
+                Some(Owner::Listener(_)) | None => {}
+            }
+        }
+    }
+
+    fn on_connect_request(&mut self, listener: ListenerId, ev: CmEvent) {
+        // SAFETY: a connect request's id is new and owned by nobody else.
+        let cm = unsafe { CmId::adopt(self.lib, ev.id) };
+        let peer = cm.peer_addr();
+        let Some(l) = self.listeners.get(&listener) else { return };
+        let local_max = l.opts.max_payload;
+        let handshake_ms = l.opts.handshake_timeout_ms;
+        let hello = match Hello::decode(&ev.private_data) {
+            Ok(h) => h,
+            Err(e) => {
+                cm.reject(b"RDGR: not an rdma-graceful peer");
+                drop(cm);
+                self.emit(Event::AcceptFailed { listener, peer, error: e });
+                return;
+            }
+        };
+        let id = rdma_graceful_core::ids::next_id();
+        let built = self.build_resources(id, &cm, local_max).and_then(|res| {
+            cm.accept(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode())?;
+            Ok(res)
+        });
+        let res = match built {
+            Ok(r) => r,
+            Err(e) => {
+                cm.reject(b"RDGR: accept failed");
+                drop(cm);
+                self.release_devices();
+                self.emit(Event::AcceptFailed { listener, peer, error: e });
+                return;
+            }
+        };
+        let peer_max = hello.max_payload.min(local_max);
+        let gate = Arc::new(Gate::new(peer_max));
+        lock(&self.shared.gates).insert(id, gate.clone());
+        self.owners.insert(cm.as_ptr() as usize, Owner::Conn(id));
+        self.conns.insert(
+            id,
+            Conn {
+                id,
+                role: Role::Passive { listener },
+                phase: Phase::Accepting,
+                res: Some(res),
+                cm,
+                gate,
+                local_max,
+                peer_max: hello.max_payload,
+                peer,
+                remote_qpn: ev.remote_qpn,
+                sendq: Default::default(),
+                early: Vec::new(),
+                deadline: Some(Instant::now() + Duration::from_millis(handshake_ms as u64)),
+                timeout_ms: handshake_ms,
+            },
+        );
+    }
+
+    /// Creates a connection's verbs resources on the id's device and watches its completions.
+    fn build_resources(&mut self, id: ConnId, cm: &CmId, max_payload: u32) -> Result<Resources, TransportError> {
+        let ctx = cm.verbs();
+        if ctx.is_null() {
+            return Err(TransportError::new(ErrorCode::Io, "rdma-cm bound the id to no device"));
+        }
+        let device = self.device_for(ctx)?;
+        let res = Resources::new(self.lib, cm, device, max_payload)?;
+        self.epoll
+            .add(res.channel.fd(), TOKEN_CONN | id as u64)
+            .map_err(|e| TransportError::from_io("epoll_ctl(completion channel)", &e))?;
+        Ok(res)
+    }
+
+    fn device_for(&mut self, ctx: *mut ibv_context) -> Result<Rc<Device>, TransportError> {
+        if let Some((_, d)) = self.devices.get(&(ctx as usize)) {
+            return Ok(d.clone());
+        }
+        let d = Rc::new(Device::new(self.lib, ctx));
+        let token = TOKEN_DEVICE | self.next_device_token;
+        self.next_device_token += 1;
+        self.epoll.add(d.async_fd(), token).map_err(|e| TransportError::from_io("epoll_ctl(async fd)", &e))?;
+        self.devices.insert(ctx as usize, (token, d.clone()));
+        Ok(d)
+    }
+
+    /// Drops our handle on every device no connection uses any more.
+    fn release_devices(&mut self) {
+        let unused: Vec<usize> = self.devices.iter().filter(|(_, (_, d))| Rc::strong_count(d) == 1).map(|(k, _)| *k).collect();
+        for k in unused {
+            if let Some((_, d)) = self.devices.remove(&k) {
+                self.epoll.remove(d.async_fd());
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, id: ConnId, ev: CmEvent) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let what = format!("{} (status {})", ev.name, ev.status);
+        match ev.kind {
+            RDMA_CM_EVENT_ADDR_RESOLVED if matches!(c.phase, Phase::Resolving) => {
+                if let Err(e) = c.cm.resolve_route(c.timeout_ms) {
+                    self.fail_setup(id, e);
+                }
+            }
+            RDMA_CM_EVENT_ROUTE_RESOLVED if matches!(c.phase, Phase::Resolving) => {
+                let local_max = c.local_max;
+                // Build with the CM id borrowed out of the map entry (resources need &mut self).
+                let Some(mut conn) = self.conns.remove(&id) else { return };
+                let result = self.build_resources(id, &conn.cm, local_max).and_then(|res| {
+                    conn.res = Some(res);
+                    conn.cm.connect(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode())
+                });
+                conn.phase = Phase::Connecting;
+                self.conns.insert(id, conn);
+                if let Err(e) = result {
+                    self.fail_setup(id, e);
+                }
+            }
+            RDMA_CM_EVENT_ADDR_ERROR | RDMA_CM_EVENT_ROUTE_ERROR | RDMA_CM_EVENT_UNREACHABLE if c.is_setup() => {
+                let code = if ev.status == -libc::ETIMEDOUT { ErrorCode::Timeout } else { ErrorCode::AddressUnreachable };
+                let msg = format!("cannot reach {}: {what}", c.peer);
+                self.fail_setup(id, TransportError::new(code, msg));
+            }
+            RDMA_CM_EVENT_REJECTED if c.is_setup() => {
+                let why = match ev.status {
+                    REJ_INVALID_SERVICE_ID => "nothing listens there".to_string(),
+                    REJ_CONSUMER_DEFINED => {
+                        let text = String::from_utf8_lossy(&ev.private_data);
+                        format!("refused by the peer: {}", text.trim_end_matches('\0'))
+                    }
+                    s => format!("rejected (IB CM reason {s})"),
+                };
+                let msg = format!("rdma connect to {} refused: {why}", c.peer);
+                self.fail_setup(id, TransportError::new(ErrorCode::ConnectionRefused, msg));
+            }
+            RDMA_CM_EVENT_CONNECT_ERROR if c.is_setup() => {
+                let msg = format!("rdma connect to {} failed: {what}", c.peer);
+                self.fail_setup(id, TransportError::new(ErrorCode::ConnectionReset, msg));
+            }
+            RDMA_CM_EVENT_ESTABLISHED if matches!(c.phase, Phase::Connecting) => match Hello::decode(&ev.private_data) {
+                Ok(h) => {
+                    c.peer_max = h.max_payload;
+                    c.remote_qpn = ev.remote_qpn;
+                    c.gate.max_payload.store(h.max_payload.min(c.local_max), std::sync::atomic::Ordering::SeqCst);
+                    self.established(id);
+                }
+                Err(e) => self.fail_setup(id, e),
+            },
+            RDMA_CM_EVENT_ESTABLISHED if matches!(c.phase, Phase::Accepting) => self.established(id),
+            RDMA_CM_EVENT_DISCONNECTED | RDMA_CM_EVENT_DEVICE_REMOVAL | RDMA_CM_EVENT_ADDR_CHANGE
+            | RDMA_CM_EVENT_REJECTED | RDMA_CM_EVENT_CONNECT_ERROR | RDMA_CM_EVENT_UNREACHABLE => {
+                let removal = ev.kind != RDMA_CM_EVENT_DISCONNECTED;
+                match &c.phase {
+                    Phase::Draining { .. } => {}
+                    p if c.is_setup() => {
+                        let _ = p;
+                        let msg = format!("connection to {} ended during setup: {what}", c.peer);
+                        self.fail_setup(id, TransportError::new(ErrorCode::ConnectionReset, msg));
+                    }
+                    Phase::Closing if !removal && c.sendq.is_empty() && c.res.as_ref().is_some_and(|r| r.sends_in_flight == 0) => {
+                        // We asked to close and everything was delivered: the peer just got there first.
+                        self.teardown(id, None, true);
+                    }
+                    _ => {
+                        let (code, msg) = if removal {
+                            (ErrorCode::ConnectionReset, format!("rdma connection to {} failed: {what}", c.peer))
+                        } else {
+                            (ErrorCode::PeerClosed, format!("peer {} disconnected (rdma-cm DISCONNECTED)", c.peer))
+                        };
+                        self.teardown(id, Some(TransportError::new(code, msg)), true);
+                    }
+                }
+            }
+            // TIMEWAIT_EXIT: the id may be destroyed at any time anyway (rdma_destroy_id handles an
+            // id in time-wait), so it carries nothing we wait for.
+            RDMA_CM_EVENT_TIMEWAIT_EXIT => {}
+            _ => {}
+        }
+    }
+
+    fn established(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        c.phase = Phase::Open;
+        c.deadline = None;
+        let event = match c.role {
+            Role::Active => Event::Connected { conn: id, peer: c.peer.clone(), qp: c.qp_info() },
+            Role::Passive { listener } => Event::Accepted { listener, conn: id, peer: c.peer.clone(), qp: c.qp_info() },
+        };
+        let early = std::mem::take(&mut c.early);
+        self.emit(event);
+        for frame in early {
+            self.emit(Event::Message { conn: id, frame });
+        }
+        // Completions may have arrived before ESTABLISHED; and queued sends may now go.
+        self.on_cq_ready(id);
+    }
+
+    // ---- async events ---------------------------------------------------------------------
+
+    fn on_device_ready(&mut self, token: u64) {
+        let Some((_, dev)) = self.devices.values().find(|(t, _)| *t == token).cloned() else { return };
+        for ev in dev.read_async_events() {
+            let name = dev.event_name(ev.kind);
+            let victims: Vec<ConnId> = match ev.kind {
+                IBV_EVENT_QP_FATAL | IBV_EVENT_QP_REQ_ERR | IBV_EVENT_QP_ACCESS_ERR => self
+                    .conns
+                    .values()
+                    .filter(|c| c.res.as_ref().is_some_and(|r| r.qp.as_ptr() as usize == ev.element))
+                    .map(|c| c.id)
+                    .collect(),
+                IBV_EVENT_CQ_ERR => self
+                    .conns
+                    .values()
+                    .filter(|c| c.res.as_ref().is_some_and(|r| r.cq.as_ptr() as usize == ev.element))
+                    .map(|c| c.id)
+                    .collect(),
+                IBV_EVENT_DEVICE_FATAL => self
+                    .conns
+                    .values()
+                    .filter(|c| c.res.as_ref().is_some_and(|r| Rc::ptr_eq(&r.device, &dev)))
+                    .map(|c| c.id)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for id in victims {
+                let Some(c) = self.conns.get(&id) else { continue };
+                let err = TransportError::new(ErrorCode::ConnectionReset, format!("rdma async event on the connection to {}: {name}", c.peer));
+                if c.is_setup() {
+                    self.fail_setup(id, err);
+                } else if !matches!(c.phase, Phase::Draining { .. }) {
+                    self.teardown(id, Some(err), false);
+                }
+            }
+        }
+    }
+
+    // ---- completions ----------------------------------------------------------------------
+
+    fn on_cq_ready(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Some(res) = c.res.as_mut() else { return };
+        let draining = matches!(c.phase, Phase::Draining { .. });
+        let mut out = Vec::new();
+        let polled = res.poll(!draining, &mut out);
+        let mut failure: Option<TransportError> = polled.err();
+        for comp in out {
+            match comp {
+                Completed::Received(Ok(frame)) => match &c.phase {
+                    Phase::Open | Phase::Closing | Phase::Draining { deliver: true, .. } if failure.is_none() => {
+                        self.shared.sink.push(Event::Message { conn: id, frame });
+                    }
+                    Phase::Accepting | Phase::Connecting if failure.is_none() => c.early.push(frame),
+                    _ => {}
+                },
+                Completed::Received(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Completed::Sent => {}
+                Completed::Failed { error, flushed } => {
+                    if !draining && !(flushed && failure.is_some()) {
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+        }
+        if let Some(e) = failure {
+            if draining {
+                return self.maybe_finish(id);
+            }
+            let setup = c.is_setup();
+            if setup {
+                return self.fail_setup(id, e);
+            }
+            return self.teardown(id, Some(e), false);
+        }
+        if draining {
+            return self.maybe_finish(id);
+        }
+        self.pump(id);
+    }
+
+    /// Posts queued frames while send slots are free; finishes a local close once all is sent.
+    fn pump(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if !matches!(c.phase, Phase::Open | Phase::Closing) {
+            return;
+        }
+        let Some(res) = c.res.as_mut() else { return };
+        let mut failure = None;
+        while res.can_send() {
+            let Some(frame) = c.sendq.pop_front() else { break };
+            c.gate.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            if frame.payload.len() as u64 > c.peer_max as u64 {
+                failure = Some(too_large_for_peer(&frame, c.peer_max));
+                break;
+            }
+            if let Err(e) = res.send(&frame) {
+                failure = Some(e);
+                break;
+            }
+        }
+        let done_closing = matches!(c.phase, Phase::Closing) && c.sendq.is_empty() && res.sends_in_flight == 0;
+        if let Some(e) = failure {
+            return self.teardown(id, Some(e), false);
+        }
+        if done_closing {
+            self.teardown(id, None, true);
+        }
+    }
+
+    // ---- endings --------------------------------------------------------------------------
+
+    /// Ends a connection that never became one: frees everything, then ConnectFailed or
+    /// AcceptFailed (never Closed: it was not Accepted/Connected).
+    fn fail_setup(&mut self, id: ConnId, error: TransportError) {
+        let Some(c) = self.remove(id) else { return };
+        let role = c.role;
+        let peer = c.peer.clone();
+        drop(c);
+        self.release_devices();
+        lock(&self.shared.gates).remove(&id);
+        match role {
+            Role::Active => self.emit(Event::ConnectFailed { conn: id, error }),
+            Role::Passive { listener } => self.emit(Event::AcceptFailed { listener, peer, error }),
+        }
+    }
+
+    /// Starts the end of an established connection: disconnect (DREQ; rdma-cm moves the QP to
+    /// ERR), then wait for the flush completions of every posted work request, bounded.
+    fn teardown(&mut self, id: ConnId, error: Option<TransportError>, deliver: bool) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if matches!(c.phase, Phase::Draining { .. }) {
+            return;
+        }
+        c.gate.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let dropped = c.sendq.len();
+        c.sendq.clear();
+        c.gate.queued.fetch_sub(dropped, std::sync::atomic::Ordering::SeqCst);
+        c.cm.disconnect();
+        if let Some(res) = &c.res {
+            if let Err(e) = res.qp.to_error() {
+                crate::report(&format!("connection {id}: {e}"));
+            }
+        }
+        c.phase = Phase::Draining { error, deliver };
+        c.deadline = Some(Instant::now() + Duration::from_millis(DRAIN_TIMEOUT_MS));
+        // Flushes may already be waiting in the CQ without a new channel event.
+        self.on_cq_ready(id);
+    }
+
+    fn maybe_finish(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let drained = c.res.as_ref().is_none_or(|r| r.recvs_posted == 0 && r.sends_in_flight == 0);
+        if drained {
+            self.finish(id);
+        }
+    }
+
+    /// Frees everything the connection holds (QP, CQ, channel, MRs, PD, then the CM id), then
+    /// reports Closed: counters are already down when the event is seen.
+    fn finish(&mut self, id: ConnId) {
+        let Some(c) = self.remove(id) else { return };
+        let error = match &c.phase {
+            Phase::Draining { error, .. } => error.clone(),
+            _ => None,
+        };
+        drop(c);
+        self.release_devices();
+        lock(&self.shared.gates).remove(&id);
+        self.emit(Event::Closed { conn: id, error });
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let mut c = self.conns.remove(&id)?;
+        self.owners.remove(&(c.cm.as_ptr() as usize));
+        if let Some(res) = c.res.take() {
+            self.epoll.remove(res.channel.fd());
+            drop(res);
+        }
+        Some(c)
+    }
+
+    fn on_deadlines(&mut self) {
+        let now = Instant::now();
+        let due: Vec<ConnId> = self.conns.values().filter(|c| c.deadline.is_some_and(|d| d <= now)).map(|c| c.id).collect();
+        for id in due {
+            let Some(c) = self.conns.get(&id) else { continue };
+            match &c.phase {
+                Phase::Resolving | Phase::Connecting => {
+                    let msg = format!("rdma connect to {} did not complete within {} ms", c.peer, c.timeout_ms);
+                    self.fail_setup(id, TransportError::new(ErrorCode::Timeout, msg));
+                }
+                Phase::Accepting => {
+                    let msg = format!("peer {} did not complete the rdma handshake within {} ms", c.peer, c.timeout_ms);
+                    self.fail_setup(id, TransportError::new(ErrorCode::Timeout, msg));
+                }
+                Phase::Closing => {
+                    let msg = format!("close could not deliver the queued frames within {CLOSE_SEND_TIMEOUT_MS} ms");
+                    self.teardown(id, Some(TransportError::new(ErrorCode::Timeout, msg)), false);
+                }
+                Phase::Draining { .. } => {
+                    let pending = c.res.as_ref().map(|r| (r.recvs_posted, r.sends_in_flight)).unwrap_or_default();
+                    crate::report(&format!(
+                        "connection {id}: {} receives and {} sends not flushed within {DRAIN_TIMEOUT_MS} ms; destroying the QP anyway",
+                        pending.0, pending.1
+                    ));
+                    self.finish(id);
+                }
+                Phase::Open => {}
+            }
+        }
+    }
+
+    /// The transport is being dropped: abort everything, bounded, reporting each ending.
+    fn shutdown(&mut self) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(c) = self.conns.get(&id) else { continue };
+            if c.is_setup() {
+                self.fail_setup(id, TransportError::new(ErrorCode::ConnectionReset, "rdma transport shut down"));
+            } else {
+                self.teardown(id, None, false);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(DRAIN_TIMEOUT_MS);
+        while !self.conns.is_empty() && Instant::now() < deadline {
+            let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+            for id in ids {
+                self.on_cq_ready(id);
+            }
+            if !self.conns.is_empty() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.finish(id);
+        }
+        let lids: Vec<ListenerId> = self.listeners.keys().copied().collect();
+        for l in lids {
+            let _ = self.close_listener(l);
+        }
+    }
+}
+
+fn too_large_for_peer(frame: &Frame, peer_max: u32) -> TransportError {
+    TransportError::new(
+        ErrorCode::FrameTooLarge,
+        format!("frame payload of {} bytes exceeds the peer's receive buffers of {peer_max} bytes", frame.payload.len()),
+    )
+}

@@ -1,0 +1,179 @@
+//! The verbs resources of one connection and its hot path: pre-registered send and receive pools,
+//! receives posted before the peer may send, SEND_WITH_IMM carrying the frame header as immediate
+//! data, and batched CQ polling when the completion channel fires.
+//!
+//! Field order is the teardown order (Rust drops fields in declaration order): QP, CQ, completion
+//! channel, MRs, PD, then our reference on the device. The connection moves the QP to ERR and
+//! drains the flush completions before it drops this.
+
+use std::rc::Rc;
+
+use rdma_graceful_core::{ErrorCode, Frame, TransportError};
+
+use crate::cm::CmId;
+use crate::cq::{CompChannel, Cq};
+use crate::device::Device;
+use crate::ffi::*;
+use crate::loader::{c_text, Lib};
+use crate::mr::Mr;
+use crate::pd::Pd;
+use crate::qp::Qp;
+use crate::{RECV_DEPTH, SEND_DEPTH};
+
+/// wr_id bit that marks a send; the low bits are the pool slot.
+const SEND_TAG: u64 = 1 << 63;
+/// Completions taken per poll call.
+const POLL_BATCH: usize = 32;
+
+pub struct Resources {
+    pub qp: Qp,
+    pub cq: Cq,
+    pub channel: CompChannel,
+    recv: Mr,
+    send: Mr,
+    _pd: Pd,
+    pub device: Rc<Device>,
+    lib: &'static Lib,
+    free_send: Vec<usize>,
+    /// Receives posted and not yet completed.
+    pub recvs_posted: usize,
+    /// Sends posted and not yet completed.
+    pub sends_in_flight: usize,
+}
+
+/// What one completion meant, already translated.
+pub enum Completed {
+    /// A message arrived: the frame, or why it is not a valid frame.
+    Received(Result<Frame, TransportError>),
+    /// A send finished (the peer's hardware acknowledged it).
+    Sent,
+    /// A work request failed; `flushed` when it was only flushed by a QP in ERR.
+    Failed { error: TransportError, flushed: bool },
+}
+
+impl Resources {
+    /// Creates every resource on the id's device and posts all receives, so that the QP can
+    /// receive the moment rdma-cm moves it to RTR during accept/connect.
+    pub fn new(lib: &'static Lib, id: &CmId, device: Rc<Device>, max_payload: u32) -> Result<Resources, TransportError> {
+        let ctx = device.ctx();
+        let pd = Pd::new(lib, ctx)?;
+        let channel = CompChannel::new(lib, ctx)?;
+        let cq = Cq::new(lib, ctx, &channel, (RECV_DEPTH + SEND_DEPTH) as usize)?;
+        let recv = Mr::new(lib, pd.as_ptr(), max_payload as usize, RECV_DEPTH as usize)?;
+        let send = Mr::new(lib, pd.as_ptr(), max_payload as usize, SEND_DEPTH as usize)?;
+        let qp = Qp::new(lib, id.as_ptr(), pd.as_ptr(), cq.as_ptr(), SEND_DEPTH, RECV_DEPTH)?;
+        let mut r = Resources {
+            qp,
+            cq,
+            channel,
+            recv,
+            send,
+            _pd: pd,
+            device,
+            lib,
+            free_send: (0..SEND_DEPTH as usize).rev().collect(),
+            recvs_posted: 0,
+            sends_in_flight: 0,
+        };
+        for slot in 0..r.recv.slots() {
+            r.post_recv(slot)?;
+        }
+        Ok(r)
+    }
+
+    fn post_recv(&mut self, slot: usize) -> Result<(), TransportError> {
+        self.qp.post_recv(slot as u64, self.recv.sge(slot, self.recv.slot_size()))?;
+        self.recvs_posted += 1;
+        Ok(())
+    }
+
+    pub fn can_send(&self) -> bool {
+        !self.free_send.is_empty()
+    }
+
+    /// Copies the frame into a free registered slot and posts it. The caller checked `can_send`
+    /// and the frame's size against the peer's receive buffers.
+    pub fn send(&mut self, frame: &Frame) -> Result<(), TransportError> {
+        let Some(slot) = self.free_send.pop() else {
+            return Err(TransportError::new(ErrorCode::Io, "no free send slot"));
+        };
+        let len = frame.payload.len();
+        if len > self.send.slot_size() {
+            self.free_send.push(slot);
+            return Err(TransportError::new(
+                ErrorCode::FrameTooLarge,
+                format!("frame payload of {len} bytes exceeds the send buffer of {} bytes", self.send.slot_size()),
+            ));
+        }
+        self.send.slot_mut(slot)[..len].copy_from_slice(&frame.payload);
+        if let Err(e) = self.qp.post_send_imm(SEND_TAG | slot as u64, self.send.sge(slot, len), frame.imm()) {
+            self.free_send.push(slot);
+            return Err(e);
+        }
+        self.sends_in_flight += 1;
+        Ok(())
+    }
+
+    /// Consumes completion-channel events, re-arms the CQ, then polls it empty in batches.
+    /// Arming before polling means a completion that lands during the poll still wakes us.
+    /// Successful receives are re-posted only when `repost` (not while tearing down).
+    pub fn poll(&mut self, repost: bool, out: &mut Vec<Completed>) -> Result<(), TransportError> {
+        if self.cq.take_events() {
+            self.cq.arm()?;
+        }
+        let mut wc = [ibv_wc { wr_id: 0, status: 0, opcode: 0, vendor_err: 0, byte_len: 0, imm_data: 0, qp_num: 0, src_qp: 0, wc_flags: 0, pkey_index: 0, slid: 0, sl: 0, dlid_path_bits: 0 }; POLL_BATCH];
+        loop {
+            let n = self.cq.poll(&mut wc)?;
+            for w in &wc[..n] {
+                let c = self.complete(w, repost)?;
+                out.push(c);
+            }
+            if n < POLL_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    fn complete(&mut self, w: &ibv_wc, repost: bool) -> Result<Completed, TransportError> {
+        let is_send = w.wr_id & SEND_TAG != 0;
+        let slot = (w.wr_id & !SEND_TAG) as usize;
+        if is_send {
+            self.sends_in_flight = self.sends_in_flight.saturating_sub(1);
+            self.free_send.push(slot);
+        } else {
+            self.recvs_posted = self.recvs_posted.saturating_sub(1);
+        }
+        if w.status != IBV_WC_SUCCESS {
+            return Ok(Completed::Failed { error: self.wc_error(w, is_send), flushed: w.status == IBV_WC_WR_FLUSH_ERR });
+        }
+        if is_send {
+            return Ok(Completed::Sent);
+        }
+        let frame = if w.wc_flags & IBV_WC_WITH_IMM == 0 {
+            Err(TransportError::new(ErrorCode::MalformedFrame, "peer sent a message without immediate data (not an rdma-graceful frame)"))
+        } else {
+            let len = (w.byte_len as usize).min(self.recv.slot_size());
+            Frame::from_imm(u32::from_be(w.imm_data), self.recv.slot(slot)[..len].to_vec())
+        };
+        if repost {
+            self.post_recv(slot)?;
+        }
+        Ok(Completed::Received(frame))
+    }
+
+    fn wc_error(&self, w: &ibv_wc, is_send: bool) -> TransportError {
+        // SAFETY: returns a static string for any status.
+        let name = c_text(unsafe { (self.lib.verbs.ibv_wc_status_str)(w.status) });
+        let op = if is_send { "send" } else { "receive" };
+        if w.status == IBV_WC_LOC_LEN_ERR && !is_send {
+            return TransportError::new(
+                ErrorCode::FrameTooLarge,
+                format!("peer sent a message larger than the receive buffer of {} bytes", self.recv.slot_size()),
+            );
+        }
+        TransportError::new(
+            ErrorCode::ConnectionReset,
+            format!("{op} completion error: {name} (status {}, vendor error {:#x})", w.status, w.vendor_err),
+        )
+    }
+}
