@@ -1,0 +1,297 @@
+/**
+ * Deterministic simulation of two protocol engines: a fake clock, an ordered channel per direction
+ * with injectable faults (loss, duplication, extra delay), peer crash (stops processing, optionally
+ * with a transport reset seen by the other side), and timers that fire by fake time.
+ *
+ * The channel never reorders: the real transports are ordered. Loss and duplication model what the
+ * close retries exist for (a stalled or vanished peer); they are applied only to control frames unless
+ * a test asks otherwise, because a live transport never loses or repeats DATA.
+ */
+
+import type { Action, StateChange, TimerId } from '../../src/protocol/actions'
+import { Connection } from '../../src/protocol/connection'
+import type { RdmaGracefulError } from '../../src/protocol/errors'
+import { type Frame, FrameKind } from '../../src/protocol/frames'
+import type { ConnectionOptions } from '../../src/protocol/options'
+
+export type Side = 'A' | 'B'
+export type Direction = 'A->B' | 'B->A'
+
+export interface Faults {
+  /** Drop this frame (it never arrives). */
+  drop?: (frame: Frame, dir: Direction, sim: Sim) => boolean
+  /** Deliver this frame twice. */
+  duplicate?: (frame: Frame, dir: Direction, sim: Sim) => boolean
+  /** Extra one-way delay for this frame (order is still kept: later frames wait behind it). */
+  delay?: (frame: Frame, dir: Direction, sim: Sim) => number
+}
+
+export interface SimOptions {
+  a?: Partial<ConnectionOptions>
+  b?: Partial<ConnectionOptions>
+  latencyMs?: number
+  faults?: Faults
+}
+
+type Wire = { at: number; seq: number; what: 'frame'; frame: Frame } | { at: number; seq: number; what: 'down' }
+
+export class Peer {
+  readonly conn: Connection
+  readonly timers = new Map<TimerId, number>()
+  readonly delivered: string[] = []
+  readonly events: StateChange[] = []
+  readonly log: Action[] = []
+  readonly framesOut: Frame[] = []
+  /** send id -> payload, in the order send() was called */
+  readonly sends = new Map<number, string>()
+  readonly written: number[] = []
+  readonly rejected = new Map<number, RdmaGracefulError>()
+  readonly settleErrors: string[] = []
+  readonly shutdowns: number[] = []
+  closed: { outcome: 'graceful' | 'forced'; reason: string; at: number; error?: RdmaGracefulError } | undefined
+  closedCount = 0
+  transportCloseCount = 0
+  transportCloseGraceful: boolean | undefined
+  peerEndedCount = 0
+  crashed = false
+  framesAfterTransportClose = 0
+
+  constructor(readonly side: Side, options: ConnectionOptions) {
+    this.conn = new Connection(options)
+  }
+
+  /** Payloads this side wrote to the transport, in order. */
+  writtenPayloads(): string[] {
+    return this.written.map((id) => this.sends.get(id) as string)
+  }
+
+  closeStates(): string[] {
+    return this.events.filter((e) => e.machine === 'close').map((e) => e.to)
+  }
+
+  states(): string[] {
+    return this.events.filter((e) => e.machine === 'connection').map((e) => e.to)
+  }
+}
+
+export class Sim {
+  now = 0
+  readonly A: Peer
+  readonly B: Peer
+  readonly latencyMs: number
+  faults: Faults
+  private seq = 0
+  private readonly wires: Record<Direction, Wire[]> = { 'A->B': [], 'B->A': [] }
+  private readonly lastAt: Record<Direction, number> = { 'A->B': 0, 'B->A': 0 }
+  /** After a transport close the direction carries nothing new. */
+  private readonly wireClosed: Record<Direction, boolean> = { 'A->B': false, 'B->A': false }
+
+  constructor(o: SimOptions = {}) {
+    this.latencyMs = o.latencyMs ?? 1
+    this.faults = o.faults ?? {}
+    this.A = new Peer('A', { role: 'active', connectionId: 0xa1, generation: 7, ...o.a })
+    this.B = new Peer('B', { role: 'passive', connectionId: 0xb2, ...o.b })
+  }
+
+  peer(s: Side): Peer {
+    return s === 'A' ? this.A : this.B
+  }
+  other(s: Side): Peer {
+    return s === 'A' ? this.B : this.A
+  }
+
+  /** Both transports come up: A connected, B accepted (B's start arrives one latency later). */
+  connect(): this {
+    this.input('A', (c) => c.start(this.now))
+    this.input('B', (c) => c.start(this.now))
+    return this
+  }
+
+  // ------------------------------------------------------------------ app inputs
+  send(s: Side, payload: string): number {
+    let id = 0
+    this.input(s, (c) => {
+      id = c.send(this.now, Buffer.from(payload))
+    })
+    this.peer(s).sends.set(id, payload)
+    // settle actions were already processed during input(); the map entry is for the writtenPayloads view
+    return id
+  }
+  close(s: Side): void {
+    this.input(s, (c) => c.close(this.now))
+  }
+  end(s: Side): void {
+    this.input(s, (c) => c.end(this.now))
+  }
+  destroy(s: Side): void {
+    this.input(s, (c) => c.destroy(this.now))
+  }
+  notice(graceMs: number): void {
+    this.input('B', (c) => c.shutdownNotice(this.now, graceMs))
+  }
+  consumed(s: Side, n: number): void {
+    this.input(s, (c) => c.consumed(this.now, n))
+  }
+
+  /** The side stops processing anything (frozen or vanished). With reset, the other side's transport reports it. */
+  crash(s: Side, opts: { reset?: boolean } = {}): void {
+    const p = this.peer(s)
+    p.crashed = true
+    if (opts.reset) this.pushDown(s === 'A' ? 'A->B' : 'B->A', this.now + this.latencyMs)
+  }
+
+  /** Injects a raw frame as if it came from the other side (for malformed / stale frames). */
+  inject(to: Side, frame: Frame): void {
+    this.input(to, (c) => c.frameReceived(this.now, frame))
+  }
+
+  // ------------------------------------------------------------------ time
+  /** Processes everything due up to time t (inclusive), then sets the clock to t. */
+  runUntil(t: number): void {
+    for (;;) {
+      const next = this.nextEvent()
+      if (next === undefined || next.at > t) break
+      this.now = Math.max(this.now, next.at)
+      next.run()
+    }
+    this.now = Math.max(this.now, t)
+  }
+
+  advance(ms: number): void {
+    this.runUntil(this.now + ms)
+  }
+
+  /** Runs until nothing is pending (or the limit), returns the time reached. */
+  runToQuiet(limitMs = 10 * 365 * 24 * 3600 * 1000): number {
+    for (;;) {
+      const next = this.nextEvent()
+      if (next === undefined || next.at > limitMs) return this.now
+      this.now = Math.max(this.now, next.at)
+      next.run()
+    }
+  }
+
+  /** The earliest pending wire event or timer: wires before timers at equal times, A before B. */
+  private nextEvent(): { at: number; run: () => void } | undefined {
+    let best: { at: number; rank: number; run: () => void } | undefined
+    const consider = (at: number, rank: number, run: () => void): void => {
+      if (best === undefined || at < best.at || (at === best.at && rank < best.rank)) best = { at, rank, run }
+    }
+    for (const dir of ['A->B', 'B->A'] as Direction[]) {
+      const w = this.wires[dir][0]
+      if (w !== undefined) consider(w.at, dir === 'A->B' ? 0 : 1, () => this.deliverWire(dir))
+    }
+    for (const p of [this.A, this.B]) {
+      if (p.crashed) continue
+      for (const [id, at] of p.timers) {
+        consider(at, p.side === 'A' ? 2 : 3, () => {
+          p.timers.delete(id)
+          this.input(p.side, (c) => c.timerFired(this.now, id))
+        })
+      }
+    }
+    return best
+  }
+
+  private deliverWire(dir: Direction): void {
+    const w = this.wires[dir].shift() as Wire
+    const to = this.peer(dir === 'A->B' ? 'B' : 'A')
+    if (to.crashed || to.transportCloseCount > 0) return // nobody reads this end any more
+    if (w.what === 'down') this.input(to.side, (c) => c.transportDown(this.now, new Error('peer reset')))
+    else this.input(to.side, (c) => c.frameReceived(this.now, w.frame))
+  }
+
+  private pushDown(dir: Direction, at: number): void {
+    const when = Math.max(at, this.lastAt[dir])
+    this.wires[dir].push({ at: when, seq: this.seq++, what: 'down' })
+    this.lastAt[dir] = when
+    this.wireClosed[dir] = true
+  }
+
+  // ------------------------------------------------------------------ action plumbing
+  private input(s: Side, f: (c: Connection) => void): void {
+    const p = this.peer(s)
+    if (p.crashed) return
+    f(p.conn)
+    for (const a of p.conn.pollActions()) this.apply(p, a)
+  }
+
+  private apply(p: Peer, a: Action): void {
+    p.log.push(a)
+    const dir: Direction = p.side === 'A' ? 'A->B' : 'B->A'
+    switch (a.type) {
+      case 'sendFrame': {
+        if (p.transportCloseCount > 0) {
+          p.framesAfterTransportClose++
+          return
+        }
+        const frame: Frame = { kind: a.kind, credits: a.credits, payload: a.payload }
+        p.framesOut.push(frame)
+        if (a.sendId !== undefined) {
+          if (p.written.includes(a.sendId) || p.rejected.has(a.sendId)) p.settleErrors.push(`send ${a.sendId} settled twice`)
+          p.written.push(a.sendId)
+        }
+        if (this.wireClosed[dir]) return
+        const isData = frame.kind === FrameKind.DATA
+        if (this.faults.drop?.(frame, dir, this) === true) return
+        const at = Math.max(this.lastAt[dir], this.now + this.latencyMs + (this.faults.delay?.(frame, dir, this) ?? 0))
+        this.lastAt[dir] = at
+        this.wires[dir].push({ at, seq: this.seq++, what: 'frame', frame })
+        if (!isData && this.faults.duplicate?.(frame, dir, this) === true) {
+          this.wires[dir].push({ at, seq: this.seq++, what: 'frame', frame })
+        }
+        return
+      }
+      case 'setTimer':
+        p.timers.set(a.id, a.at)
+        return
+      case 'cancelTimer':
+        p.timers.delete(a.id)
+        return
+      case 'deliver':
+        p.delivered.push(a.payload.toString())
+        return
+      case 'event': {
+        const { type: _type, ...change } = a
+        p.events.push(change)
+        return
+      }
+      case 'rejectSends':
+        for (const id of a.ids) {
+          if (p.written.includes(id) || p.rejected.has(id)) p.settleErrors.push(`send ${id} settled twice`)
+          p.rejected.set(id, a.error)
+        }
+        return
+      case 'transportClose':
+        p.transportCloseCount++
+        p.transportCloseGraceful = a.graceful
+        if (this.wireClosed[dir]) return
+        if (a.graceful) {
+          this.pushDown(dir, this.now + this.latencyMs) // after everything already on the wire
+        } else {
+          this.wires[dir] = [] // abort: what was in flight is lost
+          this.lastAt[dir] = this.now
+          this.pushDown(dir, this.now + this.latencyMs)
+        }
+        return
+      case 'closed':
+        p.closedCount++
+        p.closed = a.error === undefined ? { outcome: a.outcome, reason: a.reason, at: a.at } : { outcome: a.outcome, reason: a.reason, at: a.at, error: a.error }
+        return
+      case 'shutdown':
+        p.shutdowns.push(a.graceMs)
+        return
+      case 'peerEnded':
+        p.peerEndedCount++
+        return
+      case 'diagnostic':
+        return
+    }
+  }
+}
+
+/** Only control frames (not DATA), optionally of given kinds. */
+export const controlOnly =
+  (...kinds: number[]) =>
+  (f: Frame): boolean =>
+    f.kind !== FrameKind.DATA && (kinds.length === 0 || kinds.includes(f.kind))

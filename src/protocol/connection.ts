@@ -1,0 +1,772 @@
+/**
+ * Connection: the sans-IO lifecycle engine of one connection (quinn-proto style).
+ *
+ * The driver owns the transport, the clock and the real timers. It feeds every input together with the
+ * current time `now` (ms, any monotonic clock), then drains `pollActions()` and performs the actions in
+ * order. The engine does no I/O, reads no clock, arms no timers, and never throws at the driver for
+ * anything the peer sends (bad frames become a protocol-violation DOWN).
+ *
+ *   const c = new Connection({ role: 'active' })
+ *   c.start(now)                         // transport connected (active) / accepted (passive)
+ *   c.frameReceived(now, frame)          // every frame the transport delivers, in order
+ *   c.timerFired(now, id)                // a timer armed by a setTimer action reached its time
+ *   const id = c.send(now, payload)      // app send; settles by a sendFrame{sendId} or a rejectSends
+ *   c.consumed(now, n)                   // only with creditGrant 'on-consume'
+ *   c.end(now) / c.close(now)            // graceful: this side sends no more, run REQ/ACK/FIN
+ *   c.destroy(now, err?)                 // abort
+ *   c.transportDown(now, err?)           // transport reports reset/closed/fatal error
+ *   c.shutdownNotice(now, graceMs)       // passive: polite server-side close (SHUTDOWN_NOTICE)
+ *   c.graceEnded(now)                    // passive: server-wide grace over, force
+ *   for (const a of c.pollActions()) ... // sendFrame, setTimer, cancelTimer, deliver, event, ...
+ *
+ * Inputs after the terminal state are ignored, except send(), which is rejected with the terminal error.
+ */
+
+import type { Action, CloseState, ConnectionState, Outcome, TimerId } from './actions'
+import { CloseHandshake } from './close'
+import { CreditLedger } from './credits'
+import {
+  CloseTimeoutError,
+  ConnectionClosedError,
+  ConnectionDestroyedError,
+  ConnectionDownError,
+  GraceExpiredError,
+  HandshakeTimeoutError,
+  MessageTooLargeError,
+  ProtocolViolationError,
+  RdmaGracefulError,
+  ReadyTimeoutError,
+  SendAfterEndError,
+  SendQueueFullError,
+} from './errors'
+import {
+  checkFrameHeader,
+  decodeCloseMessage,
+  decodeFin,
+  decodeHello,
+  decodeNotice,
+  decodeReady,
+  encodeCloseMessage,
+  encodeFin,
+  encodeHello,
+  encodeNotice,
+  encodeReady,
+  type Frame,
+  FrameKind,
+  type Hello,
+  kindName,
+  PROTOCOL_VERSION,
+} from './frames'
+import { negotiate, type Negotiated, readyMatches } from './handshake'
+import { Liveness } from './liveness'
+import { type ConnectionOptions, resolveOptions, type ResolvedOptions } from './options'
+
+export interface ConnectionStats {
+  framesSent: number
+  framesReceived: number
+  dataSent: number
+  dataDelivered: number
+  heartbeatsSent: number
+  heartbeatsReceived: number
+  creditFramesSent: number
+  /** READY frames whose ids/generation did not match this incarnation (dropped, no reset). */
+  staleReady: number
+  unknownFrames: number
+  duplicateHello: number
+  /** REQ (closer) or ACK (responder) re-sent because its deadline passed. */
+  closeRetries: number
+  /** Duplicate REQ answered with ACK again / duplicate ACK answered with FIN again. */
+  duplicateReq: number
+  duplicateAck: number
+  /** Largest number of sends that waited in the queue at once. */
+  maxQueuedSends: number
+}
+
+interface QueuedSend {
+  id: number
+  payload: Buffer
+}
+
+/** Queue-pair numbers (rdma) of this connection; 0 when unknown (tcp). */
+export interface StartInfo {
+  localQpn?: number
+  remoteQpn?: number
+}
+
+const TERMINAL: ReadonlySet<ConnectionState> = new Set(['CLOSED', 'DOWN'])
+
+export class Connection {
+  readonly options: ResolvedOptions
+  readonly stats: ConnectionStats = {
+    framesSent: 0,
+    framesReceived: 0,
+    dataSent: 0,
+    dataDelivered: 0,
+    heartbeatsSent: 0,
+    heartbeatsReceived: 0,
+    creditFramesSent: 0,
+    staleReady: 0,
+    unknownFrames: 0,
+    duplicateHello: 0,
+    closeRetries: 0,
+    duplicateReq: 0,
+    duplicateAck: 0,
+    maxQueuedSends: 0,
+  }
+
+  private lifecycle: ConnectionState = 'INIT'
+  private readonly closing = new CloseHandshake()
+  private readonly credits: CreditLedger
+  private readonly liveness = new Liveness()
+  private actions: Action[] = []
+  /** Armed timers and their deadlines: a fire for an id not armed here (or early) is stale. */
+  private readonly timers = new Map<TimerId, number>()
+  private queue: QueuedSend[] = []
+  private nextSendId = 1
+  private peer: Hello | undefined
+  private features: Negotiated | undefined
+  private localQpn = 0
+  private remoteQpn = 0
+  /** This side sends no more (end/close called, or auto-ended after the peer's REQ). */
+  private ended = false
+  private endReason = 'app-end'
+  private peerEnded = false
+  private noticeReceived = false
+  /** Passive: SHUTDOWN_NOTICE requested before the peer's HELLO; sent with our HELLO. Absolute deadline. */
+  private pendingNoticeUntil: number | undefined
+  private noticeSent = false
+  private terminalError: RdmaGracefulError | undefined
+
+  constructor(options: ConnectionOptions) {
+    this.options = resolveOptions(options)
+    this.credits = new CreditLedger(this.options.receiveWindow)
+  }
+
+  get role(): 'active' | 'passive' {
+    return this.options.role
+  }
+  get connectionId(): number {
+    return this.options.connectionId
+  }
+  get state(): ConnectionState {
+    return this.lifecycle
+  }
+  get closeState(): CloseState {
+    return this.closing.state
+  }
+  get isTerminal(): boolean {
+    return TERMINAL.has(this.lifecycle)
+  }
+  /** The peer's HELLO, once received. */
+  get peerHello(): Readonly<Hello> | undefined {
+    return this.peer
+  }
+  /** Features both sides have, once HELLOs are exchanged. */
+  get negotiated(): Readonly<Negotiated> | undefined {
+    return this.features
+  }
+  /** Sends waiting for the gate or for credits. */
+  get queuedSends(): number {
+    return this.queue.length
+  }
+  /** DATA credits we hold towards the peer (Infinity without flow control). */
+  get sendCredits(): number {
+    return this.credits.available()
+  }
+
+  /** Takes the actions produced so far, in the order they must be carried out. */
+  pollActions(): Action[] {
+    const out = this.actions
+    this.actions = []
+    return out
+  }
+
+  // ============================================================================ inputs
+
+  /** The transport is established: 'connected' (active) or 'accepted' (passive). */
+  start(now: number, info: StartInfo = {}): void {
+    if (this.lifecycle !== 'INIT') return this.diagnostic(now, 'ignored-start', `start() in ${this.lifecycle}`)
+    this.localQpn = info.localQpn ?? 0
+    this.remoteQpn = info.remoteQpn ?? 0
+    this.liveness.lastReceivedAt = now
+    this.liveness.lastSentAt = now
+    this.armTimer('handshake', now + this.options.readyTimeoutMs)
+    if (this.role === 'active') {
+      this.sendControl(now, FrameKind.HELLO, encodeHello(this.ownHello()))
+      this.setState(now, 'HELLO_SENT', 'transport-connected')
+    } else {
+      this.setState(now, 'WAIT_HELLO', 'transport-accepted')
+    }
+    this.flush(now)
+  }
+
+  frameReceived(now: number, frame: Frame): void {
+    if (this.isTerminal) return
+    if (this.lifecycle === 'INIT') return this.violation(now, 'frame received before start()')
+    const header = checkFrameHeader(frame)
+    if (!header.ok) return this.fail(now, 'protocol-violation', header.error)
+    this.stats.framesReceived++
+    this.liveness.lastReceivedAt = now
+
+    if (this.peer === undefined) {
+      if (frame.kind !== FrameKind.HELLO) return this.violation(now, `${kindName(frame.kind)} before HELLO`)
+      this.onHello(now, frame)
+    } else {
+      this.credits.onPeerCreditsField(frame.credits)
+      switch (frame.kind) {
+        case FrameKind.HELLO:
+          this.stats.duplicateHello++
+          this.diagnostic(now, 'duplicate-hello', 'HELLO after the handshake ignored')
+          break
+        case FrameKind.READY:
+          this.onReady(now, frame.payload)
+          break
+        case FrameKind.DATA:
+          this.onData(now, frame.payload)
+          break
+        case FrameKind.DISCONNECT_REQ:
+          this.onReq(now, frame.payload)
+          break
+        case FrameKind.DISCONNECT_ACK:
+          this.onAck(now, frame.payload)
+          break
+        case FrameKind.DISCONNECT_FIN:
+          this.onFin(now, frame.payload)
+          break
+        case FrameKind.SHUTDOWN_NOTICE:
+          this.onNotice(now, frame.payload)
+          break
+        case FrameKind.HEARTBEAT:
+          this.stats.heartbeatsReceived++
+          break
+        case FrameKind.CREDIT:
+          break // its content is the credits field, applied above
+        default:
+          // Kinds 9..15 are reserved for later versions: ignoring them keeps old engines compatible.
+          this.stats.unknownFrames++
+          this.diagnostic(now, 'unknown-frame', `frame kind ${frame.kind} ignored`)
+      }
+    }
+    this.flush(now)
+  }
+
+  timerFired(now: number, id: TimerId): void {
+    if (this.isTerminal) return
+    const at = this.timers.get(id)
+    if (at === undefined) return // cancelled or already handled: a stale fire is harmless
+    if (now < at) {
+      this.actions.push({ type: 'setTimer', id, at }) // fired early: re-arm for the real deadline
+      return
+    }
+    this.timers.delete(id)
+    switch (id) {
+      case 'handshake':
+        this.onHandshakeDeadline(now)
+        break
+      case 'heartbeat':
+        if (now >= this.liveness.nextHeartbeatAt()) {
+          this.stats.heartbeatsSent++
+          this.sendControl(now, FrameKind.HEARTBEAT, Buffer.alloc(0))
+        }
+        this.armTimer('heartbeat', this.liveness.nextHeartbeatAt())
+        break
+      case 'liveness':
+        if (now >= this.liveness.deadline()) {
+          return this.fail(now, 'heartbeat-timeout', new ConnectionDownError('heartbeat-timeout'))
+        }
+        this.armTimer('liveness', this.liveness.deadline())
+        break
+      case 'close':
+        this.onCloseDeadline(now)
+        break
+      case 'grace':
+        return this.fail(now, 'grace-expired', new GraceExpiredError())
+    }
+    this.flush(now)
+  }
+
+  /**
+   * Queues an application message. Returns its send id; the send settles later by a `sendFrame` action
+   * carrying that `sendId` (written to the transport) or by a `rejectSends` action naming it.
+   */
+  send(now: number, payload: Buffer | Uint8Array): number {
+    const id = this.nextSendId++
+    const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+    if (this.isTerminal) {
+      this.reject([id], this.terminalError ?? new ConnectionClosedError('closed'))
+    } else if (this.ended) {
+      this.reject([id], new SendAfterEndError())
+    } else if (buf.length > this.options.maxMessageSize) {
+      this.reject([id], new MessageTooLargeError(buf.length, this.options.maxMessageSize))
+    } else if (this.peer !== undefined && buf.length > this.peer.maxMessageSize) {
+      this.reject([id], new MessageTooLargeError(buf.length, this.peer.maxMessageSize))
+    } else if (this.queue.length >= this.options.maxQueuedSends) {
+      this.reject([id], new SendQueueFullError(this.options.maxQueuedSends))
+    } else {
+      this.queue.push({ id, payload: buf })
+      this.stats.maxQueuedSends = Math.max(this.stats.maxQueuedSends, this.queue.length)
+      this.flush(now)
+    }
+    return id
+  }
+
+  /** With creditGrant 'on-consume': the app consumed n delivered messages (their buffers are free again). */
+  consumed(now: number, n: number): void {
+    if (this.isTerminal) return
+    this.credits.consume(n)
+    this.flush(now)
+  }
+
+  /** This side sends no more data. Starts the close handshake, or answers the peer's REQ with ACK. */
+  end(now: number): void {
+    this.beginEnd(now, 'app-end')
+  }
+
+  /**
+   * Graceful close. In this protocol it is the same as end(): REQ means "I send no more" and the close
+   * completes after the peer's ACK and our FIN; reading goes on until the peer's ACK.
+   */
+  close(now: number): void {
+    this.beginEnd(now, 'app-close')
+  }
+
+  /** Abort: no handshake; queued sends reject with ERR_CONNECTION_DESTROYED. */
+  destroy(now: number, error?: unknown): void {
+    this.fail(now, 'destroyed', new ConnectionDestroyedError(error === undefined ? undefined : { cause: error }))
+  }
+
+  /** The transport failed or was closed under us (peer reset, QP fatal, completion error): DOWN at once. */
+  transportDown(now: number, error?: unknown): void {
+    this.fail(now, 'transport-down', new ConnectionDownError('transport-down', error === undefined ? undefined : { cause: error }))
+  }
+
+  /**
+   * Passive side: ask the client to close (SHUTDOWN_NOTICE) and keep serving; force at now + graceMs.
+   * Calling it again can only shorten the grace. On the active side it is the same as close().
+   */
+  shutdownNotice(now: number, graceMs: number): void {
+    if (this.isTerminal) return
+    if (this.role === 'active') return this.beginEnd(now, 'app-close')
+    const until = now + Math.max(0, graceMs)
+    const armed = this.timers.get('grace')
+    if (armed === undefined || until < armed) this.armTimer('grace', until)
+    if (this.noticeSent) return this.flush(now)
+    if (this.peer === undefined) this.pendingNoticeUntil = until
+    else this.sendNotice(now, until)
+    this.flush(now)
+  }
+
+  /** Passive side: the server-wide grace period is over: force-close now with reason 'grace-expired'. */
+  graceEnded(now: number): void {
+    this.fail(now, 'grace-expired', new GraceExpiredError())
+  }
+
+  // ============================================================================ handshake
+
+  private ownHello(): Hello {
+    const o = this.options
+    return {
+      version: PROTOCOL_VERSION,
+      role: o.role,
+      capabilities: o.capabilities,
+      connectionId: o.connectionId,
+      generation: o.generation,
+      receiveWindow: o.receiveWindow,
+      maxMessageSize: o.maxMessageSize,
+      idleTimeoutMs: o.heartbeatTimeoutMs,
+    }
+  }
+
+  private onHello(now: number, frame: Frame): void {
+    const decoded = decodeHello(frame.payload)
+    if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
+    const hello = decoded.value
+    if (hello.role === this.role) return this.violation(now, `peer HELLO claims role ${hello.role} too`)
+    this.peer = hello
+    const f = negotiate(this.options.capabilities, hello)
+    this.features = f
+    this.credits.negotiate(f.credits, hello.receiveWindow)
+    this.credits.onPeerCreditsField(frame.credits)
+    this.liveness.configure(f.heartbeat, this.options.heartbeatIntervalMs, this.options.heartbeatTimeoutMs, hello.idleTimeoutMs)
+
+    if (this.role === 'active') {
+      if (f.readyGate) {
+        this.sendControl(
+          now,
+          FrameKind.READY,
+          encodeReady({
+            activeConnectionId: this.connectionId,
+            passiveConnectionId: hello.connectionId,
+            generation: this.options.generation,
+            activeQpn: this.localQpn,
+            passiveQpn: this.remoteQpn,
+          }),
+        )
+      }
+      this.cancelTimer('handshake')
+      this.setState(now, 'OPEN', f.readyGate ? 'ready-sent' : 'hello-received')
+    } else {
+      this.sendControl(now, FrameKind.HELLO, encodeHello(this.ownHello()))
+      if (this.pendingNoticeUntil !== undefined) this.sendNotice(now, this.pendingNoticeUntil)
+      if (f.readyGate) {
+        this.setState(now, 'WAIT_READY', 'hello-received')
+      } else {
+        this.cancelTimer('handshake')
+        this.setState(now, 'OPEN', 'hello-received-no-gate')
+      }
+    }
+    this.startLiveness()
+  }
+
+  private onReady(now: number, payload: Buffer): void {
+    if (this.role === 'active') return this.violation(now, 'READY sent to the active side')
+    const decoded = decodeReady(payload)
+    if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
+    if (!this.features?.readyGate) return this.diagnostic(now, 'ready-ignored', 'READY without negotiated READY_GATE')
+    const peer = this.peer as Hello
+    const expected = {
+      activeConnectionId: peer.connectionId,
+      passiveConnectionId: this.connectionId,
+      generation: peer.generation,
+      activeQpn: this.remoteQpn,
+      passiveQpn: this.localQpn,
+    }
+    if (!readyMatches(decoded.value, expected)) {
+      this.stats.staleReady++
+      const r = decoded.value
+      return this.diagnostic(
+        now,
+        'stale-ready',
+        `READY ids ${r.activeConnectionId}/${r.passiveConnectionId} gen ${r.generation} do not match ` +
+          `${expected.activeConnectionId}/${expected.passiveConnectionId} gen ${expected.generation}: dropped`,
+      )
+    }
+    if (this.lifecycle !== 'WAIT_READY') return // duplicate of the READY that opened us
+    this.cancelTimer('handshake')
+    this.setState(now, 'OPEN', 'ready-received')
+  }
+
+  private onHandshakeDeadline(now: number): void {
+    const gateWait = this.role === 'passive' && this.lifecycle === 'WAIT_READY'
+    const error = gateWait
+      ? new ReadyTimeoutError(this.options.readyTimeoutMs)
+      : new HandshakeTimeoutError(this.options.readyTimeoutMs)
+    this.fail(now, error.reason, error)
+  }
+
+  private startLiveness(): void {
+    if (!this.liveness.enabled) return
+    this.armTimer('heartbeat', this.liveness.nextHeartbeatAt())
+    if (Number.isFinite(this.liveness.timeoutMs)) this.armTimer('liveness', this.liveness.deadline())
+  }
+
+  // ============================================================================ data
+
+  private onData(now: number, payload: Buffer): void {
+    if (this.lifecycle !== 'OPEN' && this.lifecycle !== 'CLOSING') {
+      return this.violation(now, `DATA in ${this.lifecycle}`)
+    }
+    if (this.peerEnded) return this.violation(now, 'DATA after the peer announced its end')
+    if (payload.length > this.options.maxMessageSize) {
+      return this.violation(now, `DATA of ${payload.length} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`)
+    }
+    if (!this.credits.onDataReceived()) return this.violation(now, 'DATA without credit')
+    this.stats.dataDelivered++
+    this.actions.push({ type: 'deliver', payload })
+    if (this.options.creditGrant === 'on-deliver') this.credits.consume(1)
+  }
+
+  /** May DATA be written now (state-wise)? The closer stops at REQ; the responder stops at ACK. */
+  private dataMayFlow(): boolean {
+    if (this.lifecycle === 'OPEN') return true
+    if (this.lifecycle !== 'CLOSING') return false
+    return this.closing.state === 'NONE' || this.closing.state === 'REQ_RECEIVED'
+  }
+
+  /**
+   * Runs after every input: writes queued DATA as credits allow, then the close frame that waits behind
+   * that data (REQ or ACK), then a CREDIT frame if enough new credit piled up. Control frames other than
+   * REQ/ACK never wait here: they are written the moment they are decided.
+   */
+  private flush(now: number): void {
+    if (this.isTerminal) return
+    if (this.lifecycle === 'OPEN' && this.ended) this.enterClosing(now, this.endReason)
+
+    while (this.queue.length > 0 && this.dataMayFlow() && this.credits.canSendData()) {
+      const next = this.queue.shift() as QueuedSend
+      const peerMax = (this.peer as Hello).maxMessageSize
+      if (next.payload.length > peerMax) {
+        this.reject([next.id], new MessageTooLargeError(next.payload.length, peerMax))
+        continue
+      }
+      this.credits.onDataSent()
+      this.stats.dataSent++
+      this.emitFrame(now, FrameKind.DATA, next.payload, next.id)
+    }
+
+    if (this.lifecycle === 'CLOSING' && this.ended && this.queue.length === 0) {
+      if (this.closing.state === 'NONE') this.sendReq(now)
+      else if (this.closing.state === 'REQ_RECEIVED') this.sendAck(now)
+    }
+    if (this.isTerminal) return
+
+    if (this.peer !== undefined && this.credits.wantsCreditFrame()) {
+      this.stats.creditFramesSent++
+      this.sendControl(now, FrameKind.CREDIT, Buffer.alloc(0))
+    }
+  }
+
+  // ============================================================================ close handshake
+
+  private beginEnd(now: number, reason: string): void {
+    if (this.isTerminal || this.ended) return
+    this.ended = true
+    this.endReason = reason
+    // Before OPEN the end waits (the handshake deadline bounds it); flush() enters CLOSING once OPEN.
+    this.flush(now)
+  }
+
+  private enterClosing(now: number, reason: string): void {
+    this.setState(now, 'CLOSING', reason)
+    if (this.closing.state === 'NONE') this.armTimer('close', now + this.options.flushTimeoutMs)
+  }
+
+  private sendReq(now: number): void {
+    const threeWay = this.features?.threeWayClose === true
+    this.emitReq(now, 0)
+    this.setCloseState(now, 'REQ_SENT', this.endReason)
+    if (!threeWay) {
+      // Old peer: REQ then close, as before THREE_WAY_CLOSE. The ordered transport delivers all data first.
+      this.setCloseState(now, 'COMPLETED', 'legacy-close')
+      return this.finish(now, 'graceful', 'legacy-close')
+    }
+    this.armTimer('close', now + this.options.ackTimeoutMs)
+  }
+
+  private emitReq(now: number, attempt: number): void {
+    this.sendControl(now, FrameKind.DISCONNECT_REQ, encodeCloseMessage({ dataCount: this.credits.dataSent, attempt }))
+  }
+
+  private sendAck(now: number): void {
+    this.emitAck(now, 0)
+    this.setCloseState(now, 'ACK_SENT', 'ack-sent')
+    this.armTimer('close', now + this.options.finTimeoutMs)
+  }
+
+  private emitAck(now: number, attempt: number): void {
+    this.sendControl(now, FrameKind.DISCONNECT_ACK, encodeCloseMessage({ dataCount: this.credits.dataSent, attempt }))
+  }
+
+  private onReq(now: number, payload: Buffer): void {
+    const decoded = decodeCloseMessage(payload, 'DISCONNECT_REQ')
+    if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
+    if (this.lifecycle !== 'OPEN' && this.lifecycle !== 'CLOSING') return this.violation(now, `DISCONNECT_REQ in ${this.lifecycle}`)
+
+    if (this.peerEnded) {
+      // A repeat of a REQ we already have (the closer's ACK deadline passed): answer idempotently.
+      if (this.closing.state === 'ACK_SENT') {
+        this.stats.duplicateReq++
+        this.diagnostic(now, 'duplicate-req', 'duplicate DISCONNECT_REQ answered with DISCONNECT_ACK again')
+        this.emitAck(now, decoded.value.attempt)
+      }
+      return
+    }
+    if (decoded.value.dataCount !== this.credits.dataReceived >>> 0) {
+      return this.violation(now, `DISCONNECT_REQ says ${decoded.value.dataCount} DATA sent, ${this.credits.dataReceived} arrived`)
+    }
+    this.peerEnded = true
+    this.actions.push({ type: 'peerEnded', at: now })
+
+    if (this.features?.threeWayClose !== true) {
+      // Old peer closes with REQ and goes away: nothing more can be sent to it.
+      this.setCloseState(now, 'REQ_RECEIVED', 'req-received')
+      this.setCloseState(now, 'COMPLETED', 'legacy-close')
+      return this.finish(now, 'graceful', 'peer-closed-legacy')
+    }
+
+    const cs = this.closing.state
+    if (cs === 'NONE') {
+      if (this.lifecycle === 'OPEN') this.setState(now, 'CLOSING', 'req-received')
+      this.setCloseState(now, 'REQ_RECEIVED', 'req-received')
+    } else if (cs === 'REQ_SENT') {
+      // Simultaneous close. Tie-break: the active side stays the closer; the passive side yields.
+      if (this.role === 'active') {
+        return this.diagnostic(now, 'simultaneous-close', 'both sent REQ; active side keeps the closer role')
+      }
+      this.setCloseState(now, 'REQ_RECEIVED', 'simultaneous-close')
+    } else {
+      return // the active closer may see the passive side's REQ late; nothing to do
+    }
+    this.armTimer('close', now + this.options.drainTimeoutMs)
+    if (!this.options.allowHalfOpen && !this.ended) {
+      this.ended = true
+      this.endReason = 'auto-end'
+    }
+  }
+
+  private onAck(now: number, payload: Buffer): void {
+    const decoded = decodeCloseMessage(payload, 'DISCONNECT_ACK')
+    if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
+    const cs = this.closing.state
+    if (cs === 'FIN_SENT') {
+      this.stats.duplicateAck++
+      this.diagnostic(now, 'duplicate-ack', 'duplicate DISCONNECT_ACK answered with DISCONNECT_FIN again')
+      this.sendControl(now, FrameKind.DISCONNECT_FIN, encodeFin(this.closing.finCount++))
+      return
+    }
+    if (cs !== 'REQ_SENT') return this.violation(now, `DISCONNECT_ACK in close state ${cs}`)
+    if (decoded.value.dataCount !== this.credits.dataReceived >>> 0) {
+      return this.violation(now, `DISCONNECT_ACK says ${decoded.value.dataCount} DATA sent, ${this.credits.dataReceived} arrived`)
+    }
+    if (!this.peerEnded) {
+      this.peerEnded = true
+      this.actions.push({ type: 'peerEnded', at: now })
+    }
+    this.setCloseState(now, 'ACK_RECEIVED', 'ack-received')
+    this.sendControl(now, FrameKind.DISCONNECT_FIN, encodeFin(this.closing.finCount++))
+    this.setCloseState(now, 'FIN_SENT', 'fin-sent')
+    if (this.options.finLingerMs > 0) {
+      this.armTimer('close', now + this.options.finLingerMs)
+    } else {
+      this.setCloseState(now, 'COMPLETED', 'fin-sent')
+      this.finish(now, 'graceful', 'close-complete')
+    }
+  }
+
+  private onFin(now: number, payload: Buffer): void {
+    const decoded = decodeFin(payload)
+    if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
+    if (this.closing.state !== 'ACK_SENT') return this.violation(now, `DISCONNECT_FIN in close state ${this.closing.state}`)
+    this.setCloseState(now, 'FIN_RECEIVED', 'fin-received')
+    this.setCloseState(now, 'COMPLETED', 'fin-received')
+    this.finish(now, 'graceful', 'close-complete')
+  }
+
+  private onCloseDeadline(now: number): void {
+    const o = this.options
+    switch (this.closing.state) {
+      case 'NONE':
+        return this.fail(now, 'flush-timeout', new CloseTimeoutError('flush-timeout', `queued data not written within ${o.flushTimeoutMs} ms`))
+      case 'REQ_SENT':
+        if (this.closing.attempt < o.maxCloseRetries) {
+          this.closing.attempt++
+          this.stats.closeRetries++
+          this.diagnostic(now, 'req-retry', `no DISCONNECT_ACK; REQ attempt ${this.closing.attempt + 1}`)
+          this.emitReq(now, this.closing.attempt)
+          return this.armTimer('close', now + o.ackTimeoutMs)
+        }
+        return this.fail(now, 'ack-timeout', new CloseTimeoutError('ack-timeout', `no DISCONNECT_ACK after ${o.maxCloseRetries + 1} REQs`))
+      case 'REQ_RECEIVED':
+        return this.fail(now, 'drain-timeout', new CloseTimeoutError('drain-timeout', `own data and ACK not sent within ${o.drainTimeoutMs} ms`))
+      case 'ACK_SENT':
+        if (this.closing.attempt < o.maxCloseRetries) {
+          this.closing.attempt++
+          this.stats.closeRetries++
+          this.diagnostic(now, 'ack-retry', `no DISCONNECT_FIN; ACK attempt ${this.closing.attempt + 1}`)
+          this.emitAck(now, this.closing.attempt)
+          return this.armTimer('close', now + o.finTimeoutMs)
+        }
+        return this.fail(now, 'fin-timeout', new CloseTimeoutError('fin-timeout', `no DISCONNECT_FIN after ${o.maxCloseRetries + 1} ACKs`))
+      case 'FIN_SENT': // linger over
+        this.setCloseState(now, 'COMPLETED', 'linger-over')
+        return this.finish(now, 'graceful', 'close-complete')
+      default:
+        return
+    }
+  }
+
+  // ============================================================================ shutdown notice
+
+  private sendNotice(now: number, until: number): void {
+    this.pendingNoticeUntil = undefined
+    if (this.features?.threeWayClose !== true) {
+      // Old peer: it would not understand; it is served until the grace ends, then forced.
+      return this.diagnostic(now, 'notice-unsupported', 'peer lacks THREE_WAY_CLOSE: no SHUTDOWN_NOTICE, forced at grace end')
+    }
+    this.noticeSent = true
+    this.sendControl(now, FrameKind.SHUTDOWN_NOTICE, encodeNotice(Math.max(0, until - now)))
+    this.diagnostic(now, 'notice-sent', `SHUTDOWN_NOTICE sent, grace ${Math.max(0, until - now)} ms`)
+  }
+
+  private onNotice(now: number, payload: Buffer): void {
+    if (this.role === 'passive') return this.violation(now, 'SHUTDOWN_NOTICE sent to the passive side')
+    const decoded = decodeNotice(payload)
+    if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
+    if (this.noticeReceived) return
+    this.noticeReceived = true
+    this.actions.push({ type: 'shutdown', graceMs: decoded.value.graceMs, at: now })
+    // A REQ already sent simply crosses the notice: beginEnd is a no-op then.
+    if (this.options.closeOnShutdownNotice) this.beginEnd(now, 'shutdown-notice')
+  }
+
+  // ============================================================================ endings
+
+  private violation(now: number, detail: string): void {
+    this.fail(now, 'protocol-violation', new ProtocolViolationError(detail))
+  }
+
+  private fail(now: number, reason: string, error: RdmaGracefulError): void {
+    this.finish(now, 'forced', reason, error)
+  }
+
+  /** The one way into a terminal state: rejects what waits, stops timers, closes the transport once. */
+  private finish(now: number, outcome: Outcome, reason: string, error?: RdmaGracefulError): void {
+    if (this.isTerminal) return
+    const terminalError = error ?? new ConnectionClosedError(reason)
+    this.terminalError = terminalError
+    if (this.queue.length > 0) {
+      this.reject(this.queue.map((q) => q.id), terminalError)
+      this.queue = []
+    }
+    for (const id of [...this.timers.keys()]) this.cancelTimer(id)
+    this.setState(now, outcome === 'graceful' ? 'CLOSED' : 'DOWN', reason)
+    this.actions.push({ type: 'transportClose', graceful: outcome === 'graceful' })
+    this.actions.push(
+      error === undefined ? { type: 'closed', outcome, reason, at: now } : { type: 'closed', outcome, reason, at: now, error },
+    )
+  }
+
+  // ============================================================================ plumbing
+
+  private sendControl(now: number, kind: number, payload: Buffer): void {
+    this.emitFrame(now, kind, payload, undefined)
+  }
+
+  private emitFrame(now: number, kind: number, payload: Buffer, sendId: number | undefined): void {
+    const credits = this.credits.fieldForOutgoingFrame()
+    this.stats.framesSent++
+    this.liveness.lastSentAt = now
+    this.actions.push(
+      sendId === undefined ? { type: 'sendFrame', kind, credits, payload } : { type: 'sendFrame', kind, credits, payload, sendId },
+    )
+  }
+
+  private reject(ids: number[], error: RdmaGracefulError): void {
+    this.actions.push({ type: 'rejectSends', ids, error })
+  }
+
+  private armTimer(id: TimerId, at: number): void {
+    this.timers.set(id, at)
+    this.actions.push({ type: 'setTimer', id, at })
+  }
+
+  private cancelTimer(id: TimerId): void {
+    if (this.timers.delete(id)) this.actions.push({ type: 'cancelTimer', id })
+  }
+
+  private setState(now: number, to: ConnectionState, reason: string): void {
+    const from = this.lifecycle
+    if (from === to) return
+    this.lifecycle = to
+    this.actions.push({ type: 'event', machine: 'connection', from, to, reason, at: now })
+  }
+
+  private setCloseState(now: number, to: CloseState, reason: string): void {
+    const from = this.closing.moveTo(to)
+    this.actions.push({ type: 'event', machine: 'close', from, to, reason, at: now })
+  }
+
+  private diagnostic(now: number, code: string, detail: string): void {
+    this.actions.push({ type: 'diagnostic', code, detail, at: now })
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Typed errors of rdma-graceful. Every error has a stable `code` (what programs switch on) and a human
+ * message (what people read). The driver re-exports these; the protocol engine puts them into actions
+ * (`rejectSends`, `closed`) and never throws them at its caller.
+ */
+
+export type ErrorCode =
+  | 'ERR_CONNECTION_DOWN'
+  | 'ERR_CONNECTION_CLOSED'
+  | 'ERR_CONNECTION_DESTROYED'
+  | 'ERR_HANDSHAKE_TIMEOUT'
+  | 'ERR_READY_TIMEOUT'
+  | 'ERR_CLOSE_TIMEOUT'
+  | 'ERR_GRACE_EXPIRED'
+  | 'ERR_SEND_AFTER_END'
+  | 'ERR_SEND_QUEUE_FULL'
+  | 'ERR_MESSAGE_TOO_LARGE'
+  | 'ERR_PROTOCOL_VIOLATION'
+
+export class RdmaGracefulError extends Error {
+  readonly code: ErrorCode
+  /** Machine-readable reason (the same string as the `reason` of the state change that caused it). */
+  readonly reason: string
+
+  constructor(code: ErrorCode, reason: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    this.reason = reason
+    this.name = new.target.name
+  }
+}
+
+/** The connection went DOWN: transport failure, heartbeat timeout, or a peer that vanished. */
+export class ConnectionDownError extends RdmaGracefulError {
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super('ERR_CONNECTION_DOWN', reason, `connection is down (${reason})`, options)
+  }
+}
+
+/** The connection closed gracefully; nothing more can be sent on it. */
+export class ConnectionClosedError extends RdmaGracefulError {
+  constructor(reason: string) {
+    super('ERR_CONNECTION_CLOSED', reason, `connection is closed (${reason})`)
+  }
+}
+
+/** The application destroyed the connection (abort, no close handshake). */
+export class ConnectionDestroyedError extends RdmaGracefulError {
+  constructor(options?: { cause?: unknown }) {
+    super('ERR_CONNECTION_DESTROYED', 'destroyed', 'connection was destroyed by the application', options)
+  }
+}
+
+/** The peer's HELLO did not arrive before the setup deadline. */
+export class HandshakeTimeoutError extends RdmaGracefulError {
+  constructor(timeoutMs: number) {
+    super('ERR_HANDSHAKE_TIMEOUT', 'handshake-timeout', `no HELLO from the peer within ${timeoutMs} ms`)
+  }
+}
+
+/** The passive side waited in WAIT_READY and no matching READY arrived before the deadline. */
+export class ReadyTimeoutError extends RdmaGracefulError {
+  constructor(timeoutMs: number) {
+    super('ERR_READY_TIMEOUT', 'ready-timeout', `no matching READY from the peer within ${timeoutMs} ms`)
+  }
+}
+
+/** A close-handshake deadline passed after all retries; the connection was force-closed. */
+export class CloseTimeoutError extends RdmaGracefulError {
+  constructor(reason: string, detail: string) {
+    super('ERR_CLOSE_TIMEOUT', reason, `close handshake forced: ${detail}`)
+  }
+}
+
+/** The server's shutdown grace period ended before this connection closed. */
+export class GraceExpiredError extends RdmaGracefulError {
+  constructor() {
+    super('ERR_GRACE_EXPIRED', 'grace-expired', 'shutdown grace period expired; connection force-closed')
+  }
+}
+
+/** send() after end()/close() (or after the close handshake passed the point where data may flow). */
+export class SendAfterEndError extends RdmaGracefulError {
+  constructor() {
+    super('ERR_SEND_AFTER_END', 'send-after-end', 'send after end(): this side has announced it sends no more')
+  }
+}
+
+/** The bounded queue of sends waiting for the gate or for credits is full. */
+export class SendQueueFullError extends RdmaGracefulError {
+  constructor(limit: number) {
+    super('ERR_SEND_QUEUE_FULL', 'send-queue-full', `send queue is full (${limit} messages waiting)`)
+  }
+}
+
+/** A message is larger than the receiver's buffers (its announced maxMessageSize) or our own limit. */
+export class MessageTooLargeError extends RdmaGracefulError {
+  constructor(size: number, limit: number) {
+    super('ERR_MESSAGE_TOO_LARGE', 'message-too-large', `message of ${size} bytes exceeds the limit of ${limit} bytes`)
+  }
+}
+
+/** The peer sent something the protocol forbids (bad bytes, data without credit, data after its REQ...). */
+export class ProtocolViolationError extends RdmaGracefulError {
+  constructor(detail: string) {
+    super('ERR_PROTOCOL_VIOLATION', 'protocol-violation', `protocol violation: ${detail}`)
+  }
+}

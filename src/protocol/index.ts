@@ -1,0 +1,10 @@
+/** Public surface of the sans-IO protocol engine; the driver imports from here. */
+export { Connection } from './connection'
+export type { ConnectionStats, StartInfo } from './connection'
+export type { Action, CloseState, ConnectionState, Outcome, StateChange, TimerId } from './actions'
+export type { ConnectionOptions, CreditGrantMode, Role } from './options'
+export { DEFAULTS, randomConnectionId } from './options'
+export { ALL_CAPABILITIES, Capability, FrameKind, kindName, PROTOCOL_VERSION } from './frames'
+export type { Frame } from './frames'
+export type { Negotiated } from './handshake'
+export * from './errors'
