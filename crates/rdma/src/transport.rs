@@ -188,3 +188,31 @@ impl Drop for RdmaTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdma_graceful_core::Event;
+
+    struct Discard;
+    impl EventSink for Discard {
+        fn push(&self, _: Event) {}
+    }
+
+    /// On a machine without rdma-core or without a device (this is what CI hosts are), `new`
+    /// must fail with Unavailable and say which of the two is missing.
+    #[test]
+    fn without_rdma_new_is_unavailable_and_names_what_is_missing() {
+        match RdmaTransport::new(Arc::new(Discard)) {
+            Ok(_) => eprintln!("SKIPPED: this machine has an RDMA device, so the no-device path cannot be shown here"),
+            Err(e) => {
+                eprintln!("as expected: {e}");
+                assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+                assert!(
+                    e.message.contains("no RDMA device") || e.message.contains("libibverbs.so.1 not found") || e.message.contains("librdmacm.so.1 not found"),
+                    "{e}"
+                );
+            }
+        }
+    }
+}
