@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Brings a fresh clone to a built state; cheap when nothing changed, so every entry point runs it.
+#   - checks the toolchains (Node >= 20.17, Rust >= 1.88 with cargo),
+#   - installs npm dependencies when package-lock.json is newer than node_modules,
+#   - builds the native addon (napi build, release) and compiles the TypeScript to dist/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+command -v node >/dev/null || die "node is not installed (need Node.js >= 20.17)"
+command -v npm >/dev/null || die "npm is not installed"
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=17)?0:1)' ||
+  die "Node.js $(node --version) is too old: need >= 20.17"
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || die "cargo is not installed (need Rust >= 1.88, e.g. from rustup or apt-get install cargo)"
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+say "building the native addon (cargo, release)"
+npx napi build --platform --release --manifest-path crates/node/Cargo.toml --output-dir . \
+  --js index.js --dts index.d.ts >&2
+
+say "compiling TypeScript"
+npx tsc -p tsconfig.build.json

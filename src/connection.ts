@@ -1,0 +1,388 @@
+/**
+ * Connection: the application's handle on one connection. It drives the sans-IO protocol engine
+ * (src/protocol) with the transport's frames, real timers and the application's calls, and carries
+ * out the engine's actions. It holds no protocol logic of its own.
+ *
+ * Habits from node:net: `end()` half-closes (this side sends no more, keeps reading), `close()` runs
+ * the graceful three-way close and resolves with its result, `destroy()` aborts at once.
+ */
+import { channel } from 'node:diagnostics_channel'
+import { EventEmitter } from 'node:events'
+
+import { TransportError } from './errors'
+import { setLongTimeout, type LongTimer } from './long-timer'
+import {
+  Connection as Engine,
+  type Action,
+  type CloseState,
+  type ConnectionOptions as EngineOptions,
+  type ConnectionState,
+  type Outcome,
+  type StateChange,
+  type TimerId,
+} from './protocol'
+import type { ConnectionEvents, Hub, QpNumbers, TransportKind } from './reactor'
+
+/** Every state change of every connection, as `{ connectionId, transport, ...StateChange, timestamp }`. */
+export const stateChannel = channel('rdma-graceful:state')
+
+/** Protocol options a caller may tune per connection (see README for the defaults). */
+export type ProtocolOptions = Pick<
+  EngineOptions,
+  | 'readyTimeoutMs'
+  | 'ackTimeoutMs'
+  | 'finTimeoutMs'
+  | 'maxCloseRetries'
+  | 'flushTimeoutMs'
+  | 'drainTimeoutMs'
+  | 'heartbeatIntervalMs'
+  | 'heartbeatTimeoutMs'
+  | 'allowHalfOpen'
+  | 'closeOnShutdownNotice'
+  | 'receiveWindow'
+  | 'maxQueuedSends'
+  | 'capabilities'
+>
+
+export interface CloseResult {
+  outcome: Outcome
+  /** Machine-readable reason, e.g. 'fin-received', 'ack-timeout', 'transport-down', 'grace-expired'. */
+  reason: string
+  /** Set when forced: the error pending reads and sends were rejected with. */
+  error?: Error
+}
+
+export interface ConnectionTimings {
+  /** From transport established to OPEN (handshake and readiness gate), ms. */
+  connectMs?: number
+  /** From the close handshake's first step to its terminal state, ms. */
+  closeMs?: number
+}
+
+const now = (): number => performance.now()
+
+interface PendingRead {
+  resolve(value: IteratorResult<Buffer>): void
+  reject(error: Error): void
+}
+
+/**
+ * Events: 'open' (data may flow both ways), 'state' (StateChange), 'shutdown' ({ graceMs }: the
+ * server is going away), 'end' (the peer sends no more), 'close' (CloseResult; every native
+ * resource is freed by then). Failures reach the application as rejected promises and in the
+ * 'close' result, never as an 'error' event that would crash a process with no listener.
+ */
+export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
+  readonly transport: TransportKind
+  readonly timings: ConnectionTimings = {}
+  /** Resolves once the connection is closed (gracefully or forced) and its resources freed. */
+  readonly closed: Promise<CloseResult>
+
+  private readonly engine: Engine
+  private readonly timers = new Map<TimerId, LongTimer>()
+  private readonly sends = new Map<number, { resolve(): void; reject(e: Error): void }>()
+  private readonly received: Buffer[] = []
+  private readonly reads: PendingRead[] = []
+  private readEnd: Error | 'eof' | undefined
+  private result: CloseResult | undefined
+  private transportGone = false
+  private resolveClosed!: (r: CloseResult) => void
+  private running = false
+  private finished = false
+  private conn = 0
+  private openedAt: number | undefined
+  private closeStartedAt: number | undefined
+  private remote = ''
+
+  /** @internal Made by connect() and Server; not for applications. */
+  constructor(
+    private readonly hub: Hub,
+    role: 'active' | 'passive',
+    options: ProtocolOptions,
+  ) {
+    super()
+    this.transport = hub.kind
+    this.engine = new Engine({ ...options, role, creditGrant: 'on-consume' })
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
+  }
+
+  /** This side's connection id, as exchanged in HELLO and checked in READY. */
+  get id(): number {
+    return this.engine.connectionId
+  }
+  get state(): ConnectionState {
+    return this.engine.state
+  }
+  get closeState(): CloseState {
+    return this.engine.closeState
+  }
+  get remoteAddress(): string {
+    return this.remote
+  }
+  get stats(): Engine['stats'] {
+    return this.engine.stats
+  }
+
+  /**
+   * Sends one message. Resolves once it is handed to the transport (which may wait for the
+   * readiness gate or for a credit from the peer); rejects with a typed error if it never can be.
+   */
+  send(data: Buffer | Uint8Array | string): Promise<void> {
+    const payload = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    return new Promise<void>((resolve, reject) => {
+      const id = this.engine.send(now(), payload)
+      this.sends.set(id, { resolve, reject })
+      this.runActions()
+    })
+  }
+
+  /** Half-close: this side sends no more (after what is queued); reading goes on until the peer ends. */
+  end(): void {
+    this.closeStartedAt ??= now()
+    this.engine.end(now())
+    this.runActions()
+  }
+
+  /** Graceful close (DISCONNECT_REQ / ACK / FIN); resolves with the outcome, never rejects. */
+  close(): Promise<CloseResult> {
+    this.closeStartedAt ??= now()
+    this.engine.close(now())
+    this.runActions()
+    return this.closed
+  }
+
+  /** Aborts now: queued sends and pending reads reject, the transport is reset. */
+  destroy(error?: Error): void {
+    this.engine.destroy(now(), error)
+    this.runActions()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  /** The next message, or null once the peer has ended. Rejects when the connection went down. */
+  async read(): Promise<Buffer | null> {
+    const r = await this.next()
+    return r.done ? null : r.value
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    return { next: () => this.next(), return: async () => ({ done: true, value: undefined }) }
+  }
+
+  private next(): Promise<IteratorResult<Buffer>> {
+    const message = this.received.shift()
+    if (message !== undefined) {
+      this.engine.consumed(now(), 1)
+      this.runActions()
+      return Promise.resolve({ done: false, value: message })
+    }
+    if (this.readEnd === 'eof') return Promise.resolve({ done: true, value: undefined })
+    if (this.readEnd !== undefined) return Promise.reject(this.readEnd)
+    return new Promise((resolve, reject) => this.reads.push({ resolve, reject }))
+  }
+
+  // ------------------------------------------------------------------ transport -> engine
+
+  /** @internal The transport's id for this connection, once the hub assigned one. */
+  attach(conn: number): void {
+    this.conn = conn
+  }
+
+  /** @internal The transport is up (connected or accepted): start the protocol. */
+  start(peer: string, qp: QpNumbers | undefined): void {
+    this.remote = peer
+    this.openedAt = now()
+    this.engine.start(now(), qp ?? {})
+    this.runActions()
+  }
+
+  /** @internal Handlers the hub calls for this connection's transport events. */
+  transportEvents(onConnected?: (c: Connection) => void, onFailed?: (e: TransportError) => void): ConnectionEvents {
+    return {
+      connected: (peer, qp) => {
+        this.start(peer, qp)
+        onConnected?.(this)
+      },
+      connectFailed: (error) => {
+        this.transportGone = true
+        onFailed?.(error)
+      },
+      frame: (kind, credits, payload) => {
+        this.engine.frameReceived(now(), { kind, credits, payload })
+        this.runActions()
+      },
+      closed: (error) => {
+        this.transportGone = true
+        if (!this.engine.isTerminal) {
+          this.engine.transportDown(now(), error ?? new TransportError('ERR_PEER_CLOSED', 'transport closed'))
+          this.runActions()
+        }
+        this.finish()
+      },
+    }
+  }
+
+  /** @internal Server side: announce SHUTDOWN_NOTICE and keep serving for `graceMs`. */
+  shutdownNotice(graceMs: number): void {
+    this.engine.shutdownNotice(now(), graceMs)
+    this.runActions()
+  }
+
+  /** @internal Server side: the server-wide grace period is over. */
+  graceEnded(): void {
+    this.engine.graceEnded(now())
+    this.runActions()
+  }
+
+  // ------------------------------------------------------------------ engine -> world
+
+  /**
+   * Carries out the engine's actions until it has none left. Never re-entered: an application
+   * handler that calls send() from inside an event only queues its actions, which this loop then
+   * performs after the ones before them, so frames reach the wire in engine order.
+   */
+  private runActions(): void {
+    if (this.running) return
+    this.running = true
+    try {
+      for (let batch = this.engine.pollActions(); batch.length > 0; batch = this.engine.pollActions()) {
+        for (const action of batch) this.perform(action)
+      }
+    } finally {
+      this.running = false
+    }
+  }
+
+  /** Emits to application listeners; one that throws cannot stop the protocol's action loop. */
+  private notify(event: string, ...args: unknown[]): void {
+    try {
+      this.emit(event, ...args)
+    } catch (err) {
+      process.nextTick(() => {
+        throw err
+      })
+    }
+  }
+
+  private perform(a: Action): void {
+    switch (a.type) {
+      case 'sendFrame':
+        this.sendFrame(a.kind, a.credits, a.payload, a.sendId)
+        return
+      case 'setTimer':
+        this.timers.get(a.id)?.cancel()
+        this.timers.set(
+          a.id,
+          setLongTimeout(() => {
+            this.timers.delete(a.id)
+            this.engine.timerFired(now(), a.id)
+            this.runActions()
+          }, a.at - now()),
+        )
+        return
+      case 'cancelTimer':
+        this.timers.get(a.id)?.cancel()
+        this.timers.delete(a.id)
+        return
+      case 'deliver':
+        this.deliver(a.payload)
+        return
+      case 'peerEnded':
+        this.endReads('eof')
+        this.notify('end')
+        return
+      case 'shutdown':
+        this.notify('shutdown', { graceMs: a.graceMs })
+        return
+      case 'event':
+        this.stateChanged(a)
+        return
+      case 'diagnostic':
+        this.notify('diagnostic', a)
+        return
+      case 'rejectSends':
+        for (const id of a.ids) {
+          this.sends.get(id)?.reject(a.error)
+          this.sends.delete(id)
+        }
+        return
+      case 'transportClose':
+        if (!this.transportGone) {
+          if (!(a.graceful ? this.hub.close(this.conn) : this.hub.abort(this.conn))) this.transportGone = true
+        }
+        return
+      case 'closed':
+        this.result = { outcome: a.outcome, reason: a.reason, ...(a.error ? { error: a.error } : {}) }
+        if (this.closeStartedAt !== undefined) this.timings.closeMs = a.at - this.closeStartedAt
+        this.endReads(a.error ?? 'eof')
+        this.finish()
+        return
+    }
+  }
+
+  private sendFrame(kind: number, credits: number, payload: Buffer, sendId: number | undefined): void {
+    try {
+      this.hub.send(this.conn, kind, credits, payload)
+    } catch (err) {
+      const error = err instanceof TransportError ? err : new TransportError('ERR_IO', String(err))
+      if (sendId !== undefined) this.settleSend(sendId, error)
+      // The transport refused a frame (it is already gone): the connection is down.
+      this.engine.transportDown(now(), error)
+      return // the running action loop picks up what transportDown produced
+    }
+    if (sendId !== undefined) this.settleSend(sendId)
+  }
+
+  private settleSend(id: number, error?: Error): void {
+    const pending = this.sends.get(id)
+    this.sends.delete(id)
+    if (error) pending?.reject(error)
+    else pending?.resolve()
+  }
+
+  private deliver(payload: Buffer): void {
+    const reader = this.reads.shift()
+    if (reader) {
+      this.engine.consumed(now(), 1)
+      reader.resolve({ done: false, value: payload })
+    } else {
+      this.received.push(payload)
+    }
+  }
+
+  /** Messages already received stay readable; after them, reads end (or reject) with `end`. */
+  private endReads(end: Error | 'eof'): void {
+    if (this.readEnd !== undefined && this.readEnd !== 'eof') return
+    if (this.readEnd === 'eof' && end === 'eof') return
+    this.readEnd = end
+    for (const reader of this.reads.splice(0)) {
+      if (end === 'eof') reader.resolve({ done: true, value: undefined })
+      else reader.reject(end)
+    }
+  }
+
+  private stateChanged(change: StateChange & { type: 'event' }): void {
+    const { type: _type, ...event } = change
+    if (event.machine === 'connection' && event.to === 'OPEN' && this.openedAt !== undefined) {
+      this.timings.connectMs = event.at - this.openedAt
+    }
+    this.notify('state', event)
+    if (event.machine === 'connection' && event.to === 'OPEN') this.notify('open')
+    if (stateChannel.hasSubscribers) {
+      stateChannel.publish({ connectionId: this.id, transport: this.transport, ...event, timestamp: Date.now() })
+    }
+  }
+
+  /** 'close' fires once both the protocol reached its end and the transport freed its resources. */
+  private finish(): void {
+    if (this.finished || this.result === undefined || !this.transportGone) return
+    this.finished = true
+    for (const t of this.timers.values()) t.cancel()
+    this.timers.clear()
+    const result = this.result
+    this.notify('close', result)
+    this.resolveClosed(result)
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * rdma-graceful: reliable connections over RDMA (or TCP) whose whole lifecycle is safe.
+ *
+ *   const server = await listen({ port: 0 })
+ *   const conn = await connect({ port: server.port })
+ *   await conn.send('hello')
+ *   await conn.close()        // { outcome: 'graceful', reason: ... }
+ */
+import { Connection } from './connection'
+import { TransportError } from './errors'
+import {
+  maxMessageSizeOf,
+  portOf,
+  protocolOptionsOf,
+  timeoutOf,
+  transportOf,
+  type ConnectOptions,
+  type ListenOptions,
+} from './options'
+import { Hub } from './reactor'
+import { Server } from './server'
+
+export { Connection, stateChannel } from './connection'
+export type { CloseResult, ConnectionTimings, ProtocolOptions } from './connection'
+export { Server } from './server'
+export type { ServerCloseResult } from './server'
+export type { ConnectOptions, ListenOptions, TransportOptions } from './options'
+export type { TransportKind } from './reactor'
+export { liveCounts } from './native'
+export * from './errors'
+export type { CloseState, ConnectionState, StateChange } from './protocol'
+
+/** Starts a server. Resolves once it is listening (see `server.port`). */
+export async function listen(opts: ListenOptions = {}): Promise<Server> {
+  const hub = Hub.for(transportOf(opts))
+  return new Server(
+    hub,
+    {
+      host: opts.host ?? '127.0.0.1',
+      port: portOf(opts.port ?? 0, true),
+      maxPayload: maxMessageSizeOf(opts),
+      backlog: opts.backlog,
+      handshakeTimeoutMs: timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000),
+    },
+    protocolOptionsOf(opts),
+  )
+}
+
+/**
+ * Connects to a server. Resolves once the connection is OPEN: transport up, HELLOs exchanged,
+ * READY sent, so the server may send. Rejects with a typed error otherwise.
+ */
+export function connect(opts: ConnectOptions): Promise<Connection> {
+  return new Promise<Connection>((resolve, reject) => {
+    const hub = Hub.for(transportOf(opts))
+    const conn = new Connection(hub, 'active', protocolOptionsOf(opts))
+    const { signal } = opts
+    if (signal?.aborted) return reject(signal.reason)
+    const onAbort = (): void => {
+      conn.destroy(signal!.reason instanceof Error ? signal!.reason : undefined)
+      reject(signal!.reason)
+    }
+    const settle = (): void => signal?.removeEventListener('abort', onAbort)
+    const onOpen = (): void => {
+      settle()
+      conn.off('close', onCloseEarly)
+      resolve(conn)
+    }
+    const onCloseEarly = (r: { error?: Error; reason: string }): void => {
+      settle()
+      reject(r.error ?? new TransportError('ERR_CONNECTION_RESET', `connection closed during setup (${r.reason})`))
+    }
+    conn.once('open', onOpen)
+    conn.once('close', onCloseEarly)
+    signal?.addEventListener('abort', onAbort, { once: true })
+    const events = conn.transportEvents(undefined, (error) => {
+      settle()
+      reject(error)
+    })
+    try {
+      conn.attach(
+        hub.connect(
+          {
+            host: opts.host ?? '127.0.0.1',
+            port: portOf(opts.port, false),
+            maxPayload: maxMessageSizeOf(opts),
+            timeoutMs: timeoutOf('connectTimeoutMs', opts.connectTimeoutMs, 10_000),
+          },
+          events,
+        ),
+      )
+    } catch (err) {
+      settle()
+      reject(err)
+    }
+  })
+}

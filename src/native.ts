@@ -1,0 +1,82 @@
+/**
+ * Loads the native addon (built by `napi build` into the package root as index.js + *.node) and
+ * turns its thrown errors into typed `TransportError`s. Everything else in src/ reaches the Rust
+ * core through this file only.
+ */
+import { TransportError } from './errors'
+
+export interface NativeEvent {
+  type: 'accepted' | 'acceptFailed' | 'listenerClosed' | 'connected' | 'connectFailed' | 'message' | 'closed'
+  conn?: number
+  listener?: number
+  peer?: string
+  localQpn?: number
+  remoteQpn?: number
+  frameKind?: number
+  credits?: number
+  payload?: Buffer
+  code?: string
+  message?: string
+}
+
+export interface NativeReactor {
+  drain(): NativeEvent[]
+  listen(opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number }): {
+    id: number
+    port: number
+  }
+  closeListener(listener: number): void
+  connect(opts: { host: string; port: number; maxPayload: number; timeoutMs: number }): number
+  send(conn: number, kind: number, credits: number, payload: Uint8Array): void
+  close(conn: number): void
+  abort(conn: number): void
+}
+
+interface NativeBinding {
+  Reactor: new (kind: string, onEvents: () => void) => NativeReactor
+  liveCounts(): Record<string, number>
+}
+
+let binding: NativeBinding | undefined
+
+function load(): NativeBinding {
+  if (binding === undefined) {
+    try {
+      // The generated loader sits in the package root, one level above both src/ and dist/.
+      binding = require('../index.js') as NativeBinding
+    } catch (cause) {
+      throw new TransportError(
+        'ERR_NATIVE_ADDON',
+        `the rdma-graceful native addon could not be loaded (${(cause as Error).message}); ` +
+          'build it with `npm run build:native`',
+      )
+    }
+  }
+  return binding
+}
+
+/** Runs a native call; a thrown native error becomes a TransportError with the same code. */
+export function nativeCall<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    throw toTransportError(err)
+  }
+}
+
+export function toTransportError(err: unknown): TransportError {
+  if (err instanceof TransportError) return err
+  const e = err as { code?: unknown; message?: unknown }
+  const code = typeof e?.code === 'string' && e.code.startsWith('ERR_') ? e.code : 'ERR_IO'
+  return new TransportError(code, String(e?.message ?? err))
+}
+
+export function createReactor(kind: string, onEvents: () => void): NativeReactor {
+  const { Reactor } = load()
+  return nativeCall(() => new Reactor(kind, onEvents))
+}
+
+/** Live count of every resource kind the native core owns, process-wide. */
+export function liveCounts(): Record<string, number> {
+  return load().liveCounts()
+}

@@ -1,0 +1,90 @@
+/**
+ * The options applications pass to listen() and connect(), their defaults, and their checks.
+ * Bad options are programming errors: they throw a TransportError('ERR_INVALID_ARGUMENT') at once.
+ */
+import type { ProtocolOptions } from './connection'
+import { TransportError } from './errors'
+import type { TransportKind } from './reactor'
+
+export interface TransportOptions {
+  /** 'tcp' (default) or 'rdma'. */
+  transport?: TransportKind
+  /** Largest message in bytes, each way (default 1 MiB, at most 64 MiB). */
+  maxMessageSize?: number
+}
+
+export interface ListenOptions extends TransportOptions, ProtocolOptions {
+  /** Address to bind (default '127.0.0.1'). */
+  host?: string
+  /** Port to bind; 0 (default) picks a free one, see `server.port`. */
+  port?: number
+  backlog?: number
+  /** How long an accepted peer has to complete the transport handshake (default 10000 ms). */
+  handshakeTimeoutMs?: number
+}
+
+export interface ConnectOptions extends TransportOptions, ProtocolOptions {
+  host?: string
+  port: number
+  /** Deadline for the transport connection to be established (default 10000 ms). */
+  connectTimeoutMs?: number
+  /** Aborts the connection attempt (the promise rejects with the signal's reason). */
+  signal?: AbortSignal
+}
+
+export const DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+const ABSOLUTE_MAX_MESSAGE_SIZE = 64 << 20
+
+export function invalid(message: string): TransportError {
+  return new TransportError('ERR_INVALID_ARGUMENT', message)
+}
+
+export function transportOf(o: TransportOptions): TransportKind {
+  const t = o.transport ?? 'tcp'
+  if (t !== 'tcp' && t !== 'rdma') throw invalid(`transport must be 'tcp' or 'rdma', got ${JSON.stringify(t)}`)
+  return t
+}
+
+export function maxMessageSizeOf(o: TransportOptions): number {
+  const m = o.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE
+  if (!Number.isInteger(m) || m < 1 || m > ABSOLUTE_MAX_MESSAGE_SIZE) {
+    throw invalid(`maxMessageSize must be an integer in 1..${ABSOLUTE_MAX_MESSAGE_SIZE}, got ${m}`)
+  }
+  return m
+}
+
+export function portOf(p: unknown, allowZero: boolean): number {
+  if (typeof p !== 'number' || !Number.isInteger(p) || p < (allowZero ? 0 : 1) || p > 65535) {
+    throw invalid(`port must be an integer in ${allowZero ? 0 : 1}..65535, got ${String(p)}`)
+  }
+  return p
+}
+
+export function timeoutOf(name: string, v: number | undefined, fallback: number): number {
+  const t = v ?? fallback
+  if (!Number.isInteger(t) || t < 1 || t > 0xffffffff) throw invalid(`${name} must be an integer number of ms in 1..2^32-1, got ${t}`)
+  return t
+}
+
+const PROTOCOL_KEYS: ReadonlyArray<keyof ProtocolOptions> = [
+  'readyTimeoutMs',
+  'ackTimeoutMs',
+  'finTimeoutMs',
+  'maxCloseRetries',
+  'flushTimeoutMs',
+  'drainTimeoutMs',
+  'heartbeatIntervalMs',
+  'heartbeatTimeoutMs',
+  'allowHalfOpen',
+  'closeOnShutdownNotice',
+  'receiveWindow',
+  'maxQueuedSends',
+  'capabilities',
+]
+
+/** Picks the protocol engine's options out of the caller's options. */
+export function protocolOptionsOf(o: ProtocolOptions & TransportOptions): ProtocolOptions & { maxMessageSize: number } {
+  const picked: Record<string, unknown> = { maxMessageSize: maxMessageSizeOf(o) }
+  for (const key of PROTOCOL_KEYS) if (o[key] !== undefined) picked[key] = o[key]
+  return picked as ProtocolOptions & { maxMessageSize: number }
+}

@@ -1,0 +1,169 @@
+/**
+ * One native Reactor per transport kind per process, and the routing of its event batches to the
+ * connection or listener each event belongs to. It also keeps Node's event loop alive exactly
+ * while something is open (the native wake-up callback itself does not hold the loop open).
+ */
+import { TransportError } from './errors'
+import { createReactor, nativeCall, NativeEvent, NativeReactor, toTransportError } from './native'
+
+export type TransportKind = 'tcp' | 'rdma'
+
+export interface QpNumbers {
+  localQpn: number
+  remoteQpn: number
+}
+
+/** What the transport tells one connection. Every call happens on the JS thread, in event order. */
+export interface ConnectionEvents {
+  connected(peer: string, qp: QpNumbers | undefined): void
+  connectFailed(error: TransportError): void
+  frame(kind: number, credits: number, payload: Buffer): void
+  /** The transport connection is gone and its resources freed; `error` is absent after a local close. */
+  closed(error: TransportError | undefined): void
+}
+
+export interface ListenerEvents {
+  /** Returns the handler for the new connection's events. */
+  accepted(conn: number, peer: string, qp: QpNumbers | undefined): ConnectionEvents
+  acceptFailed(peer: string, error: TransportError): void
+  closed(error: TransportError | undefined): void
+}
+
+const hubs = new Map<TransportKind, Hub>()
+
+export class Hub {
+  static for(kind: TransportKind): Hub {
+    let hub = hubs.get(kind)
+    if (hub === undefined) {
+      hub = new Hub(kind)
+      hubs.set(kind, hub)
+    }
+    return hub
+  }
+
+  private readonly reactor: NativeReactor
+  private readonly conns = new Map<number, ConnectionEvents>()
+  private readonly listeners = new Map<number, ListenerEvents>()
+  private keepAlive: NodeJS.Timeout | undefined
+
+  private constructor(readonly kind: TransportKind) {
+    this.reactor = createReactor(kind, () => this.dispatch())
+  }
+
+  listen(
+    opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number },
+    events: ListenerEvents,
+  ): { id: number; port: number } {
+    const listening = nativeCall(() => this.reactor.listen(opts))
+    this.listeners.set(listening.id, events)
+    this.updateKeepAlive()
+    return listening
+  }
+
+  closeListener(id: number): void {
+    nativeCall(() => this.reactor.closeListener(id))
+  }
+
+  connect(opts: { host: string; port: number; maxPayload: number; timeoutMs: number }, events: ConnectionEvents): number {
+    const id = nativeCall(() => this.reactor.connect(opts))
+    this.conns.set(id, events)
+    this.updateKeepAlive()
+    return id
+  }
+
+  send(conn: number, kind: number, credits: number, payload: Uint8Array): void {
+    nativeCall(() => this.reactor.send(conn, kind, credits, payload))
+  }
+
+  /** Flushes what was sent, then closes. Returns false when the connection was already gone. */
+  close(conn: number): boolean {
+    return this.ignoreNotFound(() => this.reactor.close(conn))
+  }
+
+  /** Closes now, dropping unsent frames. Returns false when the connection was already gone. */
+  abort(conn: number): boolean {
+    return this.ignoreNotFound(() => this.reactor.abort(conn))
+  }
+
+  private ignoreNotFound(fn: () => void): boolean {
+    try {
+      fn()
+      return true
+    } catch (err) {
+      const e = toTransportError(err)
+      if (e.code === 'ERR_NOT_FOUND') return false
+      throw e
+    }
+  }
+
+  private dispatch(): void {
+    const failures: unknown[] = []
+    for (const event of this.reactor.drain()) {
+      try {
+        this.route(event)
+      } catch (err) {
+        // A failing handler must not keep the rest of the batch (other connections) from running.
+        failures.push(err)
+      }
+    }
+    this.updateKeepAlive()
+    for (const err of failures) {
+      process.nextTick(() => {
+        throw err
+      })
+    }
+  }
+
+  private route(e: NativeEvent): void {
+    const error = e.code === undefined ? undefined : new TransportError(e.code, e.message ?? e.code)
+    const qp = e.localQpn === undefined ? undefined : { localQpn: e.localQpn, remoteQpn: e.remoteQpn ?? 0 }
+    switch (e.type) {
+      case 'message':
+        this.conns.get(e.conn!)?.frame(e.frameKind!, e.credits!, e.payload!)
+        return
+      case 'accepted': {
+        const listener = this.listeners.get(e.listener!)
+        if (listener === undefined) {
+          this.abort(e.conn!) // its listener is gone: nobody can own this connection
+          return
+        }
+        this.conns.set(e.conn!, listener.accepted(e.conn!, e.peer ?? '', qp))
+        return
+      }
+      case 'connected':
+        this.conns.get(e.conn!)?.connected(e.peer ?? '', qp)
+        return
+      case 'connectFailed': {
+        const conn = this.conns.get(e.conn!)
+        this.conns.delete(e.conn!)
+        conn?.connectFailed(error!)
+        return
+      }
+      case 'closed': {
+        const conn = this.conns.get(e.conn!)
+        this.conns.delete(e.conn!)
+        conn?.closed(error)
+        return
+      }
+      case 'acceptFailed':
+        this.listeners.get(e.listener!)?.acceptFailed(e.peer ?? '', error!)
+        return
+      case 'listenerClosed': {
+        const listener = this.listeners.get(e.listener!)
+        this.listeners.delete(e.listener!)
+        listener?.closed(error)
+        return
+      }
+    }
+  }
+
+  private updateKeepAlive(): void {
+    const open = this.conns.size + this.listeners.size > 0
+    if (open && this.keepAlive === undefined) {
+      this.keepAlive = setInterval(() => {}, 1 << 30)
+    } else if (!open && this.keepAlive !== undefined) {
+      clearInterval(this.keepAlive)
+      this.keepAlive = undefined
+    }
+  }
+}

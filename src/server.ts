@@ -1,0 +1,139 @@
+/**
+ * Server: accepts connections on one transport. `close({ graceMs })` is the asymmetric shutdown:
+ * stop accepting, send SHUTDOWN_NOTICE to every connection and keep serving; clients finish and
+ * close with REQ/ACK/FIN; whoever is left at the end of the grace period is force-closed.
+ */
+import { EventEmitter } from 'node:events'
+
+import { Connection, type CloseResult, type ProtocolOptions } from './connection'
+import type { TransportError } from './errors'
+import { Hub, type TransportKind } from './reactor'
+
+export interface ServerCloseResult {
+  /** Connections that completed the close handshake. */
+  graceful: number
+  /** Connections force-closed (grace expired, deadline, transport failure). */
+  forced: number
+}
+
+/**
+ * Events: 'connection' (Connection; it can send at once: sends wait for the readiness gate),
+ * 'clientError' (TransportError, peer address: an incoming connection refused before it became
+ * one, e.g. not speaking this protocol), 'close' (once the listener and every connection are gone).
+ */
+export class Server extends EventEmitter implements AsyncIterable<Connection> {
+  readonly transport: TransportKind
+  readonly host: string
+  readonly port: number
+  private readonly live = new Set<Connection>()
+  private readonly accepted: Connection[] = []
+  private readonly waiters: Array<(r: IteratorResult<Connection>) => void> = []
+  private listenerId: number
+  private listening = true
+  private closing: Promise<ServerCloseResult> | undefined
+  private readonly tally: ServerCloseResult = { graceful: 0, forced: 0 }
+  private listenerGone!: () => void
+  private readonly listenerClosed = new Promise<void>((resolve) => (this.listenerGone = resolve))
+
+  /** @internal Use listen(). */
+  constructor(
+    hub: Hub,
+    opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number },
+    protocol: ProtocolOptions,
+  ) {
+    super()
+    this.transport = hub.kind
+    this.host = opts.host
+    const listening = hub.listen(opts, {
+      accepted: (conn, peer, qp) => {
+        const c = new Connection(hub, 'passive', protocol)
+        c.attach(conn)
+        const events = c.transportEvents()
+        this.track(c)
+        c.start(peer, qp)
+        if (this.closing !== undefined) c.shutdownNotice(this.graceLeft())
+        this.offer(c)
+        return events
+      },
+      acceptFailed: (peer, error: TransportError) => this.emit('clientError', error, peer),
+      closed: () => this.listenerGone(),
+    })
+    this.listenerId = listening.id
+    this.port = listening.port
+    this.hub = hub
+  }
+
+  private readonly hub: Hub
+  private graceEndsAt = 0
+
+  /** Connections that are open or closing. */
+  get connections(): ReadonlySet<Connection> {
+    return this.live
+  }
+
+  /**
+   * Stops accepting and shuts down politely: every connection gets SHUTDOWN_NOTICE and is served
+   * for `graceMs` (default 5000); then the rest are force-closed. Resolves when all are closed.
+   */
+  close(opts: { graceMs?: number } = {}): Promise<ServerCloseResult> {
+    if (this.closing) return this.closing
+    const graceMs = opts.graceMs ?? 5000
+    if (!Number.isFinite(graceMs) || graceMs < 0) throw new RangeError(`graceMs must be a number of ms >= 0, got ${graceMs}`)
+    this.graceEndsAt = performance.now() + graceMs
+    if (this.listening) {
+      this.listening = false
+      this.hub.closeListener(this.listenerId)
+    }
+    for (const c of this.live) c.shutdownNotice(graceMs)
+    this.closing = (async () => {
+      await this.listenerClosed
+      await Promise.all([...this.live].map((c) => c.closed))
+      for (const w of this.waiters.splice(0)) w({ done: true, value: undefined })
+      this.emit('close', this.tally)
+      return { ...this.tally }
+    })()
+    return this.closing
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  /** Yields each accepted connection; ends when the server closes. */
+  [Symbol.asyncIterator](): AsyncIterator<Connection> {
+    return {
+      next: () => {
+        const c = this.accepted.shift()
+        if (c) return Promise.resolve({ done: false, value: c })
+        if (this.closing) return Promise.resolve({ done: true, value: undefined })
+        return new Promise((resolve) => this.waiters.push(resolve))
+      },
+      return: async () => ({ done: true, value: undefined }),
+    }
+  }
+
+  private graceLeft(): number {
+    return Math.max(0, this.graceEndsAt - performance.now())
+  }
+
+  private track(c: Connection): void {
+    this.live.add(c)
+    c.once('close', (r: CloseResult) => {
+      this.live.delete(c)
+      this.tally[r.outcome === 'graceful' ? 'graceful' : 'forced']++
+    })
+  }
+
+  private offer(c: Connection): void {
+    const waiter = this.waiters.shift()
+    if (waiter) waiter({ done: false, value: c })
+    else if (this.listenerCount('connection') === 0) this.accepted.push(c)
+    try {
+      this.emit('connection', c)
+    } catch (err) {
+      process.nextTick(() => {
+        throw err
+      })
+    }
+  }
+}
