@@ -33,6 +33,9 @@ export interface SimOptions {
   faults?: Faults
 }
 
+/** A run processing more events than this is a livelock in the engine (or a test that forgot heartbeats). */
+const MAX_EVENTS_PER_RUN = 200_000
+
 type Wire = { at: number; seq: number; what: 'frame'; frame: Frame } | { at: number; seq: number; what: 'down' }
 
 export class Peer {
@@ -129,6 +132,9 @@ export class Sim {
   notice(graceMs: number): void {
     this.input('B', (c) => c.shutdownNotice(this.now, graceMs))
   }
+  graceEnded(): void {
+    this.input('B', (c) => c.graceEnded(this.now))
+  }
   consumed(s: Side, n: number): void {
     this.input(s, (c) => c.consumed(this.now, n))
   }
@@ -148,7 +154,8 @@ export class Sim {
   // ------------------------------------------------------------------ time
   /** Processes everything due up to time t (inclusive), then sets the clock to t. */
   runUntil(t: number): void {
-    for (;;) {
+    for (let guard = 0; ; guard++) {
+      if (guard > MAX_EVENTS_PER_RUN) throw new Error(`simulation did not settle by t=${t} (now ${this.now})`)
       const next = this.nextEvent()
       if (next === undefined || next.at > t) break
       this.now = Math.max(this.now, next.at)
@@ -163,7 +170,8 @@ export class Sim {
 
   /** Runs until nothing is pending (or the limit), returns the time reached. */
   runToQuiet(limitMs = 10 * 365 * 24 * 3600 * 1000): number {
-    for (;;) {
+    for (let guard = 0; ; guard++) {
+      if (guard > MAX_EVENTS_PER_RUN) throw new Error(`simulation did not go quiet (now ${this.now})`)
       const next = this.nextEvent()
       if (next === undefined || next.at > limitMs) return this.now
       this.now = Math.max(this.now, next.at)

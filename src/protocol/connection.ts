@@ -337,6 +337,11 @@ export class Connection {
 
   /** The transport failed or was closed under us (peer reset, QP fatal, completion error): DOWN at once. */
   transportDown(now: number, error?: unknown): void {
+    if (this.closing.state === 'FIN_SENT' && !this.isTerminal) {
+      // Lingering closer: the handshake is already done, the peer closing its end is the expected finish.
+      this.setCloseState(now, 'COMPLETED', 'peer-closed')
+      return this.finish(now, 'graceful', 'close-complete')
+    }
     this.fail(now, 'transport-down', new ConnectionDownError('transport-down', error === undefined ? undefined : { cause: error }))
   }
 
