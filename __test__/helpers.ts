@@ -1,0 +1,72 @@
+/** Shared helpers of the end-to-end tests: peer processes, live-count checks, deadlines. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import path from 'node:path'
+
+import type { ExecutionContext } from 'ava'
+
+import { liveCounts } from '../src/index'
+
+export interface Peer {
+  child: ChildProcess
+  /** The JSON lines the peer printed, in order. */
+  lines: Array<Record<string, unknown>>
+  /** Resolves with the next printed line that has `key`. */
+  waitFor(key: string, ms?: number): Promise<Record<string, unknown>>
+}
+
+/** Starts __test__/fixtures/peer.ts in a child process (killed when the test ends). */
+export function startPeer(t: ExecutionContext, args: string[], env: Record<string, string> = {}): Peer {
+  const fixture = path.join(__dirname, 'fixtures', 'peer.ts')
+  const child = spawn(process.execPath, ['--import=tsx', fixture, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  const lines: Array<Record<string, unknown>> = []
+  const waiting: Array<{ key: string; resolve(l: Record<string, unknown>): void }> = []
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    let line: Record<string, unknown>
+    try {
+      line = JSON.parse(text)
+    } catch {
+      return
+    }
+    lines.push(line)
+    for (const w of waiting.filter((w) => w.key in line)) {
+      waiting.splice(waiting.indexOf(w), 1)
+      w.resolve(line)
+    }
+  })
+  return {
+    child,
+    lines,
+    waitFor: (key, ms = 20_000) => {
+      const seen = lines.find((l) => key in l)
+      if (seen) return Promise.resolve(seen)
+      return withDeadline(new Promise((resolve) => waiting.push({ key, resolve })), ms, `peer line with "${key}"`)
+    },
+  }
+}
+
+/** Rejects if `p` does not settle within `ms`: a test never hangs on a wait. */
+export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Asserts every native live count is zero now. Call it after awaiting the closes: a connection's
+ * 'close' and a server's close() settle only once the native side freed everything.
+ */
+export function assertNoLiveResources(t: ExecutionContext): void {
+  const live = Object.fromEntries(Object.entries(liveCounts()).filter(([, n]) => n !== 0))
+  t.deepEqual(live, {}, 'every native live count is back to zero')
+}

@@ -1,0 +1,172 @@
+/**
+ * End to end over tcp on loopback, with the peer in a separate process where it matters.
+ * Serial: each test ends by checking that every native live count in this process is zero.
+ */
+import net from 'node:net'
+
+import test from 'ava'
+
+import { connect, listen, type Connection, TransportError } from '../src/index'
+import { assertNoLiveResources, startPeer, withDeadline } from './helpers'
+
+test.serial('1,000 messages each way arrive complete and in order (server in another process)', async (t) => {
+  const peer = startPeer(t, ['server'])
+  const { port } = await peer.waitFor('port')
+  const conn = await connect({ port: port as number })
+  const total = 1000
+  const received: string[] = []
+  const reading = (async () => {
+    for await (const m of conn) {
+      received.push(m.toString())
+      if (received.length === total) break
+    }
+  })()
+  // Send without waiting for each: credits and the send queue pace them.
+  await Promise.all(Array.from({ length: total }, (_, i) => conn.send(`message ${i} ${'x'.repeat(i % 97)}`)))
+  await withDeadline(reading, 20_000, 'echoes')
+  t.deepEqual(
+    received,
+    Array.from({ length: total }, (_, i) => `message ${i} ${'x'.repeat(i % 97)}`),
+  )
+  const result = await conn.close()
+  t.is(result.outcome, 'graceful')
+  assertNoLiveResources(t)
+})
+
+test.serial('a server killed with SIGKILL makes a pending read reject, not hang', async (t) => {
+  const peer = startPeer(t, ['server'])
+  const { port } = await peer.waitFor('port')
+  const conn = await connect({ port: port as number, heartbeatIntervalMs: 200, heartbeatTimeoutMs: 1000 })
+  const read = conn.read()
+  peer.child.kill('SIGKILL')
+  const err = await t.throwsAsync(withDeadline(read, 5000, 'pending read'))
+  t.is((err as Error & { code: string }).code, 'ERR_CONNECTION_DOWN')
+  const result = await conn.closed
+  t.is(result.outcome, 'forced')
+  await t.throwsAsync(conn.send('after down'), { code: 'ERR_CONNECTION_DOWN' })
+  assertNoLiveResources(t)
+})
+
+test.serial('a client killed with SIGKILL takes its server-side connection DOWN; the server serves on', async (t) => {
+  const server = await listen({ port: 0 })
+  const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
+  const peer = startPeer(t, ['client', String(server.port)])
+  await peer.waitFor('connected')
+  const serverSide = await withDeadline(accepted, 5000, 'accept')
+  await serverSide.send('ping')
+  t.is((await serverSide.read())?.toString(), 'ping')
+  const read = serverSide.read()
+  peer.child.kill('SIGKILL')
+  await t.throwsAsync(withDeadline(read, 5000, 'pending read'), { code: 'ERR_CONNECTION_DOWN' })
+  t.is((await serverSide.closed).outcome, 'forced')
+
+  server.once('connection', (c: Connection) => {
+    void (async () => {
+      for await (const m of c) await c.send(m)
+    })()
+  })
+  const other = await connect({ port: server.port })
+  await other.send('still serving')
+  t.is((await other.read())?.toString(), 'still serving')
+  t.is((await other.close()).outcome, 'graceful')
+  t.deepEqual(await server.close({ graceMs: 500 }), { graceful: 1, forced: 1 })
+  assertNoLiveResources(t)
+})
+
+test.serial('garbage bytes and an oversized frame get clear errors; other clients are served throughout', async (t) => {
+  const server = await listen({ port: 0, maxMessageSize: 1024 })
+  const clientErrors: Array<TransportError> = []
+  server.on('clientError', (e: TransportError) => clientErrors.push(e))
+  const serverConns: Connection[] = []
+  server.on('connection', (c: Connection) => {
+    serverConns.push(c)
+    void (async () => {
+      for await (const m of c) await c.send(m)
+    })().catch(() => {})
+  })
+  const good = await connect({ port: server.port, maxMessageSize: 1024 })
+
+  // 1. Not this protocol at all.
+  const raw = net.connect(server.port, '127.0.0.1')
+  raw.on('error', () => {})
+  raw.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+  await withDeadline(
+    new Promise<void>((resolve) => server.once('clientError', () => resolve())),
+    5000,
+    'clientError',
+  )
+  t.is(clientErrors[0].code, 'ERR_MALFORMED_FRAME')
+  t.regex(clientErrors[0].message, /not an rdma-graceful endpoint/)
+
+  // 2. The right preamble, then a frame header announcing 1 MiB to a server that allows 1 KiB.
+  const bad = net.connect(server.port, '127.0.0.1')
+  bad.on('error', () => {})
+  const conns = serverConns.length
+  bad.write(Buffer.from('RDMAGRC\x01', 'latin1'))
+  bad.write(Buffer.from([0, 0, 0, 0, 0, 0x10, 0, 0]))
+  const badConn = await withDeadline(
+    (async () => {
+      while (serverConns.length === conns) await new Promise((r) => setTimeout(r, 5))
+      return serverConns[serverConns.length - 1]
+    })(),
+    5000,
+    'accept of the raw socket',
+  )
+  const badResult = await withDeadline(badConn.closed, 5000, 'close of the bad connection')
+  t.is(badResult.outcome, 'forced')
+  t.is((badResult.error as Error & { code: string }).code, 'ERR_CONNECTION_DOWN')
+  t.regex(String((badResult.error as Error & { cause?: Error }).cause?.message ?? badResult.error?.message), /exceeds the maximum of 1024 bytes/)
+
+  // 3. Sending more than the limit is refused on this side too, with a typed error.
+  await t.throwsAsync(good.send(Buffer.alloc(2048)), { code: 'ERR_MESSAGE_TOO_LARGE' })
+
+  // The well-behaved client was never disturbed.
+  await good.send('fine')
+  t.is((await good.read())?.toString(), 'fine')
+  t.is((await good.close()).outcome, 'graceful')
+  raw.destroy()
+  bad.destroy()
+  await server.close({ graceMs: 100 })
+  assertNoLiveResources(t)
+})
+
+test.serial('bad input from the application is a typed error, never a crash or a hang', async (t) => {
+  // Connecting to a port where nothing listens.
+  const closedPort = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(p))
+    })
+  })
+  await t.throwsAsync(connect({ port: closedPort }), { code: 'ERR_CONNECTION_REFUSED', instanceOf: TransportError })
+  await t.throwsAsync(connect({ port: 70000 }), { code: 'ERR_INVALID_ARGUMENT' })
+  await t.throwsAsync(connect({ port: 1, transport: 'carrier-pigeon' as 'tcp' }), { code: 'ERR_INVALID_ARGUMENT' })
+  await t.throwsAsync(listen({ port: 0, maxMessageSize: 0 }), { code: 'ERR_INVALID_ARGUMENT' })
+
+  const server = await listen({ port: 0 })
+  server.on('connection', (c: Connection) => void (async () => { for await (const _ of c); })().catch(() => {}))
+  // Sending after end().
+  const a = await connect({ port: server.port })
+  a.end()
+  await t.throwsAsync(a.send('late'), { code: 'ERR_SEND_AFTER_END' })
+  t.is((await a.closed).outcome, 'graceful')
+  // Using a destroyed connection.
+  const b = await connect({ port: server.port })
+  b.destroy()
+  await t.throwsAsync(b.send('after destroy'), { code: 'ERR_CONNECTION_DESTROYED' })
+  await t.throwsAsync(b.read(), { code: 'ERR_CONNECTION_DESTROYED' })
+  t.is((await b.closed).outcome, 'forced')
+  t.is((await b.close()).outcome, 'forced', 'close() after destroy() resolves with the same result')
+  await server.close({ graceMs: 500 })
+  assertNoLiveResources(t)
+})
+
+test.serial('an AbortSignal cancels a connection attempt', async (t) => {
+  const server = await listen({ port: 0 })
+  const controller = new AbortController()
+  const attempt = connect({ port: server.port, signal: controller.signal })
+  controller.abort(new Error('user gave up'))
+  await t.throwsAsync(attempt, { message: 'user gave up' })
+  await server.close({ graceMs: 100 })
+  assertNoLiveResources(t)
+})
