@@ -111,7 +111,9 @@ export class Sim {
   }
 
   // ------------------------------------------------------------------ app inputs
+  /** Returns the send id, or 0 when the side is crashed (nothing happens then). */
   send(s: Side, payload: string): number {
+    if (this.peer(s).crashed) return 0
     let id = 0
     this.input(s, (c) => {
       id = c.send(this.now, Buffer.from(payload))
