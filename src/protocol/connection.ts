@@ -337,11 +337,6 @@ export class Connection {
 
   /** The transport failed or was closed under us (peer reset, QP fatal, completion error): DOWN at once. */
   transportDown(now: number, error?: unknown): void {
-    if (this.closing.state === 'FIN_SENT' && !this.isTerminal) {
-      // Lingering closer: the handshake is already done, the peer closing its end is the expected finish.
-      this.setCloseState(now, 'COMPLETED', 'peer-closed')
-      return this.finish(now, 'graceful', 'close-complete')
-    }
     this.fail(now, 'transport-down', new ConnectionDownError('transport-down', error === undefined ? undefined : { cause: error }))
   }
 
@@ -711,6 +706,12 @@ export class Connection {
   }
 
   private fail(now: number, reason: string, error: RdmaGracefulError): void {
+    if (this.closing.state === 'FIN_SENT' && !this.isTerminal) {
+      // A lingering closer has finished the handshake (ACK received, FIN sent); the linger only serves
+      // duplicate ACKs. Whatever ends it (usually the peer closing its transport) the close was graceful.
+      this.setCloseState(now, 'COMPLETED', reason)
+      return this.finish(now, 'graceful', 'close-complete')
+    }
     this.finish(now, 'forced', reason, error)
   }
 
