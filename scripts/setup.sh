@@ -20,7 +20,9 @@ command -v cargo >/dev/null || die "cargo is not installed (need Rust >= 1.88, e
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm dependencies"
-  npm ci --no-audit --no-fund --loglevel=error
+  # npm ci refuses this lockfile (npm 11 omits other platforms' optional packages of @napi-rs/cli's
+  # dependencies from it); install from the lock without rewriting it instead.
+  npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 
 say "building the native addon (cargo, release)"
