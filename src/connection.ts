@@ -88,6 +88,7 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   private transportGone = false
   private resolveClosed!: (r: CloseResult) => void
   private running = false
+  private readonly autoEnd: boolean
   private finished = false
   private conn = 0
   private openedAt: number | undefined
@@ -102,7 +103,11 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   ) {
     super()
     this.transport = hub.kind
-    this.engine = new Engine({ ...options, role, creditGrant: 'on-consume' })
+    // Half-open policy lives here, not in the engine: like node:net, a connection that does not
+    // allow half-open ends its side once the application has *read* up to the peer's end, so
+    // replies to requests it already received still go out before DISCONNECT_ACK.
+    this.autoEnd = !(options.allowHalfOpen ?? false)
+    this.engine = new Engine({ ...options, allowHalfOpen: true, role, creditGrant: 'on-consume' })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
   }
 
@@ -178,7 +183,10 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
       this.runActions()
       return Promise.resolve({ done: false, value: message })
     }
-    if (this.readEnd === 'eof') return Promise.resolve({ done: true, value: undefined })
+    if (this.readEnd === 'eof') {
+      this.endAfterPeer()
+      return Promise.resolve({ done: true, value: undefined })
+    }
     if (this.readEnd !== undefined) return Promise.reject(this.readEnd)
     return new Promise((resolve, reject) => this.reads.push({ resolve, reject }))
   }
@@ -357,9 +365,19 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
     if (this.readEnd !== undefined && this.readEnd !== 'eof') return
     if (this.readEnd === 'eof' && end === 'eof') return
     this.readEnd = end
-    for (const reader of this.reads.splice(0)) {
+    const readers = this.reads.splice(0)
+    for (const reader of readers) {
       if (end === 'eof') reader.resolve({ done: true, value: undefined })
       else reader.reject(end)
+    }
+    if (end === 'eof' && readers.length > 0) this.endAfterPeer()
+  }
+
+  /** The application has read everything up to the peer's end: without half-open, end our side. */
+  private endAfterPeer(): void {
+    if (this.autoEnd && this.engine.closeState === 'REQ_RECEIVED') {
+      this.engine.end(now())
+      this.runActions()
     }
   }
 

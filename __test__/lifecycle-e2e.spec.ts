@@ -1,0 +1,116 @@
+/**
+ * The lifecycle guarantees end to end over tcp: no loss at close with traffic in flight, server
+ * shutdown with a grace period, and liveness against a frozen peer process.
+ */
+import test from 'ava'
+
+import { connect, listen, type CloseResult, type Connection } from '../src/index'
+import { assertNoLiveResources, startPeer, withDeadline } from './helpers'
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+test.serial('close() with thousands of messages in flight both ways loses none (peer in another process)', async (t) => {
+  const peer = startPeer(t, ['server'])
+  const { port } = await peer.waitFor('port')
+  const total = 5000
+  // The send queue is bounded (default 1024): this test queues all 5,000 at once on purpose.
+  const conn = await connect({ port: port as number, maxQueuedSends: total })
+  const echoes: string[] = []
+  const reading = (async () => {
+    for await (const m of conn) echoes.push(m.toString())
+  })()
+  // Queue every send, then close at once: DISCONNECT_REQ goes after all of them, and the server's
+  // DISCONNECT_ACK after all its echoes.
+  const sends = Array.from({ length: total }, (_, i) => conn.send(`request ${i}`))
+  const result = await withDeadline(conn.close(), 30_000, 'close')
+  await Promise.all(sends)
+  await reading
+  t.deepEqual(result, { outcome: 'graceful', reason: 'close-complete' })
+  t.is(echoes.length, total, 'every echo arrived before the close completed')
+  t.deepEqual(echoes, Array.from({ length: total }, (_, i) => `request ${i}`))
+  t.true(conn.timings.closeMs! >= 0)
+  assertNoLiveResources(t)
+})
+
+test.serial('server shutdown: 45 clients finish in-flight work and close gracefully, 5 that ignore the notice are forced at grace end', async (t) => {
+  const server = await listen({ port: 0 })
+  server.on('connection', (c: Connection) => {
+    void (async () => {
+      for await (const m of c) {
+        await sleep(20) // each request takes a while: responses are in flight when the notice comes
+        await c.send(Buffer.concat([Buffer.from('re: '), m]))
+      }
+    })().catch(() => {})
+  })
+  const clients = await Promise.all(
+    Array.from({ length: 50 }, (_, i) => connect({ port: server.port, closeOnShutdownNotice: i >= 5 })),
+  )
+  const notices = clients.map((c) => new Promise<number>((resolve) => c.once('shutdown', (e: { graceMs: number }) => resolve(e.graceMs))))
+  // Every client has 5 requests in flight when the server starts shutting down.
+  const replies = clients.map(async (c, i) => {
+    await Promise.all(Array.from({ length: 5 }, (_, n) => c.send(`client ${i} request ${n}`)))
+    const got: string[] = []
+    for await (const m of c) got.push(m.toString())
+    return got
+  })
+  await sleep(10)
+  const graceMs = 1500
+  const started = performance.now()
+  const shutdown = server.close({ graceMs })
+  const results: CloseResult[] = await withDeadline(Promise.all(clients.map((c) => c.closed)), graceMs + 5000, 'all clients closed')
+  const tally = await shutdown
+  const elapsed = performance.now() - started
+
+  t.deepEqual(tally, { graceful: 45, forced: 5 })
+  t.true((await Promise.all(notices)).every((g) => g > 0 && g <= graceMs), 'every client got SHUTDOWN_NOTICE with the grace left')
+  for (let i = 5; i < 50; i++) {
+    t.is(results[i].outcome, 'graceful', `client ${i}`)
+    t.deepEqual(await replies[i], Array.from({ length: 5 }, (_, n) => `re: client ${i} request ${n}`), `client ${i} lost no response`)
+  }
+  for (let i = 0; i < 5; i++) {
+    t.is(results[i].outcome, 'forced', `client ${i} ignored the notice`)
+    await replies[i].catch(() => {}) // its reads end with the forced close
+  }
+  t.true(elapsed >= graceMs - 50, `the stragglers were served until the grace ended (${elapsed.toFixed(0)} ms)`)
+  t.true(elapsed < graceMs + 3000, `and force-closed right after it (${elapsed.toFixed(0)} ms)`)
+  assertNoLiveResources(t)
+})
+
+test.serial('a frozen peer (SIGSTOP: its kernel still acks TCP) is DOWN within timeout + one interval; SIGCONT does not revive it', async (t) => {
+  const peer = startPeer(t, ['server'])
+  const { port } = await peer.waitFor('port')
+  const heartbeatIntervalMs = 200
+  const heartbeatTimeoutMs = 1000
+  const conn = await connect({ port: port as number, heartbeatIntervalMs, heartbeatTimeoutMs })
+  await conn.send('alive?')
+  t.is((await conn.read())?.toString(), 'alive?')
+  // Idle for a while: heartbeats alone keep it up.
+  await sleep(3 * heartbeatTimeoutMs)
+  t.is(conn.state, 'OPEN', 'heartbeats keep an idle connection open')
+
+  const pending = conn.read()
+  const frozenAt = performance.now()
+  peer.child.kill('SIGSTOP')
+  await t.throwsAsync(withDeadline(pending, 10_000, 'read from a frozen peer'), { code: 'ERR_CONNECTION_DOWN' })
+  const detectedMs = performance.now() - frozenAt
+  t.true(detectedMs <= heartbeatTimeoutMs + heartbeatIntervalMs + 150, `detected after ${detectedMs.toFixed(0)} ms`)
+  const result = await conn.closed
+  t.is(result.outcome, 'forced')
+  t.regex(result.reason, /heartbeat|liveness|timeout/)
+  peer.child.kill('SIGCONT')
+  await sleep(200)
+  t.is(conn.state, 'DOWN', 'a DOWN connection stays down when the peer wakes up')
+  await t.throwsAsync(conn.send('again'), { code: 'ERR_CONNECTION_DOWN' })
+  assertNoLiveResources(t)
+})
+
+test.serial('timeouts beyond 2^31-1 ms are honoured, not fired at once', async (t) => {
+  const server = await listen({ port: 0, heartbeatTimeoutMs: 2 ** 33, heartbeatIntervalMs: 2 ** 32 })
+  server.on('connection', (c: Connection) => void (async () => { for await (const _ of c); })().catch(() => {}))
+  const conn = await connect({ port: server.port, heartbeatTimeoutMs: 2 ** 33, heartbeatIntervalMs: 2 ** 32, readyTimeoutMs: 2 ** 32 })
+  await sleep(300)
+  t.is(conn.state, 'OPEN', 'a 99-day heartbeat timeout did not fire early')
+  t.is((await conn.close()).outcome, 'graceful')
+  await server.close({ graceMs: 100 })
+  assertNoLiveResources(t)
+})
