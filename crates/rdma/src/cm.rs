@@ -155,6 +155,17 @@ impl CmId {
         check(rc, "rdma_resolve_route", ErrorCode::AddressUnreachable)
     }
 
+    /// Sets the QP's local ACK timeout exponent (4.096 us * 2^exp per try) before connect/accept,
+    /// so a silent peer turns into a retry-exceeded completion error in bounded time.
+    pub fn set_ack_timeout(&self, exp: u8) {
+        let mut v = exp;
+        // SAFETY: id is live; optval points to one u8 as the option requires.
+        let rc = unsafe { (self.lib.cm.rdma_set_option)(self.id, 0, 3, (&mut v as *mut u8).cast(), 1) };
+        if rc != 0 {
+            crate::report(&format!("rdma_set_option(ACK_TIMEOUT) failed: {}", crate::loader::errno_text()));
+        }
+    }
+
     pub fn connect(&self, private: &[u8]) -> Result<(), TransportError> {
         let mut p = conn_param(private);
         // Retry transport errors the most the spec allows; retry-exceeded still surfaces as a

@@ -43,6 +43,11 @@ pub const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// How long `close` waits for queued frames to be sent before giving up and aborting.
 pub const CLOSE_SEND_TIMEOUT_MS: u64 = 10_000;
 
+/// Local ACK timeout exponent for every QP: 4.096 us * 2^16 = 268 ms per try; with the 7 retries
+/// asked for at connect, a peer whose device stops acknowledging fails a pending send with
+/// retry-exceeded in about 2 s on hardware (Soft-RoCE: see docs/rdma.md).
+pub const ACK_TIMEOUT_EXP: u8 = 16;
+
 /// Reports a failure that cannot be returned (inside Drop, or on the reactor thread).
 pub(crate) fn report(msg: &str) {
     eprintln!("rdma-graceful[rdma]: {msg}");

@@ -91,6 +91,7 @@ api!(
     rdma_get_cm_event: fn(*mut rdma_event_channel, *mut *mut rdma_cm_event) -> c_int;
     rdma_ack_cm_event: fn(*mut rdma_cm_event) -> c_int;
     rdma_event_str: fn(c_uint) -> *const c_char;
+    rdma_set_option: fn(*mut rdma_cm_id, c_int, c_int, *mut c_void, usize) -> c_int;
 });
 
 /// Both libraries, loaded together: one libibverbs for verbs and for rdma-cm (librdmacm itself

@@ -218,6 +218,7 @@ impl Reactor {
         let started = (|| {
             let addr = addr?;
             let cm = CmId::new(self.lib, &self.channel)?;
+            cm.set_ack_timeout(crate::ACK_TIMEOUT_EXP);
             cm.resolve_addr(addr, opts.timeout_ms)?;
             Ok::<_, TransportError>((cm, addr))
         })();
@@ -297,6 +298,7 @@ impl Reactor {
             }
         };
         let id = rdma_graceful_core::ids::next_id();
+        cm.set_ack_timeout(crate::ACK_TIMEOUT_EXP);
         let built = self.build_resources(id, &cm, local_max).and_then(|res| {
             cm.accept(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode())?;
             Ok(res)
