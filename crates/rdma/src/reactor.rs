@@ -537,8 +537,9 @@ impl Reactor {
                     failure.get_or_insert(e);
                 }
                 Completed::Sent => {}
-                Completed::Failed { error, flushed } => {
-                    if !draining && !(flushed && failure.is_some()) {
+                // The first failure is the cause; flushes that follow it are its consequence.
+                Completed::Failed { error } => {
+                    if !draining {
                         failure.get_or_insert(error);
                     }
                 }

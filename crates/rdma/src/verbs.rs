@@ -47,8 +47,8 @@ pub enum Completed {
     Received(Result<Frame, TransportError>),
     /// A send finished (the peer's hardware acknowledged it).
     Sent,
-    /// A work request failed; `flushed` when it was only flushed by a QP in ERR.
-    Failed { error: TransportError, flushed: bool },
+    /// A work request failed (a flush included: the QP is in ERR).
+    Failed { error: TransportError },
 }
 
 impl Resources {
@@ -144,7 +144,7 @@ impl Resources {
             self.recvs_posted = self.recvs_posted.saturating_sub(1);
         }
         if w.status != IBV_WC_SUCCESS {
-            return Ok(Completed::Failed { error: self.wc_error(w, is_send), flushed: w.status == IBV_WC_WR_FLUSH_ERR });
+            return Ok(Completed::Failed { error: self.wc_error(w, is_send) });
         }
         if is_send {
             return Ok(Completed::Sent);
@@ -171,9 +171,10 @@ impl Resources {
                 format!("peer sent a message larger than the receive buffer of {} bytes", self.recv.slot_size()),
             );
         }
+        let note = if w.status == IBV_WC_WR_FLUSH_ERR { ": the queue pair is in the error state" } else { "" };
         TransportError::new(
             ErrorCode::ConnectionReset,
-            format!("{op} completion error: {name} (status {}, vendor error {:#x})", w.status, w.vendor_err),
+            format!("{op} completion error: {name} (status {}, vendor error {:#x}){note}", w.status, w.vendor_err),
         )
     }
 }

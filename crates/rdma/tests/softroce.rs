@@ -125,7 +125,7 @@ fn thousand_frames_each_way_in_order_then_close_frees_everything() {
     // keeps that contract with windows of 50.
     const N: u32 = 1000;
     const WINDOW: u32 = 50;
-    assert!(WINDOW <= RECV_DEPTH);
+    const { assert!(WINDOW <= RECV_DEPTH) };
     let frame = |i: u32, from: u8| Frame::new((i % 16) as u8, i as u16, [&i.to_be_bytes()[..], &vec![from; (i % 300) as usize]].concat());
     let t1 = Instant::now();
     let mut next_c = 0u32;
