@@ -89,6 +89,8 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   private resolveClosed!: (r: CloseResult) => void
   private running = false
   private readonly autoEnd: boolean
+  /** The application has read (or waited to read) from this connection at least once. */
+  private reader = false
   private finished = false
   private conn = 0
   private openedAt: number | undefined
@@ -177,6 +179,7 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   }
 
   private next(): Promise<IteratorResult<Buffer>> {
+    this.reader = true
     const message = this.received.shift()
     if (message !== undefined) {
       this.engine.consumed(now(), 1)
@@ -299,6 +302,8 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
         return
       case 'peerEnded':
         this.endReads('eof')
+        // An application that never reads has no reply in progress to wait for.
+        if (!this.reader) this.endAfterPeer()
         this.notify('end')
         return
       case 'shutdown':
@@ -373,7 +378,10 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
     if (end === 'eof' && readers.length > 0) this.endAfterPeer()
   }
 
-  /** The application has read everything up to the peer's end: without half-open, end our side. */
+  /**
+   * Without half-open, end our side once the application has read everything up to the peer's end
+   * (or at once when it never reads from this connection).
+   */
   private endAfterPeer(): void {
     if (this.autoEnd && this.engine.closeState === 'REQ_RECEIVED') {
       this.engine.end(now())
