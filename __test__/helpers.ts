@@ -6,6 +6,7 @@ import path from 'node:path'
 import type { ExecutionContext } from 'ava'
 
 import { liveCounts } from '../src/index'
+import { Hub } from '../src/reactor'
 
 export interface Peer {
   child: ChildProcess
@@ -70,3 +71,22 @@ export function assertNoLiveResources(t: ExecutionContext): void {
   const live = Object.fromEntries(Object.entries(liveCounts()).filter(([, n]) => n !== 0))
   t.deepEqual(live, {}, 'every native live count is back to zero')
 }
+
+/**
+ * Why the rdma transport cannot run here, or undefined when it can. Under RDMA_REQUIRED=1 (set in
+ * the Soft-RoCE guest) an unavailable transport is an error, so the RDMA suite can never pass by
+ * skipping where it was meant to run.
+ */
+export function rdmaUnavailableReason(): string | undefined {
+  try {
+    Hub.probe('rdma')
+    return undefined
+  } catch (err) {
+    const reason = (err as Error).message
+    if (process.env.RDMA_REQUIRED === '1') throw new Error(`RDMA_REQUIRED=1 but rdma is unavailable: ${reason}`)
+    return reason
+  }
+}
+
+/** The address rdma tests listen on: the Soft-RoCE device's (rdma-cm does not work on 127.0.0.1). */
+export const rdmaHost = process.env.SOFTROCE_IP ?? process.env.RDMA_TEST_HOST ?? '127.0.0.1'

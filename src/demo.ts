@@ -136,18 +136,19 @@ async function scenario(o: DemoOptions, name: (c: Connection, label: string) => 
   out(`messages: each client sends ${o.messages}, the server echoes each back`)
   await Promise.all(
     clients.map(async (c, i) => {
-      const expected: string[] = []
-      for (let n = 0; n < o.messages; n++) {
-        const text = `client${i + 1} message ${n}`
-        expected.push(text)
+      const expected = Array.from({ length: o.messages }, (_, n) => `client${i + 1} message ${n}`)
+      // Read while sending: credit windows are bounded (48 messages on rdma), so a client that
+      // sent everything before reading would stall the server's echoes, and with them its own sends.
+      const reading = (async () => {
+        let n = 0
+        for (const text of expected) if ((await c.read())?.toString() === text) n++
+        return n
+      })()
+      for (const text of expected) {
         await c.send(text)
         clientSent++
       }
-      let inOrder = 0
-      for (const text of expected) {
-        const echo = await c.read()
-        if (echo?.toString() === text) inOrder++
-      }
+      const inOrder = await reading
       clientReceived += inOrder
       lost += o.messages - inOrder
       out(`  client${i + 1}  sent ${o.messages}, got ${inOrder} echoes back in order`)

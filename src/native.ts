@@ -30,11 +30,20 @@ export interface NativeReactor {
   send(conn: number, kind: number, credits: number, payload: Uint8Array): void
   close(conn: number): void
   abort(conn: number): void
+  shutdown(): void
 }
 
 interface NativeBinding {
   Reactor: new (kind: string, onEvents: () => void) => NativeReactor
   liveCounts(): Record<string, number>
+  rdmaLimits(): RdmaLimits
+}
+
+export interface RdmaLimits {
+  /** Receive buffers posted per rdma connection: the peer may never have more frames in flight. */
+  recvDepth: number
+  /** Default largest message on rdma (each connection registers buffers of this size). */
+  suggestedMaxPayload: number
 }
 
 let binding: NativeBinding | undefined
@@ -79,4 +88,9 @@ export function createReactor(kind: string, onEvents: () => void): NativeReactor
 /** Live count of every resource kind the native core owns, process-wide. */
 export function liveCounts(): Record<string, number> {
   return load().liveCounts()
+}
+
+/** Fixed sizes of the rdma transport (known without loading rdma-core). */
+export function rdmaLimits(): RdmaLimits {
+  return load().rdmaLimits()
 }

@@ -4,12 +4,13 @@
  */
 import type { ProtocolOptions } from './connection'
 import { TransportError } from './errors'
+import { rdmaLimits } from './native'
 import type { TransportKind } from './reactor'
 
 export interface TransportOptions {
   /** 'tcp' (default) or 'rdma'. */
   transport?: TransportKind
-  /** Largest message in bytes, each way (default 1 MiB, at most 64 MiB). */
+  /** Largest message in bytes, each way (default 1 MiB on tcp, 64 KiB on rdma; at most 64 MiB). */
   maxMessageSize?: number
 }
 
@@ -45,8 +46,16 @@ export function transportOf(o: TransportOptions): TransportKind {
   return t
 }
 
+/**
+ * Receive buffers an rdma connection keeps apart for control frames (HELLO, READY, REQ/ACK/FIN and
+ * their retries, heartbeats, credit updates: bounded by construction, see docs/protocol.md), so the
+ * DATA credit window is what is left of the posted receive buffers and control never waits for data.
+ */
+export const RDMA_CONTROL_RESERVE = 16
+
 export function maxMessageSizeOf(o: TransportOptions): number {
-  const m = o.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE
+  const fallback = transportOf(o) === 'rdma' ? rdmaLimits().suggestedMaxPayload : DEFAULT_MAX_MESSAGE_SIZE
+  const m = o.maxMessageSize ?? fallback
   if (!Number.isInteger(m) || m < 1 || m > ABSOLUTE_MAX_MESSAGE_SIZE) {
     throw invalid(`maxMessageSize must be an integer in 1..${ABSOLUTE_MAX_MESSAGE_SIZE}, got ${m}`)
   }
@@ -82,9 +91,21 @@ const PROTOCOL_KEYS: ReadonlyArray<keyof ProtocolOptions> = [
   'capabilities',
 ]
 
-/** Picks the protocol engine's options out of the caller's options. */
+/**
+ * Picks the protocol engine's options out of the caller's options. On rdma the credit window must
+ * fit the receive buffers the transport posts, less the control reserve: a peer can then never
+ * send into a queue pair without a posted buffer (no RNR).
+ */
 export function protocolOptionsOf(o: ProtocolOptions & TransportOptions): ProtocolOptions & { maxMessageSize: number } {
   const picked: Record<string, unknown> = { maxMessageSize: maxMessageSizeOf(o) }
   for (const key of PROTOCOL_KEYS) if (o[key] !== undefined) picked[key] = o[key]
+  if (transportOf(o) === 'rdma') {
+    const window = rdmaLimits().recvDepth - RDMA_CONTROL_RESERVE
+    const asked = o.receiveWindow ?? window
+    if (!Number.isInteger(asked) || asked < 1 || asked > window) {
+      throw invalid(`receiveWindow on rdma must be an integer in 1..${window} (receive buffers per connection less ${RDMA_CONTROL_RESERVE} for control), got ${asked}`)
+    }
+    picked.receiveWindow = asked
+  }
   return picked as ProtocolOptions & { maxMessageSize: number }
 }

@@ -1,7 +1,9 @@
 /**
  * One native Reactor per transport kind per process, and the routing of its event batches to the
- * connection or listener each event belongs to. It also keeps Node's event loop alive exactly
- * while something is open (the native wake-up callback itself does not hold the loop open).
+ * connection or listener each event belongs to. It keeps Node's event loop alive exactly while
+ * something is open (the native wake-up callback itself does not hold the loop open), and stops the
+ * native transport as soon as nothing is open, so that no native resource outlives its use: the
+ * next listen() or connect() starts a new one.
  */
 import { TransportError } from './errors'
 import { createReactor, nativeCall, NativeEvent, NativeReactor, toTransportError } from './native'
@@ -45,6 +47,12 @@ export class Hub {
   private readonly conns = new Map<number, ConnectionEvents>()
   private readonly listeners = new Map<number, ListenerEvents>()
   private keepAlive: NodeJS.Timeout | undefined
+  private stopped = false
+
+  /** Throws the transport's error (e.g. ERR_TRANSPORT_UNAVAILABLE) if it cannot start here. */
+  static probe(kind: TransportKind): void {
+    Hub.for(kind).releaseIfIdle()
+  }
 
   private constructor(readonly kind: TransportKind) {
     this.reactor = createReactor(kind, () => this.dispatch())
@@ -54,7 +62,7 @@ export class Hub {
     opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number },
     events: ListenerEvents,
   ): { id: number; port: number } {
-    const listening = nativeCall(() => this.reactor.listen(opts))
+    const listening = this.starting(() => this.reactor.listen(opts))
     this.listeners.set(listening.id, events)
     this.updateKeepAlive()
     return listening
@@ -65,10 +73,20 @@ export class Hub {
   }
 
   connect(opts: { host: string; port: number; maxPayload: number; timeoutMs: number }, events: ConnectionEvents): number {
-    const id = nativeCall(() => this.reactor.connect(opts))
+    const id = this.starting(() => this.reactor.connect(opts))
     this.conns.set(id, events)
     this.updateKeepAlive()
     return id
+  }
+
+  /** Runs a listen/connect; if it throws, a hub that has nothing open is released again. */
+  private starting<T>(fn: () => T): T {
+    try {
+      return nativeCall(fn)
+    } catch (err) {
+      this.releaseIfIdle()
+      throw err
+    }
   }
 
   send(conn: number, kind: number, credits: number, payload: Uint8Array): void {
@@ -158,12 +176,19 @@ export class Hub {
   }
 
   private updateKeepAlive(): void {
-    const open = this.conns.size + this.listeners.size > 0
-    if (open && this.keepAlive === undefined) {
-      this.keepAlive = setInterval(() => {}, 1 << 30)
-    } else if (!open && this.keepAlive !== undefined) {
-      clearInterval(this.keepAlive)
-      this.keepAlive = undefined
+    if (this.conns.size + this.listeners.size > 0) {
+      this.keepAlive ??= setInterval(() => {}, 1 << 30)
+    } else {
+      this.releaseIfIdle()
     }
+  }
+
+  private releaseIfIdle(): void {
+    if (this.stopped || this.conns.size + this.listeners.size > 0) return
+    clearInterval(this.keepAlive)
+    this.keepAlive = undefined
+    this.stopped = true
+    if (hubs.get(this.kind) === this) hubs.delete(this.kind)
+    this.reactor.shutdown()
   }
 }

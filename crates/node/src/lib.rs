@@ -13,6 +13,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 use rdma_graceful_core::event::{BatchQueue, Event, QpInfo};
 use rdma_graceful_core::tcp::TcpTransport;
+use rdma_graceful_rdma::RdmaTransport;
 use rdma_graceful_core::{
     counters, ConnectOptions, ErrorCode, EventSink, Frame, ListenOptions, Transport, TransportError,
 };
@@ -150,13 +151,14 @@ fn port(p: u32) -> Result<u16> {
 
 #[napi]
 pub struct Reactor {
-    transport: Box<dyn Transport>,
+    /// None once shut down: every command then fails with ERR_NOT_FOUND.
+    transport: Option<Box<dyn Transport>>,
     queue: Arc<BatchQueue>,
 }
 
 #[napi]
 impl Reactor {
-    /// `kind` is "tcp" (or "rdma" where built in); `onEvents` is called with no arguments when a
+    /// `kind` is "tcp" or "rdma"; `onEvents` is called with no arguments when a
     /// batch of events is ready: call `drain()` then. The callback does not keep Node alive.
     #[napi(constructor)]
     pub fn new(kind: String, on_events: Function<(), ()>) -> Result<Self> {
@@ -172,15 +174,25 @@ impl Reactor {
         let sink: Arc<dyn EventSink> = queue.clone();
         let transport: Box<dyn Transport> = match kind.as_str() {
             "tcp" => Box::new(TcpTransport::new(sink).map_err(js_error)?),
-            "rdma" => {
-                return Err(js_error(TransportError::new(
-                    ErrorCode::Unavailable,
-                    "the rdma transport is not built into this version of the addon",
-                )))
-            }
+            // Loads libibverbs/librdmacm now (dlopen): without them this fails with Unavailable.
+            "rdma" => Box::new(RdmaTransport::new(sink).map_err(js_error)?),
             other => return Err(invalid(format!("unknown transport {other:?}: expected \"tcp\" or \"rdma\""))),
         };
-        Ok(Reactor { transport, queue })
+        Ok(Reactor { transport: Some(transport), queue })
+    }
+
+    fn transport(&self) -> Result<&dyn Transport> {
+        self.transport.as_deref().ok_or_else(|| {
+            js_error(TransportError::new(ErrorCode::NotFound, "the transport was shut down"))
+        })
+    }
+
+    /// Stops the transport now and frees everything it holds (its thread, and for rdma its CM
+    /// event channel and devices). JS calls this when nothing is open, so that live counts read
+    /// zero; a later listen/connect starts a new Reactor.
+    #[napi]
+    pub fn shutdown(&mut self) {
+        self.transport = None;
     }
 
     /// Every event queued since the last call, in order.
@@ -199,13 +211,13 @@ impl Reactor {
             max_payload: opts.max_payload,
             handshake_timeout_ms: opts.handshake_timeout_ms.unwrap_or(defaults.handshake_timeout_ms),
         };
-        let (id, port) = self.transport.listen(&options).map_err(js_error)?;
+        let (id, port) = self.transport()?.listen(&options).map_err(js_error)?;
         Ok(NativeListening { id, port: port as u32 })
     }
 
     #[napi]
     pub fn close_listener(&self, listener: u32) -> Result<()> {
-        self.transport.close_listener(listener).map_err(js_error)
+        self.transport()?.close_listener(listener).map_err(js_error)
     }
 
     #[napi]
@@ -216,7 +228,7 @@ impl Reactor {
             max_payload: opts.max_payload,
             timeout_ms: opts.timeout_ms,
         };
-        self.transport.connect(&options).map_err(js_error)
+        self.transport()?.connect(&options).map_err(js_error)
     }
 
     /// Queues one frame. The payload is copied, so the caller may reuse its buffer at once.
@@ -224,17 +236,17 @@ impl Reactor {
     pub fn send(&self, conn: u32, kind: u32, credits: u32, payload: &[u8]) -> Result<()> {
         let kind = u8::try_from(kind).map_err(|_| invalid(format!("frame kind {kind} out of range")))?;
         let credits = u16::try_from(credits).map_err(|_| invalid(format!("credits {credits} out of range")))?;
-        self.transport.send(conn, Frame::new(kind, credits, payload.to_vec())).map_err(js_error)
+        self.transport()?.send(conn, Frame::new(kind, credits, payload.to_vec())).map_err(js_error)
     }
 
     #[napi]
     pub fn close(&self, conn: u32) -> Result<()> {
-        self.transport.close(conn).map_err(js_error)
+        self.transport()?.close(conn).map_err(js_error)
     }
 
     #[napi]
     pub fn abort(&self, conn: u32) -> Result<()> {
-        self.transport.abort(conn).map_err(js_error)
+        self.transport()?.abort(conn).map_err(js_error)
     }
 }
 
@@ -242,4 +254,21 @@ impl Reactor {
 #[napi]
 pub fn live_counts() -> HashMap<String, i64> {
     counters::snapshot().into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[napi(object)]
+pub struct RdmaLimits {
+    /// Receive buffers posted per rdma connection: the peer may never have more frames in flight.
+    pub recv_depth: u32,
+    /// Default largest message on rdma (each connection registers buffers of this size).
+    pub suggested_max_payload: u32,
+}
+
+/// Fixed sizes of the rdma transport that the protocol's credit window must respect.
+#[napi]
+pub fn rdma_limits() -> RdmaLimits {
+    RdmaLimits {
+        recv_depth: rdma_graceful_rdma::RECV_DEPTH,
+        suggested_max_payload: rdma_graceful_rdma::SUGGESTED_MAX_PAYLOAD,
+    }
 }

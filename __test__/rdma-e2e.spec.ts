@@ -1,0 +1,99 @@
+/**
+ * The RDMA suite: the same API over real verbs and rdma-cm. It runs inside the Soft-RoCE guest
+ * (`npm run test:rdma`); elsewhere every test is reported as skipped, with the reason in its title.
+ */
+import net from 'node:net'
+
+import test, { type ExecutionContext } from 'ava'
+
+import { connect, listen, liveCounts, type Connection } from '../src/index'
+import { runDemo } from '../src/demo'
+import { assertNoLiveResources, rdmaHost, rdmaUnavailableReason, startPeer, withDeadline } from './helpers'
+
+const unavailable = rdmaUnavailableReason()
+const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
+  if (unavailable === undefined) test.serial(title, fn)
+  else test.skip(`${title} (skipped: ${unavailable})`, fn)
+}
+const peerEnv = { PEER_TRANSPORT: 'rdma', PEER_HOST: rdmaHost }
+
+rdmaTest('rdma: 1,000 messages each way in order, graceful close, every verbs resource freed', async (t) => {
+  const peer = startPeer(t, ['server'], peerEnv)
+  const { port } = await peer.waitFor('port', 60_000)
+  const conn = await connect({ transport: 'rdma', host: rdmaHost, port: port as number })
+  t.is(conn.transport, 'rdma')
+  const during = liveCounts()
+  t.true(during.rdmaQueuePairs >= 1 && during.rdmaCompletionQueues >= 1 && during.rdmaMemoryRegions >= 1, JSON.stringify(during))
+  const total = 1000
+  const echoes: string[] = []
+  const reading = (async () => {
+    for await (const m of conn) echoes.push(m.toString())
+  })()
+  const sends = Array.from({ length: total }, (_, i) => conn.send(`rdma message ${i}`))
+  const result = await withDeadline(conn.close(), 60_000, 'close')
+  await Promise.all(sends)
+  await reading
+  t.deepEqual(result, { outcome: 'graceful', reason: 'close-complete' })
+  t.deepEqual(echoes, Array.from({ length: total }, (_, i) => `rdma message ${i}`))
+  t.log(`connect ${conn.timings.connectMs?.toFixed(2)} ms, close ${conn.timings.closeMs?.toFixed(2)} ms`)
+  assertNoLiveResources(t)
+})
+
+rdmaTest('rdma: a peer killed with SIGKILL takes the connection DOWN; the pending read rejects', async (t) => {
+  const peer = startPeer(t, ['server'], peerEnv)
+  const { port } = await peer.waitFor('port', 60_000)
+  const conn = await connect({ transport: 'rdma', host: rdmaHost, port: port as number, heartbeatIntervalMs: 250, heartbeatTimeoutMs: 2000 })
+  await conn.send('ping')
+  t.is((await conn.read())?.toString(), 'ping')
+  const pending = conn.read()
+  const killedAt = performance.now()
+  peer.child.kill('SIGKILL')
+  await t.throwsAsync(withDeadline(pending, 20_000, 'read from a killed peer'), { code: 'ERR_CONNECTION_DOWN' })
+  t.log(`detected after ${(performance.now() - killedAt).toFixed(0)} ms`)
+  t.is((await conn.closed).outcome, 'forced')
+  assertNoLiveResources(t)
+})
+
+rdmaTest('rdma: connecting to a port with no listener is refused with a clear error', async (t) => {
+  const port = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(p))
+    })
+  })
+  const err = await t.throwsAsync(connect({ transport: 'rdma', host: rdmaHost, port }))
+  t.is((err as Error & { code: string }).code, 'ERR_CONNECTION_REFUSED')
+  t.regex(err!.message, /refused/)
+  assertNoLiveResources(t)
+})
+
+rdmaTest('rdma: the demo runs clean (gate, echoes, three-way close, shutdown with notice)', async (t) => {
+  const lines: string[] = []
+  const summary = await runDemo({ transport: 'rdma', host: rdmaHost, clients: 3, messages: 50, graceMs: 3000, out: (l) => lines.push(l) })
+  t.log(lines.join('\n'))
+  t.is(summary.lost, 0)
+  t.is(summary.forced, 0)
+  t.deepEqual(summary.leaked, {})
+  t.true(lines.some((l) => l.includes('[3/3] DISCONNECT_FIN sent')))
+})
+
+rdmaTest('rdma: a server shutdown serves in-flight work, then closes; a straggler is forced', async (t) => {
+  const server = await listen({ transport: 'rdma', host: rdmaHost, port: 0 })
+  server.on('connection', (c: Connection) => void (async () => {
+    for await (const m of c) await c.send(m)
+  })().catch(() => {}))
+  const polite = await connect({ transport: 'rdma', host: rdmaHost, port: server.port })
+  const straggler = await connect({ transport: 'rdma', host: rdmaHost, port: server.port, closeOnShutdownNotice: false })
+  const replies = (async () => {
+    const got: string[] = []
+    for await (const m of polite) got.push(m.toString())
+    return got
+  })()
+  await Promise.all([polite.send('one'), polite.send('two')])
+  const tally = await withDeadline(server.close({ graceMs: 1500 }), 30_000, 'server close')
+  t.deepEqual(tally, { graceful: 1, forced: 1 })
+  t.deepEqual(await replies, ['one', 'two'])
+  t.is((await polite.closed).outcome, 'graceful')
+  t.is((await straggler.closed).outcome, 'forced')
+  assertNoLiveResources(t)
+})
