@@ -322,8 +322,12 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
         }
         return
       case 'transportClose':
+        // Even when the native side already let the connection go (close/abort answer false),
+        // its Closed event is on its way: 'close' waits for it, so that the hub has released
+        // everything by the time the application hears of it.
         if (!this.transportGone) {
-          if (!(a.graceful ? this.hub.close(this.conn) : this.hub.abort(this.conn))) this.transportGone = true
+          if (a.graceful) this.hub.close(this.conn)
+          else this.hub.abort(this.conn)
         }
         return
       case 'closed':
