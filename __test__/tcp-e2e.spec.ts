@@ -142,6 +142,9 @@ test.serial('bad input from the application is a typed error, never a crash or a
   await t.throwsAsync(connect({ port: 70000 }), { code: 'ERR_INVALID_ARGUMENT' })
   await t.throwsAsync(connect({ port: 1, transport: 'carrier-pigeon' as 'tcp' }), { code: 'ERR_INVALID_ARGUMENT' })
   await t.throwsAsync(listen({ port: 0, maxMessageSize: 0 }), { code: 'ERR_INVALID_ARGUMENT' })
+  // Protocol options are checked when given, not when the first connection arrives.
+  await t.throwsAsync(listen({ port: 0, heartbeatIntervalMs: -1 }), { code: 'ERR_INVALID_ARGUMENT', message: /heartbeatIntervalMs/ })
+  await t.throwsAsync(connect({ port: 1, receiveWindow: 0 }), { code: 'ERR_INVALID_ARGUMENT', message: /receiveWindow/ })
 
   const server = await listen({ port: 0 })
   server.on('connection', (c: Connection) => void (async () => { for await (const _ of c); })().catch(() => {}))
@@ -157,6 +160,7 @@ test.serial('bad input from the application is a typed error, never a crash or a
   await t.throwsAsync(b.read(), { code: 'ERR_CONNECTION_DESTROYED' })
   t.is((await b.closed).outcome, 'forced')
   t.is((await b.close()).outcome, 'forced', 'close() after destroy() resolves with the same result')
+  await t.throwsAsync(server.close({ graceMs: -5 }), { code: 'ERR_INVALID_ARGUMENT' })
   await server.close({ graceMs: 500 })
   assertNoLiveResources(t)
 })

@@ -5,6 +5,7 @@
 import type { ProtocolOptions } from './connection'
 import { TransportError } from './errors'
 import { rdmaLimits } from './native'
+import { resolveOptions } from './protocol/options'
 import type { TransportKind } from './reactor'
 
 export interface TransportOptions {
@@ -106,6 +107,13 @@ export function protocolOptionsOf(o: ProtocolOptions & TransportOptions): Protoc
       throw invalid(`receiveWindow on rdma must be an integer in 1..${window} (receive buffers per connection less ${RDMA_CONTROL_RESERVE} for control), got ${asked}`)
     }
     picked.receiveWindow = asked
+  }
+  // Check them now, where the caller can catch it: a bad option found only when the first
+  // connection is accepted would surface inside event dispatch instead.
+  try {
+    resolveOptions({ ...picked, role: 'passive' })
+  } catch (err) {
+    throw invalid((err as Error).message)
   }
   return picked as ProtocolOptions & { maxMessageSize: number }
 }

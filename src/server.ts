@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events'
 
 import { Connection, type CloseResult, type ProtocolOptions } from './connection'
 import type { TransportError } from './errors'
+import { invalid } from './options'
 import { Hub, type TransportKind } from './reactor'
 
 export interface ServerCloseResult {
@@ -28,12 +29,14 @@ export class Server extends EventEmitter implements AsyncIterable<Connection> {
   private readonly live = new Set<Connection>()
   private readonly accepted: Connection[] = []
   private readonly waiters: Array<(r: IteratorResult<Connection>) => void> = []
-  private listenerId: number
-  private listening = true
+  private readonly listenerId: number
   private closing: Promise<ServerCloseResult> | undefined
   private readonly tally: ServerCloseResult = { graceful: 0, forced: 0 }
   private listenerGone!: () => void
   private readonly listenerClosed = new Promise<void>((resolve) => (this.listenerGone = resolve))
+  private readonly hub: Hub
+  /** When the shutdown grace period ends (performance.now() clock); 0 until close(). */
+  private graceEndsAt = 0
 
   /** @internal Use listen(). */
   constructor(
@@ -63,9 +66,6 @@ export class Server extends EventEmitter implements AsyncIterable<Connection> {
     this.hub = hub
   }
 
-  private readonly hub: Hub
-  private graceEndsAt = 0
-
   /** Connections that are open or closing. */
   get connections(): ReadonlySet<Connection> {
     return this.live
@@ -78,12 +78,11 @@ export class Server extends EventEmitter implements AsyncIterable<Connection> {
   close(opts: { graceMs?: number } = {}): Promise<ServerCloseResult> {
     if (this.closing) return this.closing
     const graceMs = opts.graceMs ?? 5000
-    if (!Number.isFinite(graceMs) || graceMs < 0) throw new RangeError(`graceMs must be a number of ms >= 0, got ${graceMs}`)
-    this.graceEndsAt = performance.now() + graceMs
-    if (this.listening) {
-      this.listening = false
-      this.hub.closeListener(this.listenerId)
+    if (typeof graceMs !== 'number' || !Number.isFinite(graceMs) || graceMs < 0) {
+      return Promise.reject(invalid(`graceMs must be a finite number of ms >= 0, got ${String(graceMs)}`))
     }
+    this.graceEndsAt = performance.now() + graceMs
+    this.hub.closeListener(this.listenerId)
     for (const c of this.live) c.shutdownNotice(graceMs)
     this.closing = (async () => {
       await this.listenerClosed
