@@ -114,3 +114,34 @@ test.serial('timeouts beyond 2^31-1 ms are honoured, not fired at once', async (
   await server.close({ graceMs: 100 })
   assertNoLiveResources(t)
 })
+
+test.serial('a send waiting for credits from a peer that never reads has a deadline; the connection stays up', async (t) => {
+  const server = await listen({ port: 0, receiveWindow: 4 })
+  const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
+  const conn = await connect({ port: server.port, sendTimeoutMs: 300 })
+  const serverSide = await accepted // it never reads: it grants no credit beyond its window of 4
+  const first = Array.from({ length: 4 }, (_, i) => conn.send(`fits ${i}`))
+  await Promise.all(first)
+  const started = performance.now()
+  await t.throwsAsync(conn.send('no credit'), { code: 'ERR_SEND_TIMEOUT' })
+  const waited = performance.now() - started
+  t.true(waited >= 290 && waited < 2000, `rejected after ${waited.toFixed(0)} ms`)
+  const controller = new AbortController()
+  const aborted = conn.send('given up', { signal: controller.signal })
+  controller.abort(new Error('caller gave up'))
+  await t.throwsAsync(aborted, { message: 'caller gave up' })
+  t.is(conn.state, 'OPEN', 'a send deadline does not take the connection down')
+  // Once the server reads, credits flow again and later sends go through, in order.
+  const later = conn.send('after credits')
+  const got: string[] = []
+  for (let i = 0; i < 5; i++) got.push((await serverSide.read())!.toString())
+  await later
+  t.deepEqual(got, ['fits 0', 'fits 1', 'fits 2', 'fits 3', 'after credits'], 'withdrawn sends were never written')
+  const drained = (async () => {
+    for await (const m of serverSide) t.fail(`unexpected message ${m.toString()}`)
+  })()
+  t.is((await conn.close()).outcome, 'graceful')
+  await drained
+  await server.close({ graceMs: 500 })
+  assertNoLiveResources(t)
+})

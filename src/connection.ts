@@ -9,7 +9,7 @@
 import { channel } from 'node:diagnostics_channel'
 import { EventEmitter } from 'node:events'
 
-import { TransportError } from './errors'
+import { SendTimeoutError, TransportError } from './errors'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import {
   Connection as Engine,
@@ -43,6 +43,29 @@ export type ProtocolOptions = Pick<
   | 'maxQueuedSends'
   | 'capabilities'
 >
+
+/** Options the driver applies itself (not the protocol engine). */
+export interface DriverOptions {
+  /**
+   * How long a send may wait for the readiness gate or for a credit (a live peer that is not
+   * reading) before it rejects with ERR_SEND_TIMEOUT; the connection stays up. Default 60000.
+   */
+  sendTimeoutMs?: number
+}
+
+export const DEFAULT_SEND_TIMEOUT_MS = 60_000
+
+export interface SendOptions {
+  /** Withdraws the send if it is still waiting (rejects with the signal's reason). */
+  signal?: AbortSignal
+}
+
+interface PendingSend {
+  resolve(): void
+  reject(e: Error): void
+  /** Stops the send's deadline timer and abort listener; set only on sends that had to wait. */
+  release?: () => void
+}
 
 export interface CloseResult {
   outcome: Outcome
@@ -80,7 +103,8 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
 
   private readonly engine: Engine
   private readonly timers = new Map<TimerId, LongTimer>()
-  private readonly sends = new Map<number, { resolve(): void; reject(e: Error): void }>()
+  private readonly sends = new Map<number, PendingSend>()
+  private readonly sendTimeoutMs: number
   private readonly received: Buffer[] = []
   private readonly reads: PendingRead[] = []
   private readEnd: Error | 'eof' | undefined
@@ -101,10 +125,11 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   constructor(
     private readonly hub: Hub,
     role: 'active' | 'passive',
-    options: ProtocolOptions,
+    { sendTimeoutMs, ...options }: ProtocolOptions & DriverOptions,
   ) {
     super()
     this.transport = hub.kind
+    this.sendTimeoutMs = sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS
     // Half-open policy lives here, not in the engine: like node:net, a connection that does not
     // allow half-open ends its side once the application has *read* up to the peer's end, so
     // replies to requests it already received still go out before DISCONNECT_ACK.
@@ -134,13 +159,32 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
    * Sends one message. Resolves once it is handed to the transport (which may wait for the
    * readiness gate or for a credit from the peer); rejects with a typed error if it never can be.
    */
-  send(data: Buffer | Uint8Array | string): Promise<void> {
+  send(data: Buffer | Uint8Array | string, opts: SendOptions = {}): Promise<void> {
     const payload = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    const { signal } = opts
+    if (signal?.aborted) return Promise.reject(signal.reason)
     return new Promise<void>((resolve, reject) => {
       const id = this.engine.send(now(), payload)
-      this.sends.set(id, { resolve, reject })
+      const pending: PendingSend = { resolve, reject }
+      this.sends.set(id, pending)
       this.runActions()
+      if (this.sends.has(id)) this.armSendDeadline(id, pending, signal)
     })
+  }
+
+  /** A send that has to wait gets a deadline (and its caller's abort signal). */
+  private armSendDeadline(id: number, pending: PendingSend, signal: AbortSignal | undefined): void {
+    const withdraw = (error: Error): void => {
+      if (this.engine.cancelSend(now(), id)) this.settleSend(id, error)
+      this.runActions()
+    }
+    const timer = setLongTimeout(() => withdraw(new SendTimeoutError(this.sendTimeoutMs)), this.sendTimeoutMs)
+    const onAbort = (): void => withdraw(signal!.reason)
+    signal?.addEventListener('abort', onAbort, { once: true })
+    pending.release = () => {
+      timer.cancel()
+      signal?.removeEventListener('abort', onAbort)
+    }
   }
 
   /** Half-close: this side sends no more (after what is queued); reading goes on until the peer ends. */
@@ -316,10 +360,7 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
         this.notify('diagnostic', a)
         return
       case 'rejectSends':
-        for (const id of a.ids) {
-          this.sends.get(id)?.reject(a.error)
-          this.sends.delete(id)
-        }
+        for (const id of a.ids) this.settleSend(id, a.error)
         return
       case 'transportClose':
         // Even when the native side already let the connection go (close/abort answer false),
@@ -354,9 +395,11 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
 
   private settleSend(id: number, error?: Error): void {
     const pending = this.sends.get(id)
+    if (pending === undefined) return
     this.sends.delete(id)
-    if (error) pending?.reject(error)
-    else pending?.resolve()
+    pending.release?.()
+    if (error) pending.reject(error)
+    else pending.resolve()
   }
 
   private deliver(payload: Buffer): void {

@@ -11,7 +11,7 @@ import { TransportError } from './errors'
 import {
   maxMessageSizeOf,
   portOf,
-  protocolOptionsOf,
+  connectionOptionsOf,
   timeoutOf,
   transportOf,
   type ConnectOptions,
@@ -21,7 +21,7 @@ import { Hub } from './reactor'
 import { Server } from './server'
 
 export { Connection, stateChannel } from './connection'
-export type { CloseResult, ConnectionTimings, ProtocolOptions } from './connection'
+export type { CloseResult, ConnectionTimings, DriverOptions, ProtocolOptions, SendOptions } from './connection'
 export { Server } from './server'
 export type { ServerCloseResult } from './server'
 export type { ConnectOptions, ListenOptions, TransportOptions } from './options'
@@ -42,7 +42,7 @@ export async function listen(opts: ListenOptions = {}): Promise<Server> {
       backlog: opts.backlog,
       handshakeTimeoutMs: timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000),
     },
-    protocolOptionsOf(opts),
+    connectionOptionsOf(opts),
   )
 }
 
@@ -53,7 +53,7 @@ export async function listen(opts: ListenOptions = {}): Promise<Server> {
 export function connect(opts: ConnectOptions): Promise<Connection> {
   return new Promise<Connection>((resolve, reject) => {
     const hub = Hub.for(transportOf(opts))
-    const conn = new Connection(hub, 'active', protocolOptionsOf(opts))
+    const conn = new Connection(hub, 'active', connectionOptionsOf(opts))
     const { signal } = opts
     if (signal?.aborted) return reject(signal.reason)
     const onAbort = (): void => {

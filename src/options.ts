@@ -2,7 +2,7 @@
  * The options applications pass to listen() and connect(), their defaults, and their checks.
  * Bad options are programming errors: they throw a TransportError('ERR_INVALID_ARGUMENT') at once.
  */
-import type { ProtocolOptions } from './connection'
+import type { DriverOptions, ProtocolOptions } from './connection'
 import { TransportError } from './errors'
 import { rdmaLimits } from './native'
 import { resolveOptions } from './protocol/options'
@@ -15,7 +15,7 @@ export interface TransportOptions {
   maxMessageSize?: number
 }
 
-export interface ListenOptions extends TransportOptions, ProtocolOptions {
+export interface ListenOptions extends TransportOptions, ProtocolOptions, DriverOptions {
   /** Address to bind (default '127.0.0.1'). */
   host?: string
   /** Port to bind; 0 (default) picks a free one, see `server.port`. */
@@ -25,7 +25,7 @@ export interface ListenOptions extends TransportOptions, ProtocolOptions {
   handshakeTimeoutMs?: number
 }
 
-export interface ConnectOptions extends TransportOptions, ProtocolOptions {
+export interface ConnectOptions extends TransportOptions, ProtocolOptions, DriverOptions {
   host?: string
   port: number
   /** Deadline for the transport connection to be established (default 10000 ms). */
@@ -92,12 +92,19 @@ const PROTOCOL_KEYS: ReadonlyArray<keyof ProtocolOptions> = [
   'capabilities',
 ]
 
+/** The connection options (protocol engine and driver) out of the caller's options, checked. */
+export function connectionOptionsOf(o: ProtocolOptions & TransportOptions & DriverOptions): ProtocolOptions & DriverOptions & { maxMessageSize: number } {
+  const picked = protocolOptionsOf(o)
+  if (o.sendTimeoutMs === undefined) return picked
+  return { ...picked, sendTimeoutMs: timeoutOf('sendTimeoutMs', o.sendTimeoutMs, 0) }
+}
+
 /**
  * Picks the protocol engine's options out of the caller's options. On rdma the credit window must
  * fit the receive buffers the transport posts, less the control reserve: a peer can then never
  * send into a queue pair without a posted buffer (no RNR).
  */
-export function protocolOptionsOf(o: ProtocolOptions & TransportOptions): ProtocolOptions & { maxMessageSize: number } {
+function protocolOptionsOf(o: ProtocolOptions & TransportOptions): ProtocolOptions & { maxMessageSize: number } {
   const picked: Record<string, unknown> = { maxMessageSize: maxMessageSizeOf(o) }
   for (const key of PROTOCOL_KEYS) if (o[key] !== undefined) picked[key] = o[key]
   if (transportOf(o) === 'rdma') {

@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events'
 
-import { Connection, type CloseResult, type ProtocolOptions } from './connection'
+import { Connection, type CloseResult, type DriverOptions, type ProtocolOptions } from './connection'
 import type { TransportError } from './errors'
 import { invalid } from './options'
 import { Hub, type TransportKind } from './reactor'
@@ -42,7 +42,7 @@ export class Server extends EventEmitter implements AsyncIterable<Connection> {
   constructor(
     hub: Hub,
     opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number },
-    protocol: ProtocolOptions,
+    protocol: ProtocolOptions & DriverOptions,
   ) {
     super()
     this.transport = hub.kind

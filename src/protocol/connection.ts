@@ -310,6 +310,20 @@ export class Connection {
     return id
   }
 
+  /**
+   * Withdraws a send that is still waiting in the queue (its deadline passed, or its caller gave up).
+   * Returns true when it was withdrawn: it will never be written, and the caller settles it. Returns
+   * false when it was already written or settled. The queue keeps its order; nothing else changes.
+   */
+  cancelSend(now: number, id: number): boolean {
+    const at = this.queue.findIndex((q) => q.id === id)
+    if (at < 0) return false
+    this.queue.splice(at, 1)
+    this.diagnostic(now, 'send-cancelled', `send ${id} withdrawn before it was written`)
+    this.flush(now)
+    return true
+  }
+
   /** With creditGrant 'on-consume': the app consumed n delivered messages (their buffers are free again). */
   consumed(now: number, n: number): void {
     if (this.isTerminal) return

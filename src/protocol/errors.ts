@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'ERR_GRACE_EXPIRED'
   | 'ERR_SEND_AFTER_END'
   | 'ERR_SEND_QUEUE_FULL'
+  | 'ERR_SEND_TIMEOUT'
   | 'ERR_MESSAGE_TOO_LARGE'
   | 'ERR_PROTOCOL_VIOLATION'
 
@@ -90,6 +91,13 @@ export class SendAfterEndError extends RdmaGracefulError {
 export class SendQueueFullError extends RdmaGracefulError {
   constructor(limit: number) {
     super('ERR_SEND_QUEUE_FULL', 'send-queue-full', `send queue is full (${limit} messages waiting)`)
+  }
+}
+
+/** A send waited longer than its deadline for the gate or for a credit (the peer is not reading). */
+export class SendTimeoutError extends RdmaGracefulError {
+  constructor(timeoutMs: number) {
+    super('ERR_SEND_TIMEOUT', 'send-timeout', `send not written within ${timeoutMs} ms: the peer granted no credit (it is not reading)`)
   }
 }
 
