@@ -121,39 +121,52 @@ pub fn check_preamble(bytes: &[u8]) -> Result<bool, TransportError> {
 pub struct Decoder {
     max_payload: u32,
     buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start: frames are consumed by moving this, and the consumed
+    /// prefix is dropped once per `push` (not once per frame, which moved the rest of a 64 KiB read
+    /// for every small frame in it).
+    start: usize,
 }
 
 impl Decoder {
     pub fn new(max_payload: u32) -> Decoder {
-        Decoder { max_payload, buf: Vec::new() }
+        Decoder { max_payload, buf: Vec::new(), start: 0 }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes buffered and not yet returned as a frame.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next complete frame, None when more bytes are needed, or the error that ends the stream.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, TransportError> {
-        if self.buf.len() < HEADER_LEN {
+        let rest = &self.buf[self.start..];
+        if rest.len() < HEADER_LEN {
             return Ok(None);
         }
-        let imm = u32::from_be_bytes(self.buf[..4].try_into().unwrap());
-        let len = u32::from_be_bytes(self.buf[4..8].try_into().unwrap());
+        let imm = u32::from_be_bytes(rest[..4].try_into().unwrap());
+        let len = u32::from_be_bytes(rest[4..8].try_into().unwrap());
         let (kind, credits) = parse_imm(imm)?;
         if len > self.max_payload {
             return Err(too_large(len as u64, self.max_payload));
         }
         let total = HEADER_LEN + len as usize;
-        if self.buf.len() < total {
+        if rest.len() < total {
             return Ok(None);
         }
-        let payload = self.buf[HEADER_LEN..total].to_vec();
-        self.buf.drain(..total);
+        let payload = rest[HEADER_LEN..total].to_vec();
+        self.start += total;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         Ok(Some(Frame { kind, credits, payload }))
     }
 }

@@ -383,9 +383,12 @@ async fn read_frames(
     sink: Arc<dyn EventSink>,
 ) -> Result<(), TransportError> {
     let mut decoder = Decoder::new(max_payload);
-    let mut buf = vec![0u8; READ_CHUNK];
+    // Not zero-filled: read_buf reads into the spare capacity, so a connection that only ever
+    // receives small frames keeps most of these pages untouched (not resident).
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
-        let n = rd.read(&mut buf).await.map_err(|e| TransportError::from_io("reading from the peer", &e))?;
+        buf.clear();
+        let n = rd.read_buf(&mut buf).await.map_err(|e| TransportError::from_io("reading from the peer", &e))?;
         if n == 0 {
             if decoder.pending() > 0 {
                 return Err(TransportError::new(
