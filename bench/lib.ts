@@ -13,7 +13,12 @@ export function quantile(xs: number[], q: number): number {
   const i = Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))
   return s[i]!
 }
-export const median = (xs: number[]): number => quantile(xs, 0.5)
+export function median(xs: number[]): number {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
 
 /** Samples process RSS every `everyMs` until stopped; returns the peak (bytes). */
 export function rssSampler(everyMs = 5): { stop(): number } {

@@ -401,7 +401,16 @@ async function benchConnect(rtt: number[]): Promise<void> {
     ours: gateCost,
     anchorName: 'one-way trip (our 64 B RTT / 2)',
     anchor: oneWay,
-    note: 'expected ratio about 1',
+    note: 'the issue expected about one one-way trip',
+  })
+  row({
+    bench: '2. connect',
+    metric: 'gate cost: first message ON - OFF',
+    unit: 'us',
+    ours: gateCost,
+    anchorName: 'our 64 B RTT',
+    anchor: rtt,
+    note: 'by the handshake order (passive HELLO only after the active HELLO; READY after the passive HELLO) the gate adds one RTT: READY out, then the data back instead of riding with HELLO',
   })
   await gateOn.close({ graceMs: 1000 })
   await gateOff.close({ graceMs: 1000 })
