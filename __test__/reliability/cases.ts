@@ -31,6 +31,14 @@ const peerEnv = (e: Env, extra: Record<string, string> = {}): Record<string, str
 })
 const until = async (cond: () => boolean, ms: number, what: string): Promise<void> =>
   withDeadline((async () => { while (!cond()) await sleep(2) })(), ms, what)
+/** n sends, each also given a no-op handler: a test that fails early leaves no unhandled rejection. */
+function sendMany(c: Connection, n: number, text: (i: number) => string): Array<Promise<void>> {
+  return Array.from({ length: n }, (_, i) => {
+    const p = c.send(text(i))
+    p.catch(() => {})
+    return p
+  })
+}
 const code = (e: unknown): string | undefined => (e as { code?: string } | undefined)?.code
 
 function checkForced(t: ExecutionContext, r: CloseResult, reasons: RegExp): void {
@@ -43,13 +51,13 @@ function checkForced(t: ExecutionContext, r: CloseResult, reasons: RegExp): void
 export async function killServerMidTransfer(t: ExecutionContext, e: Env): Promise<void> {
   const peer = startNode(t, ['server'], peerEnv(e))
   const { port } = await peer.waitFor(has('port'), 'port', e.startMs)
-  const total = 20_000
+  const total = Math.round(20_000 * e.scale)
   const conn = await connect({ transport: e.transport, host: e.host, port, ...hb(e), maxQueuedSends: total })
   let echoes = 0
   const reading = (async () => {
     for await (const _ of conn) echoes++
   })()
-  const sends = Array.from({ length: total }, (_, i) => conn.send(`message ${i}`))
+  const sends = sendMany(conn, total, (i) => `message ${i}`)
   await until(() => echoes >= 200, 30_000, '200 echoes')
   const killedAt = performance.now()
   peer.child.kill('SIGKILL')
@@ -77,7 +85,7 @@ export async function killClientMidTransfer(t: ExecutionContext, e: Env): Promis
   const reading = (async () => {
     for await (const _ of conn) echoes++
   })()
-  const sends = Array.from({ length: 20_000 }, (_, i) => conn.send(`to client ${i}`))
+  const sends = sendMany(conn, Math.round(20_000 * e.scale), (i) => `to client ${i}`)
   await until(() => echoes >= 200, 30_000, '200 echoes')
   const killedAt = performance.now()
   client.child.kill('SIGKILL')
@@ -103,7 +111,7 @@ export async function killServerMidClose(t: ExecutionContext, e: Env, flushing: 
   const { port } = await peer.waitFor(has('port'), 'port', e.startMs)
   const conn = await connect({ transport: e.transport, host: e.host, port, ...hb(e) })
   const n = flushing ? 200 : 10 // 200 is above the receive window (64 tcp, 48 rdma)
-  const sends = Array.from({ length: n }, (_, i) => conn.send(`request ${i}`))
+  const sends = sendMany(conn, n, (i) => `request ${i}`)
   const pendingRead = conn.read()
   const closing = conn.close()
   if (flushing) {
@@ -144,7 +152,7 @@ export async function killClientMidClose(t: ExecutionContext, e: Env): Promise<v
   await reading // the client's end: the loop ends, nothing lost
   t.deepEqual(got, Array.from({ length: 10 }, (_, i) => `from client ${i}`))
   // Half-open: we may still send; the client never reads, so most of these wait for credits.
-  const sends = Array.from({ length: 200 }, (_, i) => conn.send(`late reply ${i}`))
+  const sends = sendMany(conn, 200, (i) => `late reply ${i}`)
   await sleep(2 * e.heartbeatIntervalMs)
   t.is(conn.state, 'CLOSING')
   const killedAt = performance.now()
@@ -188,7 +196,7 @@ export async function frozenPeer(t: ExecutionContext, e: Env, side: 'server' | '
     for await (const _ of conn) echoes++
   })()
   // Traffic in flight when the peer freezes: its kernel (or RDMA device) keeps acknowledging.
-  const sends = Array.from({ length: 20_000 }, (_, i) => conn.send(`m ${i}`))
+  const sends = sendMany(conn, Math.round(20_000 * e.scale), (i) => `m ${i}`)
   await until(() => echoes >= 100, 30_000, '100 echoes')
   const frozenAt = performance.now()
   peer.child.kill('SIGSTOP')
@@ -309,7 +317,7 @@ export async function zeroLossAtClose(t: ExecutionContext, e: Env, conns: number
         const reading = (async () => {
           for await (const m of c) got.push(m.toString())
         })()
-        const sends = Array.from({ length: perConn }, (_, i) => c.send(`c${k} m${i} ${'x'.repeat(i % 50)}`))
+        const sends = sendMany(c, perConn, (i) => `c${k} m${i} ${'x'.repeat(i % 50)}`)
         const result = await c.close() // REQ goes behind all of them; ACK behind all echoes
         await Promise.all(sends)
         await reading
