@@ -143,3 +143,30 @@ export class RawClient {
 export async function closeServer(s: net.Server): Promise<void> {
   await new Promise<void>((resolve) => s.close(() => resolve()))
 }
+
+/** One line of a results table: our figure, and the anchor's from the same run. */
+export interface Row {
+  bench: string
+  metric: string
+  unit: string
+  ours: number
+  oursSpread: [number, number]
+  anchorName?: string
+  anchor?: number
+  anchorSpread?: [number, number]
+  /** ours / anchor, or a stated reference when there is no same-kind anchor. */
+  ratio?: number
+  note?: string
+}
+/** What bench/suite.ts writes to bench/out/<transport>.json and bench/report.ts reads. */
+export interface Result {
+  transport: string
+  scale: string
+  host: string
+  started: string
+  seconds: number
+  counts: Record<string, number>
+  node: string
+  rows: Row[]
+  extra: Record<string, unknown>
+}

@@ -5,29 +5,8 @@
 import { existsSync, readFileSync } from 'node:fs'
 import * as os from 'node:os'
 
-interface Row {
-  bench: string
-  metric: string
-  unit: string
-  ours: number
-  oursSpread: [number, number]
-  anchorName?: string
-  anchor?: number
-  anchorSpread?: [number, number]
-  ratio?: number
-  note?: string
-}
-interface Result {
-  transport: string
-  scale: string
-  host: string
-  started: string
-  seconds: number
-  counts: Record<string, number>
-  node: string
-  rows: Row[]
-  extra: Record<string, unknown>
-}
+import type { Result } from './lib'
+
 
 function load(path: string): Result | undefined {
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Result) : undefined

@@ -28,6 +28,8 @@ import {
   RawClient,
   rawServer,
   rssSampler,
+  type Result,
+  type Row,
 } from './lib'
 
 type Transport = 'tcp' | 'rdma'
@@ -57,20 +59,6 @@ const N = {
   perftestIters: G ? 1000 : 5000,
 }
 
-interface Row {
-  bench: string
-  metric: string
-  unit: string
-  ours: number
-  oursSpread: [number, number]
-  anchorName?: string
-  anchor?: number
-  anchorSpread?: [number, number]
-  /** ours / anchor, or a stated reference when there is no same-kind anchor. */
-  ratio?: number
-  ratioOf?: string
-  note?: string
-}
 
 const rows: Row[] = []
 const extra: Record<string, unknown> = {}
@@ -638,7 +626,7 @@ async function main(): Promise<void> {
   if (want('throughput')) await benchThroughput()
   if (want('mass')) await benchMassClose()
   if (want('churn')) await benchChurn()
-  const result = {
+  const result: Result = {
     transport,
     scale,
     host,
