@@ -339,38 +339,38 @@ enum WriterEnd {
 async fn run_connection(shared: Arc<Shared>, parts: ConnParts, stream: TcpStream) {
     let ConnParts { id, max_payload, command_rx, mut abort_rx, closing, live } = parts;
     let (rd, wr) = stream.into_split();
-    let sink = shared.sink.clone();
-    let reader = read_frames(id, rd, max_payload, sink.clone());
-    let writer = write_frames(wr, command_rx);
-    tokio::pin!(reader, writer);
-
-    let error = tokio::select! {
-        _ = &mut abort_rx => None,
-        read = &mut reader => match read {
-            // The peer ended its stream. If we are closing too, let our writer finish (bounded).
-            Ok(()) if closing.load(Ordering::SeqCst) => {
-                let _ = tokio::time::timeout(LINGER, &mut writer).await;
-                None
-            }
-            Ok(()) => Some(TransportError::new(ErrorCode::PeerClosed, "the peer closed the connection")),
-            Err(e) => Some(e),
-        },
-        written = &mut writer => match written {
-            Ok(WriterEnd::Flushed) => {
-                // Wait for the peer's end of stream, so that closing never resets data it still sends.
-                tokio::select! {
-                    _ = &mut abort_rx => {}
-                    _ = tokio::time::timeout(LINGER, &mut reader) => {}
+    // The futures own the two halves of the socket: this block ends, and so frees the socket,
+    // before the Closed event goes out.
+    let error = {
+        let reader = read_frames(id, rd, max_payload, shared.sink.clone());
+        let writer = write_frames(wr, command_rx);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            _ = &mut abort_rx => None,
+            read = &mut reader => match read {
+                // The peer ended its stream. If we are closing too, let our writer finish (bounded).
+                Ok(()) if closing.load(Ordering::SeqCst) => {
+                    let _ = tokio::time::timeout(LINGER, &mut writer).await;
+                    None
                 }
-                None
-            }
-            Ok(WriterEnd::Dropped) => None,
-            Err(e) => Some(e),
-        },
+                Ok(()) => Some(TransportError::new(ErrorCode::PeerClosed, "the peer closed the connection")),
+                Err(e) => Some(e),
+            },
+            written = &mut writer => match written {
+                Ok(WriterEnd::Flushed) => {
+                    // Wait for the peer's end of stream, so that closing never resets data it still sends.
+                    tokio::select! {
+                        _ = &mut abort_rx => {}
+                        _ = tokio::time::timeout(LINGER, &mut reader) => {}
+                    }
+                    None
+                }
+                Ok(WriterEnd::Dropped) => None,
+                Err(e) => Some(e),
+            },
+        }
     };
     // Free everything before telling JS, so live counts read zero once it sees Closed.
-    drop(reader);
-    drop(writer);
     shared.conns().remove(&id);
     drop(live);
     shared.sink.push(Event::Closed { conn: id, error });
