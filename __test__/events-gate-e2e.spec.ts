@@ -61,6 +61,8 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
     t.true(Number.isFinite(e.at) && Number.isFinite(e.timestamp))
   }
   t.true(conn.timings.connectMs! > 0 && conn.timings.closeMs! >= 0)
+  t.true(serverConn!.timings.connectMs! > 0, 'the server side times its setup (gate included)')
+  t.true(serverConn!.timings.closeMs! >= 0, 'the responding side times its close from the REQ')
   assertNoLiveResources(t)
 })
 

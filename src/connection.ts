@@ -78,7 +78,7 @@ export interface CloseResult {
 export interface ConnectionTimings {
   /** From transport established to OPEN (handshake and readiness gate), ms. */
   connectMs?: number
-  /** From the close handshake's first step to its terminal state, ms. */
+  /** From end()/close() (or, on the responding side, the peer's REQ) to the terminal state, ms. */
   closeMs?: number
 }
 
@@ -441,6 +441,8 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
     if (event.machine === 'connection' && event.to === 'OPEN' && this.openedAt !== undefined) {
       this.timings.connectMs = event.at - this.openedAt
     }
+    // The responder's close starts when the peer's REQ arrives (the closer's, at its end()/close()).
+    if (event.machine === 'close' && event.from === 'NONE') this.closeStartedAt ??= event.at
     this.notify('state', event)
     if (event.machine === 'connection' && event.to === 'OPEN') this.notify('open')
     if (stateChannel.hasSubscribers) {
