@@ -254,12 +254,9 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   }
 
   /** @internal Handlers the hub calls for this connection's transport events. */
-  transportEvents(onConnected?: (c: Connection) => void, onFailed?: (e: TransportError) => void): ConnectionEvents {
+  transportEvents(onFailed?: (e: TransportError) => void): ConnectionEvents {
     return {
-      connected: (peer, qp) => {
-        this.start(peer, qp)
-        onConnected?.(this)
-      },
+      connected: (peer, qp) => this.start(peer, qp),
       connectFailed: (error) => {
         this.transportGone = true
         onFailed?.(error)
@@ -282,12 +279,6 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   /** @internal Server side: announce SHUTDOWN_NOTICE and keep serving for `graceMs`. */
   shutdownNotice(graceMs: number): void {
     this.engine.shutdownNotice(now(), graceMs)
-    this.runActions()
-  }
-
-  /** @internal Server side: the server-wide grace period is over. */
-  graceEnded(): void {
-    this.engine.graceEnded(now())
     this.runActions()
   }
 

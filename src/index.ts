@@ -73,7 +73,7 @@ export function connect(opts: ConnectOptions): Promise<Connection> {
     conn.once('open', onOpen)
     conn.once('close', onCloseEarly)
     signal?.addEventListener('abort', onAbort, { once: true })
-    const events = conn.transportEvents(undefined, (error) => {
+    const events = conn.transportEvents((error) => {
       settle()
       reject(error)
     })
