@@ -145,3 +145,27 @@ test.serial('a send waiting for credits from a peer that never reads has a deadl
   await server.close({ graceMs: 500 })
   assertNoLiveResources(t)
 })
+
+test.serial('a blocked event loop is not a dead peer: frames that arrived meanwhile count before the liveness deadline', async (t) => {
+  const peer = startPeer(t, ['server'])
+  const { port } = await peer.waitFor('port')
+  // The peer heartbeats every 100 ms for us (a third of our timeout, announced in HELLO).
+  const conn = await connect({ port: port as number, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 300 })
+  await conn.send('before')
+  t.is((await conn.read())?.toString(), 'before')
+  // Block this process's event loop for well past the timeout, from inside the timers phase (as
+  // work scheduled by a timer would). The peer's heartbeats pile up in the native queue; when the
+  // blocking callback returns, the timers phase goes on with the expired liveness timer before the
+  // loop reaches the I/O callback that would deliver them.
+  await sleep(1)
+  const until = Date.now() + 800
+  while (Date.now() < until) {
+    // busy: no timers, no I/O callbacks
+  }
+  await sleep(50)
+  t.is(conn.state, 'OPEN', 'the connection survived a blocked loop: the heartbeats were seen first')
+  await conn.send('after')
+  t.is((await conn.read())?.toString(), 'after')
+  t.is((await conn.close()).outcome, 'graceful')
+  assertNoLiveResources(t)
+})

@@ -323,6 +323,8 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
           a.id,
           setLongTimeout(() => {
             this.timers.delete(a.id)
+            // Frames that arrived while the loop was busy count before any deadline is judged.
+            this.hub.pump()
             this.engine.timerFired(now(), a.id)
             this.runActions()
           }, a.at - now()),

@@ -114,6 +114,15 @@ export class Hub {
     }
   }
 
+  /**
+   * Routes every event the native side has queued, now. The driver calls it before a timer reaches
+   * the protocol: after the event loop was blocked, libuv runs expired timers before the I/O
+   * callbacks, so a liveness deadline would otherwise fire while proof of life already waits here.
+   */
+  pump(): void {
+    if (!this.stopped) this.dispatch()
+  }
+
   private dispatch(): void {
     const failures: unknown[] = []
     for (const event of this.reactor.drain()) {
