@@ -9,7 +9,7 @@
 import { channel } from 'node:diagnostics_channel'
 import { EventEmitter } from 'node:events'
 
-import { SendTimeoutError, TransportError } from './errors'
+import { ConnectionDownError, SendTimeoutError, TransportError } from './errors'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import {
   Connection as Engine,
@@ -377,10 +377,12 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
     try {
       this.hub.send(this.conn, kind, credits, payload)
     } catch (err) {
-      const error = err instanceof TransportError ? err : new TransportError('ERR_IO', String(err))
-      if (sendId !== undefined) this.settleSend(sendId, error)
-      // The transport refused a frame (it is already gone): the connection is down.
-      this.engine.transportDown(now(), error)
+      // The transport refused the frame: the native connection is already gone (its Closed event is
+      // on its way). The connection is down, and this send fails like every other pending one:
+      // ERR_CONNECTION_DOWN, with the transport's error as the cause.
+      const cause = err instanceof TransportError ? err : new TransportError('ERR_IO', String(err))
+      this.engine.transportDown(now(), cause)
+      if (sendId !== undefined) this.settleSend(sendId, new ConnectionDownError('transport-down', { cause }))
       return // the running action loop picks up what transportDown produced
     }
     if (sendId !== undefined) this.settleSend(sendId)
