@@ -104,6 +104,8 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   private readonly engine: Engine
   private readonly timers = new Map<TimerId, LongTimer>()
   private readonly sends = new Map<number, PendingSend>()
+  /** Sends whose frame the native side refused because it already let the connection go. */
+  private readonly refusedSends: number[] = []
   private readonly sendTimeoutMs: number
   private readonly received: Buffer[] = []
   private readonly reads: PendingRead[] = []
@@ -365,6 +367,9 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
         }
         return
       case 'closed':
+        for (const id of this.refusedSends.splice(0)) {
+          this.settleSend(id, a.error ?? new ConnectionDownError('transport-down'))
+        }
         this.result = { outcome: a.outcome, reason: a.reason, ...(a.error ? { error: a.error } : {}) }
         if (this.closeStartedAt !== undefined) this.timings.closeMs = a.at - this.closeStartedAt
         this.endReads(a.error ?? 'eof')
@@ -377,10 +382,15 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
     try {
       this.hub.send(this.conn, kind, credits, payload)
     } catch (err) {
-      // The transport refused the frame: the native connection is already gone (its Closed event is
-      // on its way). The connection is down, and this send fails like every other pending one:
-      // ERR_CONNECTION_DOWN, with the transport's error as the cause.
       const cause = err instanceof TransportError ? err : new TransportError('ERR_IO', String(err))
+      if (cause.code === 'ERR_NOT_FOUND') {
+        // The native side already let the connection go. Its Closed event, which says why (reset,
+        // oversized frame ...), is on its way and takes the connection down with that reason; this
+        // send then fails with the connection's error, like every other pending send.
+        if (sendId !== undefined) this.refusedSends.push(sendId)
+        return
+      }
+      // Refused for another reason (e.g. the rdma send queue is full): the connection is down.
       this.engine.transportDown(now(), cause)
       if (sendId !== undefined) this.settleSend(sendId, new ConnectionDownError('transport-down', { cause }))
       return // the running action loop picks up what transportDown produced

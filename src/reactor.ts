@@ -93,24 +93,25 @@ export class Hub {
     nativeCall(() => this.reactor.send(conn, kind, credits, payload))
   }
 
-  /** Flushes what was sent, then closes. Returns false when the connection was already gone. */
-  close(conn: number): boolean {
-    return this.ignoreNotFound(() => this.reactor.close(conn))
+  /**
+   * Flushes what was sent, then closes. A connection the native side already let go is fine: its
+   * Closed event is on its way either way.
+   */
+  close(conn: number): void {
+    this.ignoreGone(() => this.reactor.close(conn))
   }
 
-  /** Closes now, dropping unsent frames. Returns false when the connection was already gone. */
-  abort(conn: number): boolean {
-    return this.ignoreNotFound(() => this.reactor.abort(conn))
+  /** Closes now, dropping unsent frames (a connection already gone is fine, as for close). */
+  abort(conn: number): void {
+    this.ignoreGone(() => this.reactor.abort(conn))
   }
 
-  private ignoreNotFound(fn: () => void): boolean {
+  private ignoreGone(fn: () => void): void {
     try {
       fn()
-      return true
     } catch (err) {
       const e = toTransportError(err)
-      if (e.code === 'ERR_NOT_FOUND') return false
-      throw e
+      if (e.code !== 'ERR_NOT_FOUND') throw e
     }
   }
 
