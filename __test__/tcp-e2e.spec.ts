@@ -165,6 +165,22 @@ test.serial('bad input from the application is a typed error, never a crash or a
   assertNoLiveResources(t)
 })
 
+test.serial('an abort in the middle of an attempt frees it at once: a rejected connect() leaves nothing behind', async (t) => {
+  // A peer that accepts TCP but never answers the handshake keeps the attempt in flight.
+  const silent = net.createServer((socket) => socket.on('error', () => {}))
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => void silent.close())
+  const port = (silent.address() as net.AddressInfo).port
+  const controller = new AbortController()
+  const attempt = connect({ port, signal: controller.signal, connectTimeoutMs: 10_000 })
+  await new Promise((r) => setTimeout(r, 100))
+  controller.abort(new Error('no answer, giving up'))
+  const started = performance.now()
+  await t.throwsAsync(withDeadline(attempt, 2000, 'aborted connect'), { message: 'no answer, giving up' })
+  t.true(performance.now() - started < 1000, 'the abort did not wait for the connect deadline')
+  assertNoLiveResources(t)
+})
+
 test.serial('an AbortSignal cancels a connection attempt', async (t) => {
   const server = await listen({ port: 0 })
   const controller = new AbortController()

@@ -262,6 +262,7 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
       connectFailed: (error) => {
         this.transportGone = true
         onFailed?.(error)
+        this.finish() // a connection destroyed while connecting still reports 'close'
       },
       frame: (kind, credits, payload) => {
         this.engine.frameReceived(now(), { kind, credits, payload })

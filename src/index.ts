@@ -52,46 +52,43 @@ export async function listen(opts: ListenOptions = {}): Promise<Server> {
  */
 export function connect(opts: ConnectOptions): Promise<Connection> {
   return new Promise<Connection>((resolve, reject) => {
-    const hub = Hub.for(transportOf(opts))
-    const conn = new Connection(hub, 'active', connectionOptionsOf(opts))
+    // Everything that can be refused is checked before anything native starts.
+    const kind = transportOf(opts)
+    const options = connectionOptionsOf(opts)
+    const target = {
+      host: opts.host ?? '127.0.0.1',
+      port: portOf(opts.port, false),
+      maxPayload: maxMessageSizeOf(opts),
+      timeoutMs: timeoutOf('connectTimeoutMs', opts.connectTimeoutMs, 10_000),
+    }
     const { signal } = opts
     if (signal?.aborted) return reject(signal.reason)
+    const hub = Hub.for(kind)
+    const conn = new Connection(hub, 'active', options)
+    let aborted = false
+    // An abort destroys the attempt; the promise settles once the native side has let it go, so a
+    // rejected connect() leaves nothing behind.
     const onAbort = (): void => {
+      aborted = true
       conn.destroy(signal!.reason instanceof Error ? signal!.reason : undefined)
-      reject(signal!.reason)
     }
-    const settle = (): void => signal?.removeEventListener('abort', onAbort)
-    const onOpen = (): void => {
-      settle()
+    const failed = (error: unknown): void => {
+      signal?.removeEventListener('abort', onAbort)
+      reject(aborted ? signal!.reason : error)
+    }
+    const onCloseEarly = (r: { error?: Error; reason: string }): void =>
+      failed(r.error ?? new TransportError('ERR_CONNECTION_RESET', `connection closed during setup (${r.reason})`))
+    conn.once('open', () => {
+      signal?.removeEventListener('abort', onAbort)
       conn.off('close', onCloseEarly)
       resolve(conn)
-    }
-    const onCloseEarly = (r: { error?: Error; reason: string }): void => {
-      settle()
-      reject(r.error ?? new TransportError('ERR_CONNECTION_RESET', `connection closed during setup (${r.reason})`))
-    }
-    conn.once('open', onOpen)
+    })
     conn.once('close', onCloseEarly)
     signal?.addEventListener('abort', onAbort, { once: true })
-    const events = conn.transportEvents((error) => {
-      settle()
-      reject(error)
-    })
     try {
-      conn.attach(
-        hub.connect(
-          {
-            host: opts.host ?? '127.0.0.1',
-            port: portOf(opts.port, false),
-            maxPayload: maxMessageSizeOf(opts),
-            timeoutMs: timeoutOf('connectTimeoutMs', opts.connectTimeoutMs, 10_000),
-          },
-          events,
-        ),
-      )
+      conn.attach(hub.connect(target, conn.transportEvents(failed)))
     } catch (err) {
-      settle()
-      reject(err)
+      failed(err)
     }
   })
 }

@@ -161,6 +161,7 @@ impl Transport for TcpTransport {
         let shared = self.shared.clone();
         let opts = opts.clone();
         self.handle().spawn(async move {
+            let mut parts = parts;
             let deadline = Duration::from_millis(opts.timeout_ms as u64);
             let target = format!("{}:{}", opts.host, opts.port);
             let attempt = async {
@@ -169,19 +170,25 @@ impl Transport for TcpTransport {
                     .map_err(|e| TransportError::from_io(&format!("connecting to {target}"), &e))?;
                 handshake(stream).await
             };
-            match tokio::time::timeout(deadline, attempt).await {
-                Ok(Ok((stream, peer))) => {
+            // An abort during the attempt ends it at once (as on rdma), not once it connected.
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(deadline, attempt) => outcome.unwrap_or_else(|_| {
+                    Err(TransportError::new(
+                        ErrorCode::Timeout,
+                        format!("connecting to {target} took longer than {} ms", opts.timeout_ms),
+                    ))
+                }),
+                _ = &mut parts.abort_rx => Err(TransportError::new(
+                    ErrorCode::ConnectionReset,
+                    "connection aborted locally before it was established",
+                )),
+            };
+            match outcome {
+                Ok((stream, peer)) => {
                     shared.sink.push(Event::Connected { conn: id, peer, qp: None });
                     run_connection(shared, parts, stream).await;
                 }
-                outcome => {
-                    let error = match outcome {
-                        Ok(Err(e)) => e,
-                        _ => TransportError::new(
-                            ErrorCode::Timeout,
-                            format!("connecting to {target} took longer than {} ms", opts.timeout_ms),
-                        ),
-                    };
+                Err(error) => {
                     shared.conns().remove(&id);
                     drop(parts);
                     shared.sink.push(Event::ConnectFailed { conn: id, error });
@@ -287,20 +294,24 @@ async fn accept_loop(
     opts: ListenOptions,
     mut stop: oneshot::Receiver<()>,
 ) {
+    // Peers still in their transport handshake belong to the listener: closing it ends them (they
+    // never became connections) before ListenerClosed, so nothing outlives the listener's close.
+    let mut handshakes = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    let shared = shared.clone();
-                    let opts = opts.clone();
-                    tokio::spawn(accept_one(shared, listener_id, stream, addr.to_string(), opts));
+                    handshakes.spawn(accept_one(shared.clone(), listener_id, stream, addr.to_string(), opts.clone()));
                 }
                 Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
             },
         }
     }
     drop(listener);
+    handshakes.abort_all();
+    while handshakes.join_next().await.is_some() {}
     drop(live);
     shared.listeners().remove(&listener_id);
     shared.sink.push(Event::ListenerClosed { listener: listener_id, error: None });
@@ -322,7 +333,8 @@ async fn accept_one(shared: Arc<Shared>, listener: ListenerId, stream: TcpStream
             let id = next_id();
             let parts = shared.register(id, opts.max_payload);
             shared.sink.push(Event::Accepted { listener, conn: id, peer, qp: None });
-            run_connection(shared, parts, stream).await;
+            // From here it is a connection of its own: it outlives the listener.
+            tokio::spawn(run_connection(shared, parts, stream));
         }
         Err(error) => shared.sink.push(Event::AcceptFailed { listener, peer, error }),
     }
