@@ -43,23 +43,11 @@ impl Frame {
 
     /// Checks a frame the application is about to send against the connection's bound.
     pub fn validate(&self, max_payload: u32) -> Result<(), TransportError> {
-        if self.kind > MAX_KIND {
-            return Err(TransportError::new(
-                ErrorCode::InvalidArgument,
-                format!("frame kind {} is out of range 0..={MAX_KIND}", self.kind),
-            ));
-        }
-        if self.payload.len() as u64 > max_payload as u64 {
-            return Err(too_large(self.payload.len() as u64, max_payload));
-        }
-        Ok(())
+        validate_outgoing(self.kind, self.payload.len(), max_payload)
     }
 
     pub fn header(&self) -> [u8; HEADER_LEN] {
-        let mut h = [0u8; HEADER_LEN];
-        h[..4].copy_from_slice(&self.imm().to_be_bytes());
-        h[4..].copy_from_slice(&(self.payload.len() as u32).to_be_bytes());
-        h
+        encode_header(self.kind, self.credits, self.payload.len() as u32)
     }
 
     /// kind, flags (zero) and credits as one 32-bit value: the rdma immediate data.
@@ -72,6 +60,20 @@ impl Frame {
         let (kind, credits) = parse_imm(imm)?;
         Ok(Frame { kind, credits, payload })
     }
+}
+
+/// Checks a frame about to be sent: kind in range, payload within the connection's bound.
+pub fn validate_outgoing(kind: u8, len: usize, max_payload: u32) -> Result<(), TransportError> {
+    if kind > MAX_KIND {
+        return Err(TransportError::new(
+            ErrorCode::InvalidArgument,
+            format!("frame kind {kind} is out of range 0..={MAX_KIND}"),
+        ));
+    }
+    if len as u64 > max_payload as u64 {
+        return Err(too_large(len as u64, max_payload));
+    }
+    Ok(())
 }
 
 fn parse_imm(imm: u32) -> Result<(u8, u16), TransportError> {
@@ -114,61 +116,90 @@ pub fn check_preamble(bytes: &[u8]) -> Result<bool, TransportError> {
     Ok(n == PREAMBLE.len())
 }
 
-/// A streaming decoder: feed it the bytes of a tcp connection in any chunking; it yields whole
-/// frames and rejects a bad header as soon as the header is complete, before any payload is
-/// buffered, so an oversized length never makes us allocate.
+/// Checks one 8-byte header: kind and reserved bits, and the length against `max_payload`, so an
+/// oversized length is refused before any of its payload is buffered.
+pub fn parse_header(h: &[u8], max_payload: u32) -> Result<(u8, u16, u32), TransportError> {
+    let imm = u32::from_be_bytes(h[..4].try_into().unwrap());
+    let len = u32::from_be_bytes(h[4..8].try_into().unwrap());
+    let (kind, credits) = parse_imm(imm)?;
+    if len > max_payload {
+        return Err(too_large(len as u64, max_payload));
+    }
+    Ok((kind, credits, len))
+}
+
+/// Encodes one frame's header for a payload of `len` bytes.
+pub fn encode_header(kind: u8, credits: u16, len: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0] = kind;
+    h[2..4].copy_from_slice(&credits.to_be_bytes());
+    h[4..].copy_from_slice(&len.to_be_bytes());
+    h
+}
+
+/// A streaming decoder: feed it the bytes of a tcp connection in any chunking; it passes on whole,
+/// checked frames (header and payload, as on the wire) and keeps only an incomplete tail. When
+/// nothing is pending, frames go straight from the read buffer to the output: one copy.
 #[derive(Debug)]
 pub struct Decoder {
     max_payload: u32,
-    buf: Vec<u8>,
-    /// Where the unread bytes of `buf` start: frames are consumed by moving this, and the consumed
-    /// prefix is dropped once per `push` (not once per frame, which moved the rest of a 64 KiB read
-    /// for every small frame in it).
-    start: usize,
+    tail: Vec<u8>,
 }
 
 impl Decoder {
     pub fn new(max_payload: u32) -> Decoder {
-        Decoder { max_payload, buf: Vec::new(), start: 0 }
+        Decoder { max_payload, tail: Vec::new() }
     }
 
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Bytes buffered and not yet returned as a frame.
+    /// Bytes buffered and not yet passed on as a frame.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        self.tail.len()
     }
 
-    /// The next complete frame, None when more bytes are needed, or the error that ends the stream.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, TransportError> {
-        let rest = &self.buf[self.start..];
-        if rest.len() < HEADER_LEN {
-            return Ok(None);
+    /// Appends every frame completed by `bytes` to `out` (wire format) and returns how many. An
+    /// error ends the stream; frames before the bad one are already in `out`.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<usize, TransportError> {
+        if self.tail.is_empty() {
+            let (n, used) = self.whole_frames(bytes, out)?;
+            self.tail.extend_from_slice(&bytes[used..]);
+            return Ok(n);
         }
-        let imm = u32::from_be_bytes(rest[..4].try_into().unwrap());
-        let len = u32::from_be_bytes(rest[4..8].try_into().unwrap());
-        let (kind, credits) = parse_imm(imm)?;
-        if len > self.max_payload {
-            return Err(too_large(len as u64, self.max_payload));
+        let mut tail = std::mem::take(&mut self.tail);
+        tail.extend_from_slice(bytes);
+        let result = self.whole_frames(&tail, out);
+        if let Ok((_, used)) = result {
+            tail.drain(..used);
+            self.tail = tail;
         }
-        let total = HEADER_LEN + len as usize;
-        if rest.len() < total {
-            return Ok(None);
-        }
-        let payload = rest[HEADER_LEN..total].to_vec();
-        self.start += total;
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
-        Ok(Some(Frame { kind, credits, payload }))
+        result.map(|(n, _)| n)
     }
+
+    fn whole_frames(&self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize), TransportError> {
+        let (mut at, mut n) = (0, 0);
+        while bytes.len() - at >= HEADER_LEN {
+            let (_, _, len) = parse_header(&bytes[at..at + HEADER_LEN], self.max_payload)?;
+            let end = at + HEADER_LEN + len as usize;
+            if end > bytes.len() {
+                break;
+            }
+            out.extend_from_slice(&bytes[at..end]);
+            at = end;
+            n += 1;
+        }
+        Ok((n, at))
+    }
+}
+
+/// Splits bytes of whole frames (as `Decoder::feed` writes them) back into frames.
+pub fn split(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while bytes.len() >= HEADER_LEN {
+        let (kind, credits, len) = parse_header(bytes, u32::MAX).expect("split: bytes of checked frames");
+        let end = HEADER_LEN + len as usize;
+        frames.push(Frame::new(kind, credits, bytes[HEADER_LEN..end].to_vec()));
+        bytes = &bytes[end..];
+    }
+    frames
 }
 
 #[cfg(test)]
@@ -192,8 +223,7 @@ mod tests {
     #[test]
     fn oversized_length_is_rejected_before_the_payload_arrives() {
         let mut d = Decoder::new(16);
-        d.push(&[0, 0, 0, 0, 0, 0, 0, 17]);
-        let e = d.next_frame().unwrap_err();
+        let e = d.feed(&[0, 0, 0, 0, 0, 0, 0, 17], &mut Vec::new()).unwrap_err();
         assert_eq!(e.code, ErrorCode::FrameTooLarge);
         assert!(e.message.contains("17 bytes"), "{}", e.message);
     }
@@ -201,11 +231,9 @@ mod tests {
     #[test]
     fn reserved_flags_and_unknown_kinds_are_malformed() {
         let mut d = Decoder::new(16);
-        d.push(&[0, 1, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(d.next_frame().unwrap_err().code, ErrorCode::MalformedFrame);
+        assert_eq!(d.feed(&[0, 1, 0, 0, 0, 0, 0, 0], &mut Vec::new()).unwrap_err().code, ErrorCode::MalformedFrame);
         let mut d = Decoder::new(16);
-        d.push(&[16, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(d.next_frame().unwrap_err().code, ErrorCode::MalformedFrame);
+        assert_eq!(d.feed(&[16, 0, 0, 0, 0, 0, 0, 0], &mut Vec::new()).unwrap_err().code, ErrorCode::MalformedFrame);
     }
 
     #[test]
@@ -236,16 +264,18 @@ mod tests {
             let bytes: Vec<u8> = frames.iter().flat_map(encode).collect();
             let mut d = Decoder::new(300);
             let mut out = Vec::new();
+            let mut count = 0;
             let mut at = 0;
             let mut i = 0;
             while at < bytes.len() {
                 let n = cuts[i % cuts.len()].min(bytes.len() - at);
-                d.push(&bytes[at..at + n]);
+                count += d.feed(&bytes[at..at + n], &mut out).unwrap();
                 at += n;
                 i += 1;
-                while let Some(f) = d.next_frame().unwrap() { out.push(f); }
             }
-            prop_assert_eq!(out, frames);
+            prop_assert_eq!(count, frames.len());
+            prop_assert_eq!(&out, &bytes);
+            prop_assert_eq!(split(&out), frames);
             prop_assert_eq!(d.pending(), 0);
         }
 
@@ -253,13 +283,13 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
             let mut d = Decoder::new(1024);
-            d.push(&bytes);
-            loop {
-                match d.next_frame() {
-                    Ok(Some(f)) => prop_assert!(f.payload.len() <= 1024 && f.kind <= MAX_KIND),
-                    Ok(None) => break,
-                    Err(e) => { prop_assert!(matches!(e.code, ErrorCode::FrameTooLarge | ErrorCode::MalformedFrame)); break; }
-                }
+            let mut out = Vec::new();
+            match d.feed(&bytes, &mut out) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(matches!(e.code, ErrorCode::FrameTooLarge | ErrorCode::MalformedFrame)),
+            }
+            for f in split(&out) {
+                prop_assert!(f.payload.len() <= 1024 && f.kind <= MAX_KIND);
             }
         }
     }

@@ -1,26 +1,25 @@
 //! The tcp transport: the same frame semantics as rdma, over TCP, for machines without RDMA.
 //!
-//! One tokio runtime (a single worker thread) per transport. Each connection is one task that
-//! drives a reader and a writer concurrently (so two peers writing to each other never deadlock)
-//! and ends by freeing the socket and pushing exactly one `Closed`. Idle connections cost no CPU:
-//! everything waits on readiness, nothing polls.
+//! Non-blocking sockets in one epoll set (`Poller`), driven by whoever polls it (Node's loop through
+//! the binding, or `EventLoop` in tests): no thread of its own. A send is written to the socket at
+//! once from the caller's thread (`writev` of header and payload); only what the kernel does not
+//! take is buffered, and written when the socket becomes writable. Reads are bounded per poll, so a
+//! flooding peer cannot starve other connections or the timers of the loop that drives us.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use socket2::{Domain, Socket, Type};
 
 use crate::counters::{Kind, Live};
 use crate::error::{ErrorCode, TransportError};
-use crate::event::{Event, EventSink};
-use crate::frame::{check_preamble, Decoder, Frame, PREAMBLE};
+use crate::event::Event;
+use crate::frame::{check_preamble, encode_header, validate_outgoing, Decoder, PREAMBLE};
 use crate::ids::next_id;
+use crate::poll::{Deadlines, Pollable, Poller, READABLE, WAKE, WRITABLE};
 use crate::transport::{
     validate_host, validate_max_payload, ConnId, ConnectOptions, ListenOptions, ListenerId, Transport,
 };
@@ -30,218 +29,635 @@ use crate::transport::{
 const LINGER: Duration = Duration::from_secs(2);
 /// After a failed accept (e.g. out of file descriptors), wait before trying again instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const ACCEPTS_PER_POLL: usize = 64;
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one connection may read in one poll, and all of them together: a connection that floods
+/// us yields to the others, and the poll returns to Node (timers run) within bounded work.
+const READ_BUDGET_PER_CONN: usize = 4 * READ_CHUNK;
+const READ_BUDGET: usize = 16 * READ_CHUNK;
+/// Listener tokens live above every connection id (ids are u32).
+const LISTENER_TOKEN: u64 = 1 << 32;
 
-enum Command {
-    /// A frame to write; the `Live` counts it as a send buffer until written or dropped.
-    Frame(Frame, Live),
-    /// Write what is queued, half-close, then wait (bounded) for the peer's end of stream.
-    Close,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Active,
+    Passive(ListenerId),
 }
 
-struct ConnHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    abort: Option<oneshot::Sender<()>>,
-    closing: Arc<AtomicBool>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The non-blocking connect is in progress (active side).
+    Connecting,
+    /// Socket up, preambles being exchanged.
+    Handshake,
+    Open,
+    /// close(): write what is queued, half-close (`shut`), then wait (bounded) for the peer's end.
+    Closing { shut: bool, peer_ended: bool },
+}
+
+struct Conn {
+    sock: TcpStream,
+    role: Role,
+    phase: Phase,
+    peer: String,
     max_payload: u32,
+    /// Deadline of the current wait (connect + handshake, linger), in `Deadlines` too.
+    deadline: Option<Instant>,
+    timeout_ms: u32,
+    preamble: [u8; PREAMBLE.len()],
+    preamble_got: usize,
+    decoder: Decoder,
+    /// Bytes the kernel has not taken yet, from `unsent_at` on; counted while non-empty.
+    unsent: Vec<u8>,
+    unsent_at: usize,
+    unsent_live: Option<Live>,
+    interest: u32,
+    _live: Live,
 }
 
-struct Shared {
-    sink: Arc<dyn EventSink>,
-    conns: Mutex<HashMap<ConnId, ConnHandle>>,
-    listeners: Mutex<HashMap<ListenerId, oneshot::Sender<()>>>,
+impl Conn {
+    fn has_unsent(&self) -> bool {
+        self.unsent_at < self.unsent.len()
+    }
+
+    fn queue(&mut self, bytes: &[u8]) {
+        self.unsent.extend_from_slice(bytes);
+        if self.unsent_live.is_none() {
+            self.unsent_live = Some(Live::new(Kind::TcpSendBuffers));
+        }
+    }
+
+    /// Writes buffered bytes until done or the kernel stops taking them.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.has_unsent() {
+            match self.sock.write(&self.unsent[self.unsent_at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.unsent_at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.unsent.clear();
+        self.unsent_at = 0;
+        self.unsent_live = None;
+        Ok(())
+    }
+
+    /// Writes header and payload with one writev when nothing is queued; queues the rest.
+    fn write_frame(&mut self, header: &[u8], payload: &[u8]) -> io::Result<()> {
+        if self.has_unsent() {
+            self.queue(header);
+            self.queue(payload);
+            return Ok(());
+        }
+        let total = header.len() + payload.len();
+        let mut written = 0;
+        while written < total {
+            let r = if written < header.len() {
+                self.sock.write_vectored(&[IoSlice::new(&header[written..]), IoSlice::new(payload)])
+            } else {
+                self.sock.write(&payload[written - header.len()..])
+            };
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if written < header.len() {
+            self.queue(&header[written..]);
+            self.queue(payload);
+        } else if written < total {
+            self.queue(&payload[written - header.len()..]);
+        }
+        Ok(())
+    }
+
+    fn wanted_interest(&self) -> u32 {
+        let writable = if self.has_unsent() { WRITABLE } else { 0 };
+        match self.phase {
+            Phase::Connecting => WRITABLE,
+            // The peer's end of stream stays readable forever: only the writes are left to watch.
+            Phase::Closing { peer_ended: true, .. } => writable,
+            _ => READABLE | writable,
+        }
+    }
 }
 
-impl Shared {
-    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, ConnHandle>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<ListenerId, oneshot::Sender<()>>> {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
-    }
+struct Listener {
+    sock: TcpListener,
+    opts: ListenOptions,
+    /// Not watched for a moment after an accept failed (e.g. out of descriptors); its deadline
+    /// (under the listener's id) resumes it.
+    paused: bool,
+    _live: Live,
 }
 
 pub struct TcpTransport {
-    runtime: Option<tokio::runtime::Runtime>,
-    shared: Arc<Shared>,
+    poller: Poller,
+    conns: HashMap<ConnId, Conn>,
+    listeners: HashMap<ListenerId, Listener>,
+    deadlines: Deadlines,
+    /// Events produced outside `poll` (by commands), handed out by the next poll.
+    queued: Vec<Event>,
+    /// One read buffer for every connection: the transport runs on one thread.
+    scratch: Vec<u8>,
+    ready: Vec<(u64, u32)>,
 }
 
 impl TcpTransport {
-    pub fn new(sink: Arc<dyn EventSink>) -> Result<TcpTransport, TransportError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("rdma-graceful-tcp")
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| TransportError::from_io("starting the tcp transport thread", &e))?;
-        let shared = Arc::new(Shared {
-            sink,
-            conns: Mutex::new(HashMap::new()),
-            listeners: Mutex::new(HashMap::new()),
-        });
-        Ok(TcpTransport { runtime: Some(runtime), shared })
+    pub fn new() -> Result<TcpTransport, TransportError> {
+        let poller = Poller::new().map_err(|e| TransportError::from_io("creating the tcp poller", &e))?;
+        Ok(TcpTransport {
+            poller,
+            conns: HashMap::new(),
+            listeners: HashMap::new(),
+            deadlines: Deadlines::default(),
+            queued: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
+            ready: Vec::with_capacity(64),
+        })
     }
 
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.runtime.as_ref().expect("runtime lives until drop").handle()
-    }
-}
-
-impl Drop for TcpTransport {
-    fn drop(&mut self) {
-        // Dropping the runtime drops every task, and with them every socket and live guard.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(2));
+    fn emit(&mut self, event: Event) {
+        if self.queued.is_empty() {
+            self.poller.wake();
         }
-        self.shared.conns().clear();
-        self.shared.listeners().clear();
+        self.queued.push(event);
+    }
+
+    fn set_deadline(&mut self, id: ConnId, at: Option<Instant>) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            self.deadlines.set(id, c.deadline, at);
+            c.deadline = at;
+        }
+    }
+
+    fn update_interest(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let want = c.wanted_interest();
+        if want != c.interest {
+            c.interest = want;
+            if let Err(e) = self.poller.modify(c.sock.as_raw_fd(), id as u64, want) {
+                let error = TransportError::from_io("epoll_ctl", &e);
+                self.fail(id, error);
+            }
+        }
+    }
+
+    /// Adds a connection (any phase) to the poller and the tables.
+    fn insert(&mut self, id: ConnId, conn: Conn) -> Result<(), TransportError> {
+        self.poller
+            .add(conn.sock.as_raw_fd(), id as u64, conn.interest)
+            .map_err(|e| TransportError::from_io("epoll_ctl", &e))?;
+        let deadline = conn.deadline;
+        self.conns.insert(id, conn);
+        self.deadlines.set(id, None, deadline);
+        Ok(())
+    }
+
+    /// Removes a connection and frees its socket (counters go down before any event is seen).
+    fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let c = self.conns.remove(&id)?;
+        self.deadlines.set(id, c.deadline, None);
+        self.poller.remove(c.sock.as_raw_fd());
+        Some(c)
+    }
+
+    /// Ends a connection that is established (or closing) and reports Closed.
+    fn finish(&mut self, id: ConnId, error: Option<TransportError>) {
+        if self.remove(id).is_some() {
+            self.emit(Event::Closed { conn: id, error });
+        }
+    }
+
+    /// Ends a connection whatever its phase: setup failures are reported as such.
+    fn fail(&mut self, id: ConnId, error: TransportError) {
+        let Some(c) = self.conns.get(&id) else { return };
+        match (c.phase, c.role) {
+            (Phase::Connecting | Phase::Handshake, Role::Active) => {
+                self.remove(id);
+                self.emit(Event::ConnectFailed { conn: id, error });
+            }
+            (Phase::Connecting | Phase::Handshake, Role::Passive(listener)) => {
+                let peer = c.peer.clone();
+                self.remove(id);
+                self.emit(Event::AcceptFailed { listener, peer, error });
+            }
+            _ => self.finish(id, Some(error)),
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Result<&mut Conn, TransportError> {
+        self.conns.get_mut(&id).ok_or_else(|| not_found("connection", id))
+    }
+
+    // ---- readiness --------------------------------------------------------------------------
+
+    fn on_listener_ready(&mut self, lid: ListenerId, now: Instant) {
+        for _ in 0..ACCEPTS_PER_POLL {
+            let Some(l) = self.listeners.get_mut(&lid) else { return };
+            match l.sock.accept() {
+                Ok((sock, addr)) => {
+                    let opts = l.opts.clone();
+                    self.on_accepted(lid, sock, addr, &opts, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(_) => {
+                    // Out of descriptors or memory: the backlog stays readable, so stop watching it
+                    // for a moment instead of spinning.
+                    l.paused = true;
+                    self.poller.remove(l.sock.as_raw_fd());
+                    self.deadlines.set(lid, None, Some(now + ACCEPT_BACKOFF));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, listener: ListenerId, sock: TcpStream, addr: SocketAddr, opts: &ListenOptions, now: Instant) {
+        let peer = addr.to_string();
+        let _ = sock.set_nonblocking(true);
+        let _ = sock.set_nodelay(true);
+        let id = next_id();
+        let mut conn = Conn {
+            sock,
+            role: Role::Passive(listener),
+            phase: Phase::Handshake,
+            peer: peer.clone(),
+            max_payload: opts.max_payload,
+            deadline: Some(now + Duration::from_millis(opts.handshake_timeout_ms as u64)),
+            timeout_ms: opts.handshake_timeout_ms,
+            preamble: [0; PREAMBLE.len()],
+            preamble_got: 0,
+            decoder: Decoder::new(opts.max_payload),
+            unsent: Vec::new(),
+            unsent_at: 0,
+            unsent_live: None,
+            interest: READABLE,
+            _live: Live::new(Kind::TcpConnections),
+        };
+        let started = conn.write_frame(&PREAMBLE, &[]).map_err(|e| TransportError::from_io(&format!("sending the preamble to {peer}"), &e));
+        conn.interest = conn.wanted_interest();
+        if let Err(error) = started.and_then(|_| self.insert(id, conn)) {
+            self.emit(Event::AcceptFailed { listener, peer, error });
+        }
+    }
+
+    fn on_conn_ready(&mut self, id: ConnId, events: u32, budget: &mut usize) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let hangup = events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+        if c.phase == Phase::Connecting {
+            if events & WRITABLE != 0 || hangup {
+                self.on_connect_done(id);
+            }
+            return;
+        }
+        if events & WRITABLE != 0 || hangup {
+            self.on_writable(id);
+        }
+        if events & READABLE != 0 || hangup {
+            self.on_readable(id, budget);
+        }
+        self.update_interest(id);
+    }
+
+    fn on_connect_done(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let target = c.peer.clone();
+        let outcome = match c.sock.take_error() {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) | Err(e) => Err(e),
+        };
+        let started = outcome.and_then(|_| {
+            let _ = c.sock.set_nodelay(true);
+            c.phase = Phase::Handshake;
+            c.write_frame(&PREAMBLE, &[])
+        });
+        match started {
+            Ok(()) => self.update_interest(id),
+            Err(e) => self.fail(id, TransportError::from_io(&format!("connecting to {target}"), &e)),
+        }
+    }
+
+    fn on_writable(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if let Err(e) = c.flush() {
+            return self.fail(id, TransportError::from_io("writing to the peer", &e));
+        }
+        self.after_flush(id);
+    }
+
+    /// A closing connection whose queue is written half-closes, then waits for the peer's end.
+    fn after_flush(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Phase::Closing { shut: false, peer_ended } = c.phase else { return };
+        if c.has_unsent() {
+            return;
+        }
+        let _ = c.sock.shutdown(Shutdown::Write);
+        c.phase = Phase::Closing { shut: true, peer_ended };
+        if peer_ended {
+            return self.finish(id, None);
+        }
+        self.set_deadline(id, Some(Instant::now() + LINGER));
+    }
+
+    fn on_readable(&mut self, id: ConnId, budget: &mut usize) {
+        let mut frames = Vec::new();
+        let mut count = 0u32;
+        let mut read_here = 0;
+        let outcome = loop {
+            if read_here >= READ_BUDGET_PER_CONN || *budget == 0 {
+                break Ok(false); // level-triggered: the rest is reported again next poll
+            }
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let want = if c.phase == Phase::Handshake { PREAMBLE.len() - c.preamble_got } else { READ_CHUNK };
+            let n = match c.sock.read(&mut self.scratch[..want]) {
+                Ok(0) => break Ok(true),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(TransportError::from_io("reading from the peer", &e)),
+            };
+            read_here += n;
+            *budget = budget.saturating_sub(n);
+            if c.phase == Phase::Handshake {
+                c.preamble[c.preamble_got..c.preamble_got + n].copy_from_slice(&self.scratch[..n]);
+                c.preamble_got += n;
+                match check_preamble(&c.preamble[..c.preamble_got]) {
+                    Ok(true) => self.on_handshake_done(id),
+                    Ok(false) => {}
+                    Err(e) => break Err(TransportError::new(e.code, format!("{}: {}", c.peer, e.message))),
+                }
+                continue;
+            }
+            match c.decoder.feed(&self.scratch[..n], &mut frames) {
+                Ok(k) => count += k as u32,
+                Err(e) => break Err(e),
+            }
+        };
+        if count > 0 {
+            self.emit(Event::Frames { conn: id, data: frames, count });
+        }
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => self.on_peer_ended(id),
+            Err(e) => self.fail(id, e),
+        }
+    }
+
+    fn on_handshake_done(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        c.phase = Phase::Open;
+        let peer = c.peer.clone();
+        let event = match c.role {
+            Role::Active => Event::Connected { conn: id, peer, qp: None },
+            Role::Passive(listener) => Event::Accepted { listener, conn: id, peer, qp: None },
+        };
+        self.set_deadline(id, None);
+        self.emit(event);
+    }
+
+    fn on_peer_ended(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        match c.phase {
+            Phase::Connecting | Phase::Handshake => {
+                let msg = format!("{} closed the connection before completing the handshake", c.peer);
+                self.fail(id, TransportError::new(ErrorCode::PeerClosed, msg));
+            }
+            _ if c.decoder.pending() > 0 => {
+                let msg = format!(
+                    "the peer closed the connection in the middle of a frame ({} bytes pending)",
+                    c.decoder.pending()
+                );
+                self.fail(id, TransportError::new(ErrorCode::MalformedFrame, msg));
+            }
+            Phase::Open => {
+                self.finish(id, Some(TransportError::new(ErrorCode::PeerClosed, "the peer closed the connection")))
+            }
+            // Both sides are done: ours is written and half-closed, the peer ended its stream.
+            Phase::Closing { shut: true, .. } => self.finish(id, None),
+            // Still writing what was queued before close: finish that (bounded), then go.
+            Phase::Closing { shut: false, .. } => {
+                c.phase = Phase::Closing { shut: false, peer_ended: true };
+                // Stop watching reads (EOF stays readable forever).
+                c.interest = 0;
+                self.update_interest(id);
+                self.set_deadline(id, Some(Instant::now() + LINGER));
+            }
+        }
+    }
+
+    fn on_deadline(&mut self, id: ConnId) {
+        if let Some(l) = self.listeners.get_mut(&id) {
+            if std::mem::take(&mut l.paused) {
+                let _ = self.poller.add(l.sock.as_raw_fd(), LISTENER_TOKEN | id as u64, READABLE);
+            }
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        c.deadline = None;
+        let error = match (c.phase, c.role) {
+            (Phase::Connecting | Phase::Handshake, Role::Active) => TransportError::new(
+                ErrorCode::Timeout,
+                format!("connecting to {} took longer than {} ms", c.peer, c.timeout_ms),
+            ),
+            (Phase::Connecting | Phase::Handshake, Role::Passive(_)) => TransportError::new(
+                ErrorCode::Timeout,
+                format!("{} sent no handshake within {} ms", c.peer, c.timeout_ms),
+            ),
+            // Linger passed: the peer never ended its stream (or never took our last bytes).
+            (Phase::Closing { .. }, _) => return self.finish(id, None),
+            (Phase::Open, _) => return,
+        };
+        self.fail(id, error);
     }
 }
 
-/// Everything a connection task owns.
-struct ConnParts {
-    id: ConnId,
-    max_payload: u32,
-    command_rx: mpsc::UnboundedReceiver<Command>,
-    abort_rx: oneshot::Receiver<()>,
-    closing: Arc<AtomicBool>,
-    live: Live,
+impl Pollable for TcpTransport {
+    fn fd(&self) -> RawFd {
+        self.poller.fd()
+    }
+
+    fn poll(&mut self, now: Instant, out: &mut Vec<Event>) {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.poller.ready(0, &mut ready);
+        let mut budget = READ_BUDGET;
+        for &(token, events) in &ready {
+            if token == WAKE {
+                continue;
+            }
+            if token & LISTENER_TOKEN != 0 {
+                self.on_listener_ready(token as u32, now);
+            } else {
+                self.on_conn_ready(token as u32, events, &mut budget);
+            }
+        }
+        self.ready = ready;
+        for id in self.deadlines.expired(now) {
+            self.on_deadline(id);
+        }
+        out.append(&mut self.queued);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.next()
+    }
 }
 
 impl Transport for TcpTransport {
-    fn listen(&self, opts: &ListenOptions) -> Result<(ListenerId, u16), TransportError> {
+    fn listen(&mut self, opts: &ListenOptions) -> Result<(ListenerId, u16), TransportError> {
         validate_host(&opts.host)?;
         validate_max_payload(opts.max_payload)?;
         let addr = resolve_one(&opts.host, opts.port)?;
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        let listening = || -> io::Result<TcpListener> {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            s.listen(opts.backlog.clamp(1, i32::MAX as u32) as i32)?;
+            s.set_nonblocking(true)?;
+            Ok(s.into())
         };
-        let _guard = self.handle().enter();
-        let listener = socket
-            .and_then(|s| {
-                s.set_reuseaddr(true)?;
-                s.bind(addr)?;
-                s.listen(opts.backlog.max(1))
-            })
-            .map_err(|e| TransportError::from_io(&format!("listening on {addr}"), &e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| TransportError::from_io("reading the listener's address", &e))?
-            .port();
+        let sock = listening().map_err(|e| TransportError::from_io(&format!("listening on {addr}"), &e))?;
+        let port = sock.local_addr().map_err(|e| TransportError::from_io("reading the listener's address", &e))?.port();
         let id = next_id();
-        let (stop, stop_rx) = oneshot::channel();
-        self.shared.listeners().insert(id, stop);
-        let live = Live::new(Kind::TcpListeners);
-        let shared = self.shared.clone();
-        let opts = opts.clone();
-        self.handle().spawn(accept_loop(shared, id, listener, live, opts, stop_rx));
+        self.poller
+            .add(sock.as_raw_fd(), LISTENER_TOKEN | id as u64, READABLE)
+            .map_err(|e| TransportError::from_io("epoll_ctl", &e))?;
+        let listener = Listener { sock, opts: opts.clone(), paused: false, _live: Live::new(Kind::TcpListeners) };
+        self.listeners.insert(id, listener);
         Ok((id, port))
     }
 
-    fn close_listener(&self, listener: ListenerId) -> Result<(), TransportError> {
-        match self.shared.listeners().remove(&listener) {
-            Some(stop) => {
-                let _ = stop.send(());
-                Ok(())
-            }
-            None => Err(not_found("listener", listener)),
+    fn close_listener(&mut self, listener: ListenerId) -> Result<(), TransportError> {
+        let l = self.listeners.remove(&listener).ok_or_else(|| not_found("listener", listener))?;
+        self.poller.remove(l.sock.as_raw_fd());
+        if l.paused {
+            self.deadlines.clear(listener);
         }
+        drop(l);
+        // Peers still in their transport handshake belong to the listener: they never became
+        // connections, and nothing outlives the listener's close.
+        let pending: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.role == Role::Passive(listener) && c.phase == Phase::Handshake)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pending {
+            self.remove(id);
+        }
+        self.emit(Event::ListenerClosed { listener, error: None });
+        Ok(())
     }
 
-    fn connect(&self, opts: &ConnectOptions) -> Result<ConnId, TransportError> {
+    fn connect(&mut self, opts: &ConnectOptions) -> Result<ConnId, TransportError> {
         validate_host(&opts.host)?;
         validate_max_payload(opts.max_payload)?;
         if opts.port == 0 {
             return Err(TransportError::new(ErrorCode::InvalidArgument, "port must be between 1 and 65535"));
         }
+        let addr = resolve_one(&opts.host, opts.port)?;
+        let target = addr.to_string();
         let id = next_id();
-        let parts = self.shared.register(id, opts.max_payload);
-        let shared = self.shared.clone();
-        let opts = opts.clone();
-        self.handle().spawn(async move {
-            let mut parts = parts;
-            let deadline = Duration::from_millis(opts.timeout_ms as u64);
-            let target = format!("{}:{}", opts.host, opts.port);
-            let attempt = async {
-                let stream = TcpStream::connect(&target)
-                    .await
-                    .map_err(|e| TransportError::from_io(&format!("connecting to {target}"), &e))?;
-                handshake(stream).await
-            };
-            // An abort during the attempt ends it at once (as on rdma), not once it connected.
-            let outcome = tokio::select! {
-                outcome = tokio::time::timeout(deadline, attempt) => outcome.unwrap_or_else(|_| {
-                    Err(TransportError::new(
-                        ErrorCode::Timeout,
-                        format!("connecting to {target} took longer than {} ms", opts.timeout_ms),
-                    ))
-                }),
-                _ = &mut parts.abort_rx => Err(TransportError::new(
-                    ErrorCode::ConnectionReset,
-                    "connection aborted locally before it was established",
-                )),
-            };
-            match outcome {
-                Ok((stream, peer)) => {
-                    shared.sink.push(Event::Connected { conn: id, peer, qp: None });
-                    run_connection(shared, parts, stream).await;
-                }
-                Err(error) => {
-                    shared.conns().remove(&id);
-                    drop(parts);
-                    shared.sink.push(Event::ConnectFailed { conn: id, error });
-                }
+        let connecting = || -> io::Result<TcpStream> {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            s.set_nonblocking(true)?;
+            match s.connect(&addr.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(e),
             }
-        });
+            Ok(s.into())
+        };
+        let conn = match connecting() {
+            Ok(sock) => Conn {
+                sock,
+                role: Role::Active,
+                phase: Phase::Connecting,
+                peer: target.clone(),
+                max_payload: opts.max_payload,
+                deadline: Some(Instant::now() + Duration::from_millis(opts.timeout_ms as u64)),
+                timeout_ms: opts.timeout_ms,
+                preamble: [0; PREAMBLE.len()],
+                preamble_got: 0,
+                decoder: Decoder::new(opts.max_payload),
+                unsent: Vec::new(),
+                unsent_at: 0,
+                unsent_live: None,
+                interest: WRITABLE,
+                _live: Live::new(Kind::TcpConnections),
+            },
+            // Refused at once (e.g. no route): reported like any failed attempt, as an event.
+            Err(e) => {
+                self.emit(Event::ConnectFailed { conn: id, error: TransportError::from_io(&format!("connecting to {target}"), &e) });
+                return Ok(id);
+            }
+        };
+        if let Err(error) = self.insert(id, conn) {
+            self.emit(Event::ConnectFailed { conn: id, error });
+        }
         Ok(id)
     }
 
-    fn send(&self, conn: ConnId, frame: Frame) -> Result<(), TransportError> {
-        let conns = self.shared.conns();
-        let handle = conns.get(&conn).ok_or_else(|| not_found("connection", conn))?;
-        if handle.closing.load(Ordering::SeqCst) {
-            return Err(TransportError::new(
-                ErrorCode::NotFound,
-                format!("connection {conn} is closing: no more frames can be sent"),
-            ));
+    fn send(&mut self, id: ConnId, kind: u8, credits: u16, payload: &[u8]) -> Result<(), TransportError> {
+        let c = self.conn_mut(id)?;
+        match c.phase {
+            Phase::Open => {}
+            Phase::Closing { .. } => {
+                return Err(TransportError::new(
+                    ErrorCode::NotFound,
+                    format!("connection {id} is closing: no more frames can be sent"),
+                ))
+            }
+            Phase::Connecting | Phase::Handshake => {
+                return Err(TransportError::new(ErrorCode::NotFound, format!("connection {id} is not established yet")))
+            }
         }
-        frame.validate(handle.max_payload)?;
-        handle
-            .commands
-            .send(Command::Frame(frame, Live::new(Kind::TcpSendBuffers)))
-            .map_err(|_| not_found("connection", conn))
+        validate_outgoing(kind, payload.len(), c.max_payload)?;
+        let header = encode_header(kind, credits, payload.len() as u32);
+        let had_unsent = c.has_unsent();
+        match c.write_frame(&header, payload) {
+            Ok(()) if !had_unsent => self.update_interest(id),
+            Ok(()) => {}
+            // The connection failed under us: its Closed event says why; this call did its part.
+            Err(e) => self.fail(id, TransportError::from_io("writing to the peer", &e)),
+        }
+        Ok(())
     }
 
-    fn close(&self, conn: ConnId) -> Result<(), TransportError> {
-        let conns = self.shared.conns();
-        let handle = conns.get(&conn).ok_or_else(|| not_found("connection", conn))?;
-        if !handle.closing.swap(true, Ordering::SeqCst) {
-            let _ = handle.commands.send(Command::Close);
+    fn close(&mut self, id: ConnId) -> Result<(), TransportError> {
+        let c = self.conn_mut(id)?;
+        match c.phase {
+            Phase::Open => {
+                c.phase = Phase::Closing { shut: false, peer_ended: false };
+                self.after_flush(id);
+            }
+            Phase::Connecting | Phase::Handshake => self.fail(
+                id,
+                TransportError::new(ErrorCode::ConnectionReset, "connection closed locally before it was established"),
+            ),
+            Phase::Closing { .. } => {}
         }
         Ok(())
     }
 
-    fn abort(&self, conn: ConnId) -> Result<(), TransportError> {
-        let mut conns = self.shared.conns();
-        let handle = conns.get_mut(&conn).ok_or_else(|| not_found("connection", conn))?;
-        handle.closing.store(true, Ordering::SeqCst);
-        if let Some(abort) = handle.abort.take() {
-            let _ = abort.send(());
+    fn abort(&mut self, id: ConnId) -> Result<(), TransportError> {
+        let c = self.conn_mut(id)?;
+        match c.phase {
+            Phase::Connecting | Phase::Handshake => self.fail(
+                id,
+                TransportError::new(ErrorCode::ConnectionReset, "connection aborted locally before it was established"),
+            ),
+            _ => self.finish(id, None),
         }
         Ok(())
-    }
-}
-
-impl Shared {
-    /// Registers a connection's command channel; the returned parts go to its task.
-    fn register(self: &Arc<Self>, id: ConnId, max_payload: u32) -> ConnParts {
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let (abort, abort_rx) = oneshot::channel();
-        let closing = Arc::new(AtomicBool::new(false));
-        self.conns().insert(id, ConnHandle { commands, abort: Some(abort), closing: closing.clone(), max_payload });
-        ConnParts { id, max_payload, command_rx, abort_rx, closing, live: Live::new(Kind::TcpConnections) }
     }
 }
 
@@ -256,195 +672,4 @@ fn resolve_one(host: &str, port: u16) -> Result<SocketAddr, TransportError> {
         .map_err(|e| TransportError::new(ErrorCode::AddressUnreachable, format!("resolving {host}: {e}")))?
         .next()
         .ok_or_else(|| TransportError::new(ErrorCode::AddressUnreachable, format!("{host} resolves to no address")))
-}
-
-/// Exchanges preambles: sends ours, reads and checks the peer's. Both sides do the same, so
-/// neither waits for the other to speak first.
-async fn handshake(mut stream: TcpStream) -> Result<(TcpStream, String), TransportError> {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into());
-    let _ = stream.set_nodelay(true);
-    stream
-        .write_all(&PREAMBLE)
-        .await
-        .map_err(|e| TransportError::from_io(&format!("sending the preamble to {peer}"), &e))?;
-    let mut got = [0u8; PREAMBLE.len()];
-    let mut n = 0;
-    while n < got.len() {
-        let r = stream
-            .read(&mut got[n..])
-            .await
-            .map_err(|e| TransportError::from_io(&format!("reading the preamble from {peer}"), &e))?;
-        if r == 0 {
-            return Err(TransportError::new(
-                ErrorCode::PeerClosed,
-                format!("{peer} closed the connection before completing the handshake"),
-            ));
-        }
-        n += r;
-        check_preamble(&got[..n]).map_err(|e| TransportError::new(e.code, format!("{peer}: {}", e.message)))?;
-    }
-    Ok((stream, peer))
-}
-
-async fn accept_loop(
-    shared: Arc<Shared>,
-    listener_id: ListenerId,
-    listener: TcpListener,
-    live: Live,
-    opts: ListenOptions,
-    mut stop: oneshot::Receiver<()>,
-) {
-    // Peers still in their transport handshake belong to the listener: closing it ends them (they
-    // never became connections) before ListenerClosed, so nothing outlives the listener's close.
-    let mut handshakes = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    handshakes.spawn(accept_one(shared.clone(), listener_id, stream, addr.to_string(), opts.clone()));
-                }
-                Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
-            },
-        }
-    }
-    drop(listener);
-    handshakes.abort_all();
-    while handshakes.join_next().await.is_some() {}
-    drop(live);
-    shared.listeners().remove(&listener_id);
-    shared.sink.push(Event::ListenerClosed { listener: listener_id, error: None });
-}
-
-async fn accept_one(shared: Arc<Shared>, listener: ListenerId, stream: TcpStream, peer: String, opts: ListenOptions) {
-    let live = Live::new(Kind::TcpConnections);
-    let deadline = Duration::from_millis(opts.handshake_timeout_ms as u64);
-    let result = match tokio::time::timeout(deadline, handshake(stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(TransportError::new(
-            ErrorCode::Timeout,
-            format!("{peer} sent no handshake within {} ms", opts.handshake_timeout_ms),
-        )),
-    };
-    drop(live);
-    match result {
-        Ok((stream, peer)) => {
-            let id = next_id();
-            let parts = shared.register(id, opts.max_payload);
-            shared.sink.push(Event::Accepted { listener, conn: id, peer, qp: None });
-            // From here it is a connection of its own: it outlives the listener.
-            tokio::spawn(run_connection(shared, parts, stream));
-        }
-        Err(error) => shared.sink.push(Event::AcceptFailed { listener, peer, error }),
-    }
-}
-
-/// How a writer stopped.
-enum WriterEnd {
-    /// Everything queued before `Close` is written and our side is half-closed.
-    Flushed,
-    /// The transport dropped the command channel (shutting down).
-    Dropped,
-}
-
-async fn run_connection(shared: Arc<Shared>, parts: ConnParts, stream: TcpStream) {
-    let ConnParts { id, max_payload, command_rx, mut abort_rx, closing, live } = parts;
-    let (rd, wr) = stream.into_split();
-    // The futures own the two halves of the socket: this block ends, and so frees the socket,
-    // before the Closed event goes out.
-    let error = {
-        let reader = read_frames(id, rd, max_payload, shared.sink.clone());
-        let writer = write_frames(wr, command_rx);
-        tokio::pin!(reader, writer);
-        tokio::select! {
-            _ = &mut abort_rx => None,
-            read = &mut reader => match read {
-                // The peer ended its stream. If we are closing too, let our writer finish (bounded).
-                Ok(()) if closing.load(Ordering::SeqCst) => {
-                    let _ = tokio::time::timeout(LINGER, &mut writer).await;
-                    None
-                }
-                Ok(()) => Some(TransportError::new(ErrorCode::PeerClosed, "the peer closed the connection")),
-                Err(e) => Some(e),
-            },
-            written = &mut writer => match written {
-                Ok(WriterEnd::Flushed) => {
-                    // Wait for the peer's end of stream, so that closing never resets data it still sends.
-                    tokio::select! {
-                        _ = &mut abort_rx => {}
-                        _ = tokio::time::timeout(LINGER, &mut reader) => {}
-                    }
-                    None
-                }
-                Ok(WriterEnd::Dropped) => None,
-                Err(e) => Some(e),
-            },
-        }
-    };
-    // Free everything before telling JS, so live counts read zero once it sees Closed.
-    shared.conns().remove(&id);
-    drop(live);
-    shared.sink.push(Event::Closed { conn: id, error });
-}
-
-async fn read_frames(
-    conn: ConnId,
-    mut rd: OwnedReadHalf,
-    max_payload: u32,
-    sink: Arc<dyn EventSink>,
-) -> Result<(), TransportError> {
-    let mut decoder = Decoder::new(max_payload);
-    // Not zero-filled: read_buf reads into the spare capacity, so a connection that only ever
-    // receives small frames keeps most of these pages untouched (not resident).
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    loop {
-        buf.clear();
-        let n = rd.read_buf(&mut buf).await.map_err(|e| TransportError::from_io("reading from the peer", &e))?;
-        if n == 0 {
-            if decoder.pending() > 0 {
-                return Err(TransportError::new(
-                    ErrorCode::MalformedFrame,
-                    format!("the peer closed the connection in the middle of a frame ({} bytes pending)", decoder.pending()),
-                ));
-            }
-            return Ok(());
-        }
-        decoder.push(&buf[..n]);
-        while let Some(frame) = decoder.next_frame()? {
-            sink.push(Event::Message { conn, frame });
-        }
-    }
-}
-
-async fn write_frames(
-    wr: OwnedWriteHalf,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-) -> Result<WriterEnd, TransportError> {
-    let io = |e: std::io::Error| TransportError::from_io("writing to the peer", &e);
-    let mut out = BufWriter::with_capacity(READ_CHUNK, wr);
-    loop {
-        // Flush only when the queue is empty, so a burst of small frames becomes one write.
-        let command = match commands.try_recv() {
-            Ok(c) => c,
-            Err(_) => {
-                out.flush().await.map_err(io)?;
-                match commands.recv().await {
-                    Some(c) => c,
-                    None => return Ok(WriterEnd::Dropped),
-                }
-            }
-        };
-        match command {
-            Command::Frame(frame, _buffer) => {
-                out.write_all(&frame.header()).await.map_err(io)?;
-                out.write_all(&frame.payload).await.map_err(io)?;
-            }
-            Command::Close => {
-                out.flush().await.map_err(io)?;
-                out.shutdown().await.map_err(io)?;
-                return Ok(WriterEnd::Flushed);
-            }
-        }
-    }
 }

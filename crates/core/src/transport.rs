@@ -1,8 +1,10 @@
-//! The commands every transport (tcp here, rdma in its own crate) accepts. Calls return at once;
-//! outcomes arrive as `Event`s on the sink the transport was built with.
+//! The commands every transport (tcp here, rdma in its own crate) accepts. A transport is driven
+//! from one thread (Node's loop, or `poll::EventLoop` in tests): commands return at once, and
+//! outcomes come out of `poll` as `Event`s.
 
 use crate::error::TransportError;
-use crate::frame::{Frame, DEFAULT_MAX_PAYLOAD};
+use crate::frame::DEFAULT_MAX_PAYLOAD;
+use crate::poll::Pollable;
 
 pub type ConnId = u32;
 pub type ListenerId = u32;
@@ -46,19 +48,21 @@ impl Default for ConnectOptions {
     }
 }
 
-pub trait Transport: Send + Sync {
+pub trait Transport: Pollable {
     /// Starts listening; returns the listener's id and its bound port.
-    fn listen(&self, opts: &ListenOptions) -> Result<(ListenerId, u16), TransportError>;
+    fn listen(&mut self, opts: &ListenOptions) -> Result<(ListenerId, u16), TransportError>;
     /// Stops accepting; `ListenerClosed` follows. Accepted connections are not touched.
-    fn close_listener(&self, listener: ListenerId) -> Result<(), TransportError>;
+    fn close_listener(&mut self, listener: ListenerId) -> Result<(), TransportError>;
     /// Starts connecting; `Connected` or `ConnectFailed` follows for the returned id.
-    fn connect(&self, opts: &ConnectOptions) -> Result<ConnId, TransportError>;
-    /// Queues a frame; frames are sent in order. Fails at once for an unknown id or a bad frame.
-    fn send(&self, conn: ConnId, frame: Frame) -> Result<(), TransportError>;
+    fn connect(&mut self, opts: &ConnectOptions) -> Result<ConnId, TransportError>;
+    /// Sends one frame, after every frame sent before it; the payload is copied or written at once,
+    /// so the caller may reuse it. Fails at once for an unknown or closing id, or a bad frame; a
+    /// failure of the connection itself is reported by its `Closed` event.
+    fn send(&mut self, conn: ConnId, kind: u8, credits: u16, payload: &[u8]) -> Result<(), TransportError>;
     /// Sends every frame queued so far, then closes; `Closed` follows once resources are freed.
-    fn close(&self, conn: ConnId) -> Result<(), TransportError>;
+    fn close(&mut self, conn: ConnId) -> Result<(), TransportError>;
     /// Closes now, dropping queued frames; `Closed` follows once resources are freed.
-    fn abort(&self, conn: ConnId) -> Result<(), TransportError>;
+    fn abort(&mut self, conn: ConnId) -> Result<(), TransportError>;
 }
 
 pub fn validate_host(host: &str) -> Result<(), TransportError> {
