@@ -1,22 +1,27 @@
-//! The #[napi] surface: one `Reactor` per transport kind. JS calls commands synchronously (they
-//! return at once); events come back in batches: the transport's threads queue them, the first
-//! event of a batch wakes JS through a threadsafe function, and JS takes the whole batch with
-//! `drain()`. So crossings are per batch, not per message.
+//! The #[napi] surface: one `BindingTransport` per transport kind per Node environment (main
+//! thread or worker). It runs on that environment's own libuv loop (`loop_driver`): JS calls
+//! commands synchronously (a send is written or posted before the call returns) and receives
+//! events in one call per batch (`events::BindingEvent[]`).
 //!
 //! Errors thrown here carry the core's stable code (ERR_...) as `err.code`.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod events;
+mod loop_driver;
+mod uv;
 
-use napi::bindgen_prelude::{Buffer, Function};
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::rc::Rc;
+
+use napi::bindgen_prelude::{Function, JsValue};
+use napi::{sys, Env};
 use napi_derive::napi;
-use rdma_graceful_core::event::{BatchQueue, Event, QpInfo};
 use rdma_graceful_core::tcp::TcpTransport;
+use rdma_graceful_core::{counters, ConnectOptions, ErrorCode, ListenOptions, Transport, TransportError};
 use rdma_graceful_rdma::RdmaTransport;
-use rdma_graceful_core::{
-    counters, ConnectOptions, ErrorCode, EventSink, Frame, ListenOptions, Transport, TransportError,
-};
+
+pub use events::{BindingError, BindingErrorCode, BindingEvent, BindingQp};
+use loop_driver::LoopDriver;
 
 type Result<T> = napi::Result<T, String>;
 
@@ -28,8 +33,17 @@ fn invalid(message: impl Into<String>) -> napi::Error<String> {
     js_error(TransportError::new(ErrorCode::InvalidArgument, message))
 }
 
+fn stopped() -> napi::Error<String> {
+    js_error(TransportError::new(ErrorCode::NotFound, "the transport was shut down"))
+}
+
+/// Where the binding reports what it cannot throw (it must never panic into Node).
+pub(crate) fn report(msg: &str) {
+    eprintln!("rdma-graceful: {msg}");
+}
+
 #[napi(object)]
-pub struct NativeListenOptions {
+pub struct BindingListenOptions {
     pub host: String,
     pub port: u32,
     pub max_payload: u32,
@@ -38,7 +52,7 @@ pub struct NativeListenOptions {
 }
 
 #[napi(object)]
-pub struct NativeConnectOptions {
+pub struct BindingConnectOptions {
     pub host: String,
     pub port: u32,
     pub max_payload: u32,
@@ -46,163 +60,96 @@ pub struct NativeConnectOptions {
 }
 
 #[napi(object)]
-pub struct NativeListening {
+pub struct BindingListening {
     pub id: u32,
     pub port: u32,
-}
-
-/// One transport event. `type` says which fields are set:
-/// accepted (listener, conn, peer, qp), acceptFailed (listener, peer, code, message),
-/// listenerClosed (listener, code?, message?), connected (conn, peer, qp),
-/// connectFailed (conn, code, message), message (conn, kind, credits, payload),
-/// closed (conn, code?, message?: absent when the local side closed it).
-#[napi(object)]
-pub struct NativeEvent {
-    #[napi(js_name = "type")]
-    pub kind: String,
-    pub conn: Option<u32>,
-    pub listener: Option<u32>,
-    pub peer: Option<String>,
-    pub local_qpn: Option<u32>,
-    pub remote_qpn: Option<u32>,
-    pub frame_kind: Option<u32>,
-    pub credits: Option<u32>,
-    pub payload: Option<Buffer>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-}
-
-impl NativeEvent {
-    fn new(kind: &str) -> NativeEvent {
-        NativeEvent {
-            kind: kind.to_string(),
-            conn: None,
-            listener: None,
-            peer: None,
-            local_qpn: None,
-            remote_qpn: None,
-            frame_kind: None,
-            credits: None,
-            payload: None,
-            code: None,
-            message: None,
-        }
-    }
-
-    fn with_error(mut self, error: Option<TransportError>) -> NativeEvent {
-        if let Some(e) = error {
-            self.code = Some(e.code.as_str().to_string());
-            self.message = Some(e.message);
-        }
-        self
-    }
-
-    fn with_qp(mut self, qp: Option<QpInfo>) -> NativeEvent {
-        if let Some(qp) = qp {
-            self.local_qpn = Some(qp.local_qpn);
-            self.remote_qpn = Some(qp.remote_qpn);
-        }
-        self
-    }
-}
-
-impl From<Event> for NativeEvent {
-    fn from(event: Event) -> NativeEvent {
-        match event {
-            Event::Accepted { listener, conn, peer, qp } => NativeEvent {
-                listener: Some(listener),
-                conn: Some(conn),
-                peer: Some(peer),
-                ..NativeEvent::new("accepted")
-            }
-            .with_qp(qp),
-            Event::AcceptFailed { listener, peer, error } => NativeEvent {
-                listener: Some(listener),
-                peer: Some(peer),
-                ..NativeEvent::new("acceptFailed")
-            }
-            .with_error(Some(error)),
-            Event::ListenerClosed { listener, error } => {
-                NativeEvent { listener: Some(listener), ..NativeEvent::new("listenerClosed") }.with_error(error)
-            }
-            Event::Connected { conn, peer, qp } => {
-                NativeEvent { conn: Some(conn), peer: Some(peer), ..NativeEvent::new("connected") }.with_qp(qp)
-            }
-            Event::ConnectFailed { conn, error } => {
-                NativeEvent { conn: Some(conn), ..NativeEvent::new("connectFailed") }.with_error(Some(error))
-            }
-            Event::Message { conn, frame } => NativeEvent {
-                conn: Some(conn),
-                frame_kind: Some(frame.kind as u32),
-                credits: Some(frame.credits as u32),
-                payload: Some(frame.payload.into()),
-                ..NativeEvent::new("message")
-            },
-            Event::Closed { conn, error } => {
-                NativeEvent { conn: Some(conn), ..NativeEvent::new("closed") }.with_error(error)
-            }
-        }
-    }
 }
 
 fn port(p: u32) -> Result<u16> {
     u16::try_from(p).map_err(|_| invalid(format!("port {p} is out of range 0..65535")))
 }
 
-#[napi]
-pub struct Reactor {
-    /// None once shut down: every command then fails with ERR_NOT_FOUND.
-    transport: Option<Box<dyn Transport>>,
-    queue: Arc<BatchQueue>,
+unsafe extern "C" fn on_env_cleanup(arg: *mut c_void) {
+    // The environment is going away (process exit, or a worker ending) with the transport still
+    // running: close its handles now (a worker that exits with an open uv handle aborts), and drop
+    // the strong count the hook held.
+    let driver = Rc::from_raw(arg as *const LoopDriver);
+    driver.stop();
 }
 
 #[napi]
-impl Reactor {
-    /// `kind` is "tcp" or "rdma"; `onEvents` is called with no arguments when a
-    /// batch of events is ready: call `drain()` then. The callback does not keep Node alive.
+pub struct BindingTransport {
+    driver: Rc<LoopDriver>,
+    env: sys::napi_env,
+    /// The strong count lent to the environment's cleanup hook, until shutdown takes it back.
+    cleanup_arg: Option<*const LoopDriver>,
+}
+
+#[napi]
+impl BindingTransport {
+    /// `kind` is "tcp" or "rdma". `onEvents` receives every batch of events, in order, on this
+    /// thread. The transport keeps the loop alive (see `setRef`) until `shutdown`.
     #[napi(constructor)]
-    pub fn new(kind: String, on_events: Function<(), ()>) -> Result<Self> {
-        let wake = on_events
-            .build_threadsafe_function::<()>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build()
-            .map_err(|e| napi::Error::new("ERR_IO".to_string(), e.reason))?;
-        let queue = Arc::new(BatchQueue::new(move || {
-            wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
-        }));
-        let sink: Arc<dyn EventSink> = queue.clone();
+    pub fn new(
+        env: Env,
+        kind: String,
+        #[napi(ts_arg_type = "(events: BindingEvent[]) => void")] on_events: Function<'_, Vec<BindingEvent>, ()>,
+    ) -> Result<Self> {
         let transport: Box<dyn Transport> = match kind.as_str() {
-            "tcp" => Box::new(TcpTransport::new(sink).map_err(js_error)?),
+            "tcp" => Box::new(TcpTransport::new().map_err(js_error)?),
             // Loads libibverbs/librdmacm now (dlopen): without them this fails with Unavailable.
-            "rdma" => Box::new(RdmaTransport::new(sink).map_err(js_error)?),
+            "rdma" => Box::new(RdmaTransport::new().map_err(js_error)?),
             other => return Err(invalid(format!("unknown transport {other:?}: expected \"tcp\" or \"rdma\""))),
         };
-        Ok(Reactor { transport: Some(transport), queue })
+        let raw_env = env.raw();
+        let driver = LoopDriver::start(raw_env, transport, on_events.raw())
+            .map_err(|e| js_error(TransportError::new(ErrorCode::Io, e.reason)))?;
+        let arg = Rc::into_raw(driver.clone());
+        // SAFETY: registering a hook on our own environment; `shutdown` removes it with the same pair.
+        let status = unsafe { sys::napi_add_env_cleanup_hook(raw_env, Some(on_env_cleanup), arg as *mut c_void) };
+        let cleanup_arg = if status == sys::Status::napi_ok {
+            Some(arg)
+        } else {
+            // SAFETY: the hook was not registered: take the count back.
+            drop(unsafe { Rc::from_raw(arg) });
+            None
+        };
+        Ok(BindingTransport { driver, env: raw_env, cleanup_arg })
     }
 
-    fn transport(&self) -> Result<&dyn Transport> {
-        self.transport.as_deref().ok_or_else(|| {
-            js_error(TransportError::new(ErrorCode::NotFound, "the transport was shut down"))
-        })
+    fn with<T>(&self, f: impl FnOnce(&mut (dyn Transport + 'static)) -> std::result::Result<T, TransportError>) -> Result<T> {
+        self.driver.with(f).ok_or_else(stopped)?.map_err(js_error)
     }
 
-    /// Stops the transport now and frees everything it holds (its thread, and for rdma its CM
-    /// event channel and devices). JS calls this when nothing is open, so that live counts read
-    /// zero; a later listen/connect starts a new Reactor.
+    /// Stops the transport now and frees everything it holds. JS calls this when nothing is open,
+    /// so that live counts read zero; a later listen/connect starts a new transport.
     #[napi]
     pub fn shutdown(&mut self) {
-        self.transport = None;
+        self.driver.stop();
+        if let Some(arg) = self.cleanup_arg.take() {
+            // SAFETY: removes the hook registered in `new` with the same function and argument,
+            // then takes back the strong count it held.
+            unsafe {
+                sys::napi_remove_env_cleanup_hook(self.env, Some(on_env_cleanup), arg as *mut c_void);
+                drop(Rc::from_raw(arg));
+            }
+        }
     }
 
-    /// Every event queued since the last call, in order.
+    /// Whether the open transport keeps the process alive (like `net.Socket#ref/unref`).
     #[napi]
-    pub fn drain(&self) -> Vec<NativeEvent> {
-        self.queue.drain().into_iter().map(NativeEvent::from).collect()
+    pub fn set_ref(&self, on: bool) {
+        self.driver.set_ref(on);
+    }
+
+    /// Polls now and returns what is ready instead of waiting for the loop to deliver it.
+    #[napi]
+    pub fn poll_now(&self) -> Vec<BindingEvent> {
+        self.driver.poll_now().into_iter().map(BindingEvent::from).collect()
     }
 
     #[napi]
-    pub fn listen(&self, opts: NativeListenOptions) -> Result<NativeListening> {
+    pub fn listen(&self, opts: BindingListenOptions) -> Result<BindingListening> {
         let defaults = ListenOptions::default();
         let options = ListenOptions {
             host: opts.host,
@@ -211,42 +158,52 @@ impl Reactor {
             max_payload: opts.max_payload,
             handshake_timeout_ms: opts.handshake_timeout_ms.unwrap_or(defaults.handshake_timeout_ms),
         };
-        let (id, port) = self.transport()?.listen(&options).map_err(js_error)?;
-        Ok(NativeListening { id, port: port as u32 })
+        let (id, port) = self.with(|t| t.listen(&options))?;
+        Ok(BindingListening { id, port: port as u32 })
     }
 
     #[napi]
     pub fn close_listener(&self, listener: u32) -> Result<()> {
-        self.transport()?.close_listener(listener).map_err(js_error)
+        self.with(|t| t.close_listener(listener))?;
+        self.driver.rearm();
+        Ok(())
     }
 
     #[napi]
-    pub fn connect(&self, opts: NativeConnectOptions) -> Result<u32> {
-        let options = ConnectOptions {
-            host: opts.host,
-            port: port(opts.port)?,
-            max_payload: opts.max_payload,
-            timeout_ms: opts.timeout_ms,
-        };
-        self.transport()?.connect(&options).map_err(js_error)
+    pub fn connect(&self, opts: BindingConnectOptions) -> Result<u32> {
+        let options = ConnectOptions { host: opts.host, port: port(opts.port)?, max_payload: opts.max_payload, timeout_ms: opts.timeout_ms };
+        let id = self.with(|t| t.connect(&options))?;
+        self.driver.rearm();
+        Ok(id)
     }
 
-    /// Queues one frame. The payload is copied, so the caller may reuse its buffer at once.
+    /// Sends one frame now (written or posted before this returns, or queued behind earlier ones).
+    /// The payload is not kept: the caller may reuse its buffer at once.
     #[napi]
     pub fn send(&self, conn: u32, kind: u32, credits: u32, payload: &[u8]) -> Result<()> {
         let kind = u8::try_from(kind).map_err(|_| invalid(format!("frame kind {kind} out of range")))?;
         let credits = u16::try_from(credits).map_err(|_| invalid(format!("credits {credits} out of range")))?;
-        self.transport()?.send(conn, Frame::new(kind, credits, payload.to_vec())).map_err(js_error)
+        self.with(|t| t.send(conn, kind, credits, payload))
     }
 
     #[napi]
     pub fn close(&self, conn: u32) -> Result<()> {
-        self.transport()?.close(conn).map_err(js_error)
+        self.with(|t| t.close(conn))?;
+        self.driver.rearm();
+        Ok(())
     }
 
     #[napi]
     pub fn abort(&self, conn: u32) -> Result<()> {
-        self.transport()?.abort(conn).map_err(js_error)
+        self.with(|t| t.abort(conn))?;
+        self.driver.rearm();
+        Ok(())
+    }
+}
+
+impl Drop for BindingTransport {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

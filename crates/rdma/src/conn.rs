@@ -2,7 +2,6 @@
 //! software send queue. The transitions live in `reactor`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::time::Instant;
 
 use rdma_graceful_core::event::QpInfo;
@@ -10,21 +9,6 @@ use rdma_graceful_core::{ConnId, Frame, ListenerId, TransportError};
 
 use crate::cm::CmId;
 use crate::verbs::Resources;
-
-/// What callers' threads check synchronously in `send`/`close`/`abort`: the connection exists,
-/// how large a frame may be, and how full its software queue is.
-#[derive(Debug)]
-pub struct Gate {
-    pub max_payload: AtomicU32,
-    pub queued: AtomicUsize,
-    pub closing: AtomicBool,
-}
-
-impl Gate {
-    pub fn new(max_payload: u32) -> Gate {
-        Gate { max_payload: AtomicU32::new(max_payload), queued: AtomicUsize::new(0), closing: AtomicBool::new(false) }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -54,7 +38,6 @@ pub struct Conn {
     /// Dropped before `cm` (field order): the QP hangs off the CM id.
     pub res: Option<Resources>,
     pub cm: CmId,
-    pub gate: std::sync::Arc<Gate>,
     pub local_max: u32,
     /// The peer's receive-buffer size: the largest frame we may send.
     pub peer_max: u32,

@@ -6,8 +6,9 @@
 //!
 //! One Rust type owns each verbs resource and its Drop releases it: `Device` (a device context in
 //! use), `Pd`, `CompChannel`, `Cq`, `Mr`, `Qp`, `EventChannel`, `CmId`. `verbs::Resources` holds a
-//! connection's set in teardown order; the reactor thread (`reactor`) owns every object, drives
-//! rdma-cm and completions from their fds with epoll, and reports `Event`s.
+//! connection's set in teardown order; the reactor (`reactor`) owns every object, drives rdma-cm
+//! and completions from their fds in one epoll set that the caller's loop watches, and reports
+//! `Event`s. No thread of its own.
 
 mod cm;
 mod conn;
@@ -48,7 +49,7 @@ pub const CLOSE_SEND_TIMEOUT_MS: u64 = 10_000;
 /// retry-exceeded in about 2 s on hardware (Soft-RoCE: see docs/rdma.md).
 pub const ACK_TIMEOUT_EXP: u8 = 16;
 
-/// Reports a failure that cannot be returned (inside Drop, or on the reactor thread).
+/// Reports a failure that cannot be returned (inside Drop, or in a poll).
 pub(crate) fn report(msg: &str) {
     eprintln!("rdma-graceful[rdma]: {msg}");
 }

@@ -1,27 +1,25 @@
-//! The reactor thread: owns every listener and connection, sleeps in epoll on the command waker,
-//! the CM event channel, each device's async event fd and each connection's completion channel,
-//! and wakes only when one of them has something (or a deadline passes): no busy polling.
+//! The reactor: owns every listener and connection, and watches the CM event channel, each
+//! device's async event fd and each connection's completion channel in one epoll set (`Poller`),
+//! whose fd the caller's loop watches (Node's, through the binding). Commands run on the caller's
+//! thread, and a send is posted before the call returns: no thread, no hand-off, no busy polling.
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdma_graceful_core::frame::{encode_header, validate_outgoing};
+use rdma_graceful_core::poll::{Poller, READABLE, WAKE};
 use rdma_graceful_core::{ConnId, ErrorCode, Event, Frame, ListenOptions, ListenerId, TransportError};
 
 use crate::cm::{CmEvent, CmId, EventChannel};
-use crate::conn::{Conn, Gate, Phase, Role};
+use crate::conn::{Conn, Phase, Role};
 use crate::device::Device;
 use crate::ffi::*;
 use crate::handshake::Hello;
 use crate::loader::Lib;
-use crate::sys::Epoll;
-use crate::transport::{lock, Cmd, Shared};
 use crate::verbs::{Completed, Resources};
-use crate::{CLOSE_SEND_TIMEOUT_MS, DRAIN_TIMEOUT_MS, RECV_DEPTH};
+use crate::{CLOSE_SEND_TIMEOUT_MS, DRAIN_TIMEOUT_MS, RECV_DEPTH, SEND_QUEUE_LIMIT};
 
-const TOKEN_WAKER: u64 = 0;
 const TOKEN_CM: u64 = 1;
 const TOKEN_DEVICE: u64 = 1 << 40;
 const TOKEN_CONN: u64 = 2 << 40;
@@ -42,10 +40,11 @@ struct Listener {
     opts: ListenOptions,
 }
 
-struct Reactor {
+pub(crate) struct Reactor {
     lib: &'static Lib,
-    shared: Arc<Shared>,
-    epoll: Epoll,
+    poller: Poller,
+    /// Events not yet handed out by `poll`.
+    events: Vec<Event>,
     listeners: HashMap<ListenerId, Listener>,
     conns: HashMap<ConnId, Conn>,
     owners: HashMap<usize, Owner>,
@@ -55,30 +54,15 @@ struct Reactor {
     channel: EventChannel,
 }
 
-pub fn run(lib: &'static Lib, shared: Arc<Shared>, ready: mpsc::Sender<Result<(), TransportError>>) {
-    let mut r = match Reactor::new(lib, shared) {
-        Ok(r) => {
-            let _ = ready.send(Ok(()));
-            r
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    r.run();
-}
-
 impl Reactor {
-    fn new(lib: &'static Lib, shared: Arc<Shared>) -> Result<Reactor, TransportError> {
-        let epoll = Epoll::new().map_err(|e| TransportError::from_io("epoll_create1", &e))?;
+    pub fn new(lib: &'static Lib) -> Result<Reactor, TransportError> {
+        let poller = Poller::new().map_err(|e| TransportError::from_io("creating the rdma poller", &e))?;
         let channel = EventChannel::new(lib)?;
-        epoll.add(shared.waker.fd(), TOKEN_WAKER).map_err(|e| TransportError::from_io("epoll_ctl", &e))?;
-        epoll.add(channel.fd(), TOKEN_CM).map_err(|e| TransportError::from_io("epoll_ctl", &e))?;
+        poller.add(channel.fd(), TOKEN_CM, READABLE).map_err(|e| TransportError::from_io("epoll_ctl", &e))?;
         Ok(Reactor {
             lib,
-            shared,
-            epoll,
+            poller,
+            events: Vec::new(),
             listeners: HashMap::new(),
             conns: HashMap::new(),
             owners: HashMap::new(),
@@ -88,101 +72,97 @@ impl Reactor {
         })
     }
 
-    fn emit(&self, e: Event) {
-        self.shared.sink.push(e);
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.poller.fd()
     }
 
-    fn run(&mut self) {
-        let mut ready = Vec::new();
-        loop {
-            let timeout = self.next_timeout_ms();
-            self.epoll.wait(timeout, &mut ready);
-            // CM first: a DISCONNECTED read here explains flush completions seen below.
-            if ready.contains(&TOKEN_CM) {
-                self.on_cm_ready();
-            }
-            for &t in ready.iter() {
-                match t {
-                    TOKEN_WAKER | TOKEN_CM => {}
-                    t if t & !TOKEN_MASK == TOKEN_DEVICE => self.on_device_ready(t),
-                    t if t & !TOKEN_MASK == TOKEN_CONN => self.on_cq_ready((t & TOKEN_MASK) as ConnId),
-                    _ => {}
-                }
-            }
-            if ready.contains(&TOKEN_WAKER) {
-                self.shared.waker.clear();
-                for cmd in self.shared.take() {
-                    if let Cmd::Shutdown = cmd {
-                        self.shutdown();
-                        return;
-                    }
-                    self.on_cmd(cmd);
-                }
-            }
-            self.on_deadlines();
+    fn emit(&mut self, e: Event) {
+        if self.events.is_empty() {
+            self.poller.wake();
         }
+        self.events.push(e);
     }
 
-    fn next_timeout_ms(&self) -> i32 {
-        let now = Instant::now();
-        match self.conns.values().filter_map(|c| c.deadline).min() {
-            None => -1,
-            Some(d) => d.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1,
+    /// One turn: CM events first (a DISCONNECTED read here explains flush completions seen
+    /// below), then device events and completions, then deadlines. Each completion queue is
+    /// polled until empty, which its depth bounds.
+    pub fn poll(&mut self, out: &mut Vec<Event>) {
+        let mut ready = Vec::with_capacity(64);
+        self.poller.ready(0, &mut ready);
+        if ready.iter().any(|&(t, _)| t == TOKEN_CM) {
+            self.on_cm_ready();
         }
+        for &(t, _) in ready.iter() {
+            match t {
+                WAKE | TOKEN_CM => {}
+                t if t & !TOKEN_MASK == TOKEN_DEVICE => self.on_device_ready(t),
+                t if t & !TOKEN_MASK == TOKEN_CONN => self.on_cq_ready((t & TOKEN_MASK) as ConnId),
+                _ => {}
+            }
+        }
+        self.on_deadlines();
+        out.append(&mut self.events);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.values().filter_map(|c| c.deadline).min()
     }
 
     // ---- commands -------------------------------------------------------------------------
 
-    fn on_cmd(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Listen { opts, addr, reply } => {
-                let _ = reply.send(self.listen(opts, addr));
+    /// Queues one frame behind the connection's earlier ones and posts what the send slots take.
+    pub fn send(&mut self, id: ConnId, kind: u8, credits: u16, payload: &[u8]) -> Result<(), TransportError> {
+        let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
+        match c.phase {
+            Phase::Open => {}
+            Phase::Closing | Phase::Draining { .. } => {
+                return Err(TransportError::new(ErrorCode::NotFound, format!("rdma connection {id} is closing")))
             }
-            Cmd::CloseListener { id, reply } => {
-                let _ = reply.send(self.close_listener(id));
-            }
-            Cmd::Connect { id, opts, addr } => self.connect(id, opts, addr),
-            Cmd::Send { id, frame } => {
-                let Some(c) = self.conns.get_mut(&id) else { return };
-                if matches!(c.phase, Phase::Draining { .. }) {
-                    c.gate.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    return;
-                }
-                c.sendq.push_back(frame);
-                self.pump(id);
-            }
-            Cmd::Close { id } => {
-                let Some(c) = self.conns.get_mut(&id) else { return };
-                match c.phase {
-                    Phase::Open => {
-                        c.phase = Phase::Closing;
-                        c.deadline = Some(Instant::now() + Duration::from_millis(CLOSE_SEND_TIMEOUT_MS));
-                        self.pump(id);
-                    }
-                    Phase::Resolving | Phase::Connecting | Phase::Accepting => self.fail_setup(
-                        id,
-                        TransportError::new(ErrorCode::ConnectionReset, "connection closed locally before it was established"),
-                    ),
-                    _ => {}
-                }
-            }
-            Cmd::Abort { id } => {
-                if let Some(c) = self.conns.get(&id) {
-                    if c.is_setup() {
-                        self.fail_setup(
-                            id,
-                            TransportError::new(ErrorCode::ConnectionReset, "connection aborted locally before it was established"),
-                        );
-                    } else {
-                        self.teardown(id, None, false);
-                    }
-                }
-            }
-            Cmd::Shutdown => {}
+            _ => return Err(TransportError::new(ErrorCode::NotFound, format!("rdma connection {id} is not established yet"))),
         }
+        validate_outgoing(kind, payload.len(), c.local_max.min(c.peer_max))?;
+        if c.sendq.len() >= SEND_QUEUE_LIMIT {
+            return Err(TransportError::new(
+                ErrorCode::Io,
+                format!("rdma connection {id} has {SEND_QUEUE_LIMIT} frames queued: send queue full"),
+            ));
+        }
+        c.sendq.push_back(Frame::new(kind, credits, payload.to_vec()));
+        self.pump(id);
+        Ok(())
     }
 
-    fn listen(&mut self, opts: ListenOptions, addr: std::net::SocketAddr) -> Result<(ListenerId, u16), TransportError> {
+    pub fn close(&mut self, id: ConnId) -> Result<(), TransportError> {
+        let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
+        match c.phase {
+            Phase::Open => {
+                c.phase = Phase::Closing;
+                c.deadline = Some(Instant::now() + Duration::from_millis(CLOSE_SEND_TIMEOUT_MS));
+                self.pump(id);
+            }
+            Phase::Resolving | Phase::Connecting | Phase::Accepting => self.fail_setup(
+                id,
+                TransportError::new(ErrorCode::ConnectionReset, "connection closed locally before it was established"),
+            ),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn abort(&mut self, id: ConnId) -> Result<(), TransportError> {
+        let c = self.conns.get(&id).ok_or_else(|| not_found(id))?;
+        if c.is_setup() {
+            self.fail_setup(
+                id,
+                TransportError::new(ErrorCode::ConnectionReset, "connection aborted locally before it was established"),
+            );
+        } else {
+            self.teardown(id, None, false);
+        }
+        Ok(())
+    }
+
+    pub fn listen(&mut self, opts: ListenOptions, addr: std::net::SocketAddr) -> Result<(ListenerId, u16), TransportError> {
         let cm = CmId::new(self.lib, &self.channel)?;
         cm.bind(addr)?;
         cm.listen(opts.backlog)?;
@@ -193,7 +173,7 @@ impl Reactor {
         Ok((id, port))
     }
 
-    fn close_listener(&mut self, id: ListenerId) -> Result<(), TransportError> {
+    pub fn close_listener(&mut self, id: ListenerId) -> Result<(), TransportError> {
         let Some(l) = self.listeners.remove(&id) else {
             return Err(TransportError::new(ErrorCode::NotFound, format!("no rdma listener with id {id}")));
         };
@@ -213,10 +193,8 @@ impl Reactor {
         Ok(())
     }
 
-    fn connect(&mut self, id: ConnId, opts: rdma_graceful_core::ConnectOptions, addr: Result<std::net::SocketAddr, TransportError>) {
-        let gate = self.shared.gate(id).unwrap_or_else(|| Arc::new(Gate::new(opts.max_payload)));
+    pub fn connect(&mut self, id: ConnId, opts: rdma_graceful_core::ConnectOptions, addr: std::net::SocketAddr) {
         let started = (|| {
-            let addr = addr?;
             let cm = CmId::new(self.lib, &self.channel)?;
             cm.set_ack_timeout(crate::ACK_TIMEOUT_EXP);
             cm.resolve_addr(addr, opts.timeout_ms)?;
@@ -225,7 +203,6 @@ impl Reactor {
         let (cm, addr) = match started {
             Ok(v) => v,
             Err(e) => {
-                lock(&self.shared.gates).remove(&id);
                 self.emit(Event::ConnectFailed { conn: id, error: e });
                 return;
             }
@@ -239,7 +216,6 @@ impl Reactor {
                 phase: Phase::Resolving,
                 res: None,
                 cm,
-                gate,
                 local_max: opts.max_payload,
                 peer_max: 0,
                 peer: addr.to_string(),
@@ -313,9 +289,6 @@ impl Reactor {
                 return;
             }
         };
-        let peer_max = hello.max_payload.min(local_max);
-        let gate = Arc::new(Gate::new(peer_max));
-        lock(&self.shared.gates).insert(id, gate.clone());
         self.owners.insert(cm.as_ptr() as usize, Owner::Conn(id));
         self.conns.insert(
             id,
@@ -325,7 +298,6 @@ impl Reactor {
                 phase: Phase::Accepting,
                 res: Some(res),
                 cm,
-                gate,
                 local_max,
                 peer_max: hello.max_payload,
                 peer,
@@ -346,8 +318,8 @@ impl Reactor {
         }
         let device = self.device_for(ctx)?;
         let res = Resources::new(self.lib, cm, device, max_payload)?;
-        self.epoll
-            .add(res.channel.fd(), TOKEN_CONN | id as u64)
+        self.poller
+            .add(res.channel.fd(), TOKEN_CONN | id as u64, READABLE)
             .map_err(|e| TransportError::from_io("epoll_ctl(completion channel)", &e))?;
         Ok(res)
     }
@@ -359,7 +331,7 @@ impl Reactor {
         let d = Rc::new(Device::new(self.lib, ctx));
         let token = TOKEN_DEVICE | self.next_device_token;
         self.next_device_token += 1;
-        self.epoll.add(d.async_fd(), token).map_err(|e| TransportError::from_io("epoll_ctl(async fd)", &e))?;
+        self.poller.add(d.async_fd(), token, READABLE).map_err(|e| TransportError::from_io("epoll_ctl(async fd)", &e))?;
         self.devices.insert(ctx as usize, (token, d.clone()));
         Ok(d)
     }
@@ -369,7 +341,7 @@ impl Reactor {
         let unused: Vec<usize> = self.devices.iter().filter(|(_, (_, d))| Rc::strong_count(d) == 1).map(|(k, _)| *k).collect();
         for k in unused {
             if let Some((_, d)) = self.devices.remove(&k) {
-                self.epoll.remove(d.async_fd());
+                self.poller.remove(d.async_fd());
             }
         }
     }
@@ -422,7 +394,6 @@ impl Reactor {
                 Ok(h) => {
                     c.peer_max = h.max_payload;
                     c.remote_qpn = ev.remote_qpn;
-                    c.gate.max_payload.store(h.max_payload.min(c.local_max), std::sync::atomic::Ordering::SeqCst);
                     self.established(id);
                 }
                 Err(e) => self.fail_setup(id, e),
@@ -469,8 +440,12 @@ impl Reactor {
         };
         let early = std::mem::take(&mut c.early);
         self.emit(event);
-        for frame in early {
-            self.emit(Event::Message { conn: id, frame });
+        if !early.is_empty() {
+            let mut data = Vec::new();
+            for f in &early {
+                append_frame(&mut data, f);
+            }
+            self.emit(Event::Frames { conn: id, data, count: early.len() as u32 });
         }
         // Completions may have arrived before ESTABLISHED; and queued sends may now go.
         self.on_cq_ready(id);
@@ -524,11 +499,13 @@ impl Reactor {
         let mut out = Vec::new();
         let polled = res.poll(!draining, &mut out);
         let mut failure: Option<TransportError> = polled.err();
+        let (mut data, mut count) = (Vec::new(), 0u32);
         for comp in out {
             match comp {
                 Completed::Received(Ok(frame)) => match &c.phase {
                     Phase::Open | Phase::Closing | Phase::Draining { deliver: true, .. } if failure.is_none() => {
-                        self.shared.sink.push(Event::Message { conn: id, frame });
+                        append_frame(&mut data, &frame);
+                        count += 1;
                     }
                     Phase::Accepting | Phase::Connecting if failure.is_none() => c.early.push(frame),
                     _ => {}
@@ -545,11 +522,14 @@ impl Reactor {
                 }
             }
         }
+        let setup = c.is_setup();
+        if count > 0 {
+            self.emit(Event::Frames { conn: id, data, count });
+        }
         if let Some(e) = failure {
             if draining {
                 return self.maybe_finish(id);
             }
-            let setup = c.is_setup();
             if setup {
                 return self.fail_setup(id, e);
             }
@@ -571,12 +551,11 @@ impl Reactor {
         let mut failure = None;
         while res.can_send() {
             let Some(frame) = c.sendq.pop_front() else { break };
-            c.gate.queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             if frame.payload.len() as u64 > c.peer_max as u64 {
                 failure = Some(too_large_for_peer(&frame, c.peer_max));
                 break;
             }
-            if let Err(e) = res.send(&frame) {
+            if let Err(e) = res.send(frame.imm(), &frame.payload) {
                 failure = Some(e);
                 break;
             }
@@ -600,7 +579,6 @@ impl Reactor {
         let peer = c.peer.clone();
         drop(c);
         self.release_devices();
-        lock(&self.shared.gates).remove(&id);
         match role {
             Role::Active => self.emit(Event::ConnectFailed { conn: id, error }),
             Role::Passive { listener } => self.emit(Event::AcceptFailed { listener, peer, error }),
@@ -614,10 +592,7 @@ impl Reactor {
         if matches!(c.phase, Phase::Draining { .. }) {
             return;
         }
-        c.gate.closing.store(true, std::sync::atomic::Ordering::SeqCst);
-        let dropped = c.sendq.len();
         c.sendq.clear();
-        c.gate.queued.fetch_sub(dropped, std::sync::atomic::Ordering::SeqCst);
         c.cm.disconnect();
         if let Some(res) = &c.res {
             if let Err(e) = res.qp.to_error() {
@@ -648,7 +623,6 @@ impl Reactor {
         };
         drop(c);
         self.release_devices();
-        lock(&self.shared.gates).remove(&id);
         self.emit(Event::Closed { conn: id, error });
     }
 
@@ -656,7 +630,7 @@ impl Reactor {
         let mut c = self.conns.remove(&id)?;
         self.owners.remove(&(c.cm.as_ptr() as usize));
         if let Some(res) = c.res.take() {
-            self.epoll.remove(res.channel.fd());
+            self.poller.remove(res.channel.fd());
             drop(res);
         }
         Some(c)
@@ -694,7 +668,7 @@ impl Reactor {
     }
 
     /// The transport is being dropped: abort everything, bounded, reporting each ending.
-    fn shutdown(&mut self) {
+    pub fn shutdown(&mut self) {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get(&id) else { continue };
@@ -730,4 +704,14 @@ fn too_large_for_peer(frame: &Frame, peer_max: u32) -> TransportError {
         ErrorCode::FrameTooLarge,
         format!("frame payload of {} bytes exceeds the peer's receive buffers of {peer_max} bytes", frame.payload.len()),
     )
+}
+
+fn not_found(id: ConnId) -> TransportError {
+    TransportError::new(ErrorCode::NotFound, format!("no open rdma connection with id {id}"))
+}
+
+/// Appends a frame in wire format (header, payload), as `Event::Frames` carries them.
+fn append_frame(data: &mut Vec<u8>, f: &Frame) {
+    data.extend_from_slice(&encode_header(f.kind, f.credits, f.payload.len() as u32));
+    data.extend_from_slice(&f.payload);
 }

@@ -93,11 +93,12 @@ impl Resources {
 
     /// Copies the frame into a free registered slot and posts it. The caller checked `can_send`
     /// and the frame's size against the peer's receive buffers.
-    pub fn send(&mut self, frame: &Frame) -> Result<(), TransportError> {
+    /// Copies one frame into a free registered send slot and posts it (header in the immediate).
+    pub fn send(&mut self, imm: u32, payload: &[u8]) -> Result<(), TransportError> {
         let Some(slot) = self.free_send.pop() else {
             return Err(TransportError::new(ErrorCode::Io, "no free send slot"));
         };
-        let len = frame.payload.len();
+        let len = payload.len();
         if len > self.send.slot_size() {
             self.free_send.push(slot);
             return Err(TransportError::new(
@@ -105,8 +106,8 @@ impl Resources {
                 format!("frame payload of {len} bytes exceeds the send buffer of {} bytes", self.send.slot_size()),
             ));
         }
-        self.send.slot_mut(slot)[..len].copy_from_slice(&frame.payload);
-        if let Err(e) = self.qp.post_send_imm(SEND_TAG | slot as u64, self.send.sge(slot, len), frame.imm()) {
+        self.send.slot_mut(slot)[..len].copy_from_slice(payload);
+        if let Err(e) = self.qp.post_send_imm(SEND_TAG | slot as u64, self.send.sge(slot, len), imm) {
             self.free_send.push(slot);
             return Err(e);
         }

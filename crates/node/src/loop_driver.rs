@@ -1,0 +1,228 @@
+//! Drives one transport from the libuv loop of the Node environment that created it, on the JS
+//! thread (the zeromq.js v6 model): a `uv_poll` handle on the transport's fd and a `uv_timer` for
+//! its next deadline. When either fires, the transport does a bounded amount of I/O and the events
+//! go to JS in one call, inside a handle scope and a callback scope (`napi_make_callback`), so
+//! promises resolved by it run before libuv moves on. Commands (send, close ...) are called
+//! directly from JS on the same thread: no thread hand-off anywhere.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_int, c_void};
+use std::ptr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use napi::bindgen_prelude::ToNapiValue;
+use napi::sys;
+use rdma_graceful_core::{Event, Transport};
+
+use crate::events::BindingEvent;
+use crate::uv::{Handle, UvHandle, UvLoop};
+
+pub struct LoopDriver {
+    env: sys::napi_env,
+    transport: RefCell<Option<Box<dyn Transport>>>,
+    poll: RefCell<Option<Handle>>,
+    timer: RefCell<Option<Handle>>,
+    /// The JS function that takes each batch, and the object that stands for us in async hooks.
+    on_events: sys::napi_ref,
+    resource: sys::napi_ref,
+    async_context: sys::napi_async_context,
+    /// Set while a batch is in JS: a nested `poll_now` must not hand out later events first.
+    delivering: Cell<bool>,
+    refed: Cell<bool>,
+    scratch: RefCell<Vec<Event>>,
+}
+
+fn ok(status: sys::napi_status, what: &str) -> napi::Result<()> {
+    if status == sys::Status::napi_ok {
+        Ok(())
+    } else {
+        Err(napi::Error::from_reason(format!("{what} failed (napi status {status})")))
+    }
+}
+
+impl LoopDriver {
+    /// Starts watching `transport` on `env`'s loop. The returned driver must be `stop`ped (the
+    /// binding does it on shutdown, on finalize, and in the environment's cleanup hook).
+    pub fn start(env: sys::napi_env, transport: Box<dyn Transport>, on_events: sys::napi_value) -> napi::Result<Rc<LoopDriver>> {
+        // SAFETY: env is the live environment of the calling JS thread; every value is checked.
+        unsafe {
+            let mut lp: *mut sys::uv_loop_s = ptr::null_mut();
+            ok(sys::napi_get_uv_event_loop(env, &mut lp), "napi_get_uv_event_loop")?;
+            let mut cb_ref = ptr::null_mut();
+            ok(sys::napi_create_reference(env, on_events, 1, &mut cb_ref), "napi_create_reference")?;
+            let mut resource = ptr::null_mut();
+            ok(sys::napi_create_object(env, &mut resource), "napi_create_object")?;
+            let mut resource_ref = ptr::null_mut();
+            ok(sys::napi_create_reference(env, resource, 1, &mut resource_ref), "napi_create_reference")?;
+            let mut name = ptr::null_mut();
+            let label = "rdma-graceful";
+            ok(sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name), "napi_create_string_utf8")?;
+            let mut async_context = ptr::null_mut();
+            ok(sys::napi_async_init(env, resource, name, &mut async_context), "napi_async_init")?;
+
+            let fd = transport.fd();
+            let driver = Rc::new(LoopDriver {
+                env,
+                transport: RefCell::new(Some(transport)),
+                poll: RefCell::new(None),
+                timer: RefCell::new(None),
+                on_events: cb_ref,
+                resource: resource_ref,
+                async_context,
+                delivering: Cell::new(false),
+                refed: Cell::new(true),
+                scratch: RefCell::new(Vec::new()),
+            });
+            // The handles point back at the driver without owning it: `stop` closes them (no
+            // callback runs after uv_close) before the driver can be dropped.
+            let data = Rc::as_ptr(&driver) as *mut c_void;
+            let lp = lp as *mut UvLoop;
+            let poll = Handle::poll(lp, fd, on_poll, data).map_err(napi::Error::from_reason)?;
+            let timer = Handle::timer(lp, data).map_err(napi::Error::from_reason)?;
+            timer.set_ref(false); // deadlines alone never keep the process alive
+            *driver.poll.borrow_mut() = Some(poll);
+            *driver.timer.borrow_mut() = Some(timer);
+            Ok(driver)
+        }
+    }
+
+    /// The transport, for a command from JS. Fails once stopped.
+    pub fn with<T>(&self, f: impl FnOnce(&mut (dyn Transport + 'static)) -> T) -> Option<T> {
+        let mut t = self.transport.borrow_mut();
+        let out = t.as_deref_mut().map(f);
+        drop(t);
+        out
+    }
+
+    /// Re-arms the deadline timer after a command that may have moved the next deadline.
+    pub fn rearm(&self) {
+        let next = match self.transport.borrow().as_deref() {
+            Some(t) => t.next_deadline(),
+            None => return,
+        };
+        if let Some(timer) = self.timer.borrow().as_ref() {
+            match next {
+                Some(at) => {
+                    let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                    timer.start_timer(on_timer, ms as u64);
+                }
+                None => timer.stop_timer(),
+            }
+        }
+    }
+
+    /// Keeps the process alive while something is open (`true`), or not.
+    pub fn set_ref(&self, on: bool) {
+        self.refed.set(on);
+        if let Some(p) = self.poll.borrow().as_ref() {
+            p.set_ref(on);
+        }
+    }
+
+    /// Polls now and returns the events instead of calling JS (JS asks for this before a timer
+    /// reaches the protocol: libuv runs expired timers before poll callbacks). Empty while a batch
+    /// is being delivered, so events are never handed out of order.
+    pub fn poll_now(&self) -> Vec<Event> {
+        let mut events = Vec::new();
+        if !self.delivering.get() {
+            self.with(|t| t.poll(Instant::now(), &mut events));
+            self.rearm();
+        }
+        events
+    }
+
+    /// Stops watching and frees the transport (and with it every resource it holds).
+    pub fn stop(&self) {
+        self.poll.borrow_mut().take();
+        self.timer.borrow_mut().take();
+        let transport = self.transport.borrow_mut().take();
+        drop(transport);
+    }
+
+    /// One turn: bounded I/O and deadlines, then the batch into JS.
+    fn run(&self) {
+        if self.delivering.get() {
+            return;
+        }
+        let mut events = std::mem::take(&mut *self.scratch.borrow_mut());
+        if self.with(|t| t.poll(Instant::now(), &mut events)).is_none() {
+            return;
+        }
+        if !events.is_empty() {
+            self.delivering.set(true);
+            self.deliver(events.drain(..));
+            self.delivering.set(false);
+        }
+        *self.scratch.borrow_mut() = events;
+        self.rearm();
+    }
+
+    fn deliver(&self, events: impl Iterator<Item = Event>) {
+        let env = self.env;
+        let batch: Vec<BindingEvent> = events.map(BindingEvent::from).collect();
+        // SAFETY: called from a libuv callback on the JS thread of `env`, outside any JS frame;
+        // every napi value lives in the handle scope opened here.
+        unsafe {
+            let mut scope = ptr::null_mut();
+            if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
+                return;
+            }
+            let arg = match Vec::<BindingEvent>::to_napi_value(env, batch) {
+                Ok(v) => v,
+                Err(e) => {
+                    crate::report(&format!("cannot convert an event batch: {e}"));
+                    sys::napi_close_handle_scope(env, scope);
+                    return;
+                }
+            };
+            let mut func = ptr::null_mut();
+            let mut recv = ptr::null_mut();
+            sys::napi_get_reference_value(env, self.on_events, &mut func);
+            sys::napi_get_reference_value(env, self.resource, &mut recv);
+            let mut result = ptr::null_mut();
+            let status = sys::napi_make_callback(env, self.async_context, recv, func, 1, &arg, &mut result);
+            if status == sys::Status::napi_pending_exception {
+                // As for any callback from the loop: the exception goes to 'uncaughtException'.
+                let mut error = ptr::null_mut();
+                sys::napi_get_and_clear_last_exception(env, &mut error);
+                sys::napi_fatal_exception(env, error);
+            }
+            sys::napi_close_handle_scope(env, scope);
+        }
+    }
+}
+
+impl Drop for LoopDriver {
+    fn drop(&mut self) {
+        self.stop();
+        // SAFETY: on the JS thread of `env`; the references and the context are ours.
+        unsafe {
+            sys::napi_async_destroy(self.env, self.async_context);
+            sys::napi_delete_reference(self.env, self.on_events);
+            sys::napi_delete_reference(self.env, self.resource);
+        }
+    }
+}
+
+/// Runs a turn of the driver a handle belongs to, holding a strong count for the duration: JS may
+/// drop the last other one (shutdown, finalize) while the batch is in JS.
+///
+/// # Safety
+/// `handle` is a live handle created by `LoopDriver::start` (closed before the driver is dropped).
+unsafe fn run_driver_of(handle: *mut UvHandle) {
+    let p = Handle::data(handle) as *const LoopDriver;
+    Rc::increment_strong_count(p);
+    let driver = Rc::from_raw(p);
+    driver.run();
+}
+
+unsafe extern "C" fn on_poll(handle: *mut UvHandle, _status: c_int, _events: c_int) {
+    // A poll error (status < 0) on an epoll fd cannot happen short of a closed fd; the transport's
+    // own poll reports whatever is wrong with its sockets.
+    run_driver_of(handle);
+}
+
+unsafe extern "C" fn on_timer(handle: *mut UvHandle) {
+    run_driver_of(handle);
+}
