@@ -1,58 +1,23 @@
 /**
  * Loads the native addon (built by `napi build` into the package root as index.js + *.node) and
  * turns its thrown errors into typed `TransportError`s. Everything else in src/ reaches the Rust
- * core through this file only.
+ * core through this file only. The native surface's types are the ones napi-rs generates from the
+ * Rust code (index.d.ts): this file declares none of its own.
  */
+import type * as Binding from '../index'
 import { TransportError } from './errors'
 
-export interface NativeEvent {
-  type: 'accepted' | 'acceptFailed' | 'listenerClosed' | 'connected' | 'connectFailed' | 'message' | 'closed'
-  conn?: number
-  listener?: number
-  peer?: string
-  localQpn?: number
-  remoteQpn?: number
-  frameKind?: number
-  credits?: number
-  payload?: Buffer
-  code?: string
-  message?: string
-}
+export type BindingEvent = Binding.BindingEvent
+export type BindingTransport = Binding.BindingTransport
+export type RdmaLimits = Binding.RdmaLimits
 
-export interface NativeReactor {
-  drain(): NativeEvent[]
-  listen(opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number }): {
-    id: number
-    port: number
-  }
-  closeListener(listener: number): void
-  connect(opts: { host: string; port: number; maxPayload: number; timeoutMs: number }): number
-  send(conn: number, kind: number, credits: number, payload: Uint8Array): void
-  close(conn: number): void
-  abort(conn: number): void
-  shutdown(): void
-}
+let binding: typeof Binding | undefined
 
-interface NativeBinding {
-  Reactor: new (kind: string, onEvents: () => void) => NativeReactor
-  liveCounts(): Record<string, number>
-  rdmaLimits(): RdmaLimits
-}
-
-export interface RdmaLimits {
-  /** Receive buffers posted per rdma connection: the peer may never have more frames in flight. */
-  recvDepth: number
-  /** Default largest message on rdma (each connection registers buffers of this size). */
-  suggestedMaxPayload: number
-}
-
-let binding: NativeBinding | undefined
-
-function load(): NativeBinding {
+function load(): typeof Binding {
   if (binding === undefined) {
     try {
       // The generated loader sits in the package root, one level above both src/ and dist/.
-      binding = require('../index.js') as NativeBinding
+      binding = require('../index.js') as typeof Binding
     } catch (cause) {
       throw new TransportError(
         'ERR_NATIVE_ADDON',
@@ -80,9 +45,10 @@ export function toTransportError(err: unknown): TransportError {
   return new TransportError(code, String(e?.message ?? err))
 }
 
-export function createReactor(kind: string, onEvents: () => void): NativeReactor {
-  const { Reactor } = load()
-  return nativeCall(() => new Reactor(kind, onEvents))
+/** Starts a transport of `kind` on this thread's event loop; `onEvents` gets each batch. */
+export function createTransport(kind: string, onEvents: (events: BindingEvent[]) => void): BindingTransport {
+  const { BindingTransport } = load()
+  return nativeCall(() => new BindingTransport(kind, onEvents))
 }
 
 /** Live count of every resource kind the native core owns, process-wide. */

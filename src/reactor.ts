@@ -1,12 +1,12 @@
 /**
- * One native Reactor per transport kind per process, and the routing of its event batches to the
- * connection or listener each event belongs to. It keeps Node's event loop alive exactly while
- * something is open (the native wake-up callback itself does not hold the loop open), and stops the
- * native transport as soon as nothing is open, so that no native resource outlives its use: the
- * next listen() or connect() starts a new one.
+ * One native transport per transport kind per thread (main or worker: each has its own event
+ * loop), and the routing of its event batches to the connection or listener each event belongs
+ * to. The native side runs on this thread's loop; its handle keeps the loop alive exactly while
+ * something is open, and the transport stops as soon as nothing is open, so that no native
+ * resource outlives its use: the next listen() or connect() starts a new one.
  */
 import { TransportError } from './errors'
-import { createReactor, nativeCall, NativeEvent, NativeReactor, toTransportError } from './native'
+import { createTransport, nativeCall, toTransportError, type BindingEvent, type BindingTransport } from './native'
 
 export type TransportKind = 'tcp' | 'rdma'
 
@@ -43,10 +43,9 @@ export class Hub {
     return hub
   }
 
-  private readonly reactor: NativeReactor
+  private readonly native: BindingTransport
   private readonly conns = new Map<number, ConnectionEvents>()
   private readonly listeners = new Map<number, ListenerEvents>()
-  private keepAlive: NodeJS.Timeout | undefined
   private stopped = false
 
   /** Throws the transport's error (e.g. ERR_TRANSPORT_UNAVAILABLE) if it cannot start here. */
@@ -55,25 +54,25 @@ export class Hub {
   }
 
   private constructor(readonly kind: TransportKind) {
-    this.reactor = createReactor(kind, () => this.dispatch())
+    this.native = createTransport(kind, (events) => this.dispatch(events))
   }
 
   listen(
     opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number },
     events: ListenerEvents,
   ): { id: number; port: number } {
-    const listening = this.starting(() => this.reactor.listen(opts))
+    const listening = this.starting(() => this.native.listen(opts))
     this.listeners.set(listening.id, events)
     this.updateKeepAlive()
     return listening
   }
 
   closeListener(id: number): void {
-    nativeCall(() => this.reactor.closeListener(id))
+    nativeCall(() => this.native.closeListener(id))
   }
 
   connect(opts: { host: string; port: number; maxPayload: number; timeoutMs: number }, events: ConnectionEvents): number {
-    const id = this.starting(() => this.reactor.connect(opts))
+    const id = this.starting(() => this.native.connect(opts))
     this.conns.set(id, events)
     this.updateKeepAlive()
     return id
@@ -90,7 +89,7 @@ export class Hub {
   }
 
   send(conn: number, kind: number, credits: number, payload: Uint8Array): void {
-    nativeCall(() => this.reactor.send(conn, kind, credits, payload))
+    nativeCall(() => this.native.send(conn, kind, credits, payload))
   }
 
   /**
@@ -98,12 +97,12 @@ export class Hub {
    * Closed event is on its way either way.
    */
   close(conn: number): void {
-    this.ignoreGone(() => this.reactor.close(conn))
+    this.ignoreGone(() => this.native.close(conn))
   }
 
   /** Closes now, dropping unsent frames (a connection already gone is fine, as for close). */
   abort(conn: number): void {
-    this.ignoreGone(() => this.reactor.abort(conn))
+    this.ignoreGone(() => this.native.abort(conn))
   }
 
   private ignoreGone(fn: () => void): void {
@@ -121,12 +120,12 @@ export class Hub {
    * callbacks, so a liveness deadline would otherwise fire while proof of life already waits here.
    */
   pump(): void {
-    if (!this.stopped) this.dispatch()
+    if (!this.stopped) this.dispatch(this.native.pollNow())
   }
 
-  private dispatch(): void {
+  private dispatch(events: BindingEvent[]): void {
     const failures: unknown[] = []
-    for (const event of this.reactor.drain()) {
+    for (const event of events) {
       try {
         this.route(event)
       } catch (err) {
@@ -142,63 +141,68 @@ export class Hub {
     }
   }
 
-  private route(e: NativeEvent): void {
-    const error = e.code === undefined ? undefined : new TransportError(e.code, e.message ?? e.code)
-    const qp = e.localQpn === undefined ? undefined : { localQpn: e.localQpn, remoteQpn: e.remoteQpn ?? 0 }
+  private route(e: BindingEvent): void {
     switch (e.type) {
-      case 'message':
-        this.conns.get(e.conn!)?.frame(e.frameKind!, e.credits!, e.payload!)
+      case 'Frames': {
+        const conn = this.conns.get(e.conn)
+        if (conn === undefined) return
+        // Whole, checked frames: [kind u8, flags u8, credits u16 BE, length u32 BE, payload] ...
+        const { data } = e
+        for (let at = 0; at < data.length; ) {
+          const length = data.readUInt32BE(at + 4)
+          conn.frame(data[at], data.readUInt16BE(at + 2), data.subarray(at + 8, at + 8 + length))
+          at += 8 + length
+        }
         return
-      case 'accepted': {
-        const listener = this.listeners.get(e.listener!)
+      }
+      case 'Accepted': {
+        const listener = this.listeners.get(e.listener)
         if (listener === undefined) {
-          this.abort(e.conn!) // its listener is gone: nobody can own this connection
+          this.abort(e.conn) // its listener is gone: nobody can own this connection
           return
         }
-        this.conns.set(e.conn!, listener.accepted(e.conn!, e.peer ?? '', qp))
+        this.conns.set(e.conn, listener.accepted(e.conn, e.peer, e.qp))
         return
       }
-      case 'connected':
-        this.conns.get(e.conn!)?.connected(e.peer ?? '', qp)
+      case 'Connected':
+        this.conns.get(e.conn)?.connected(e.peer, e.qp)
         return
-      case 'connectFailed': {
-        const conn = this.conns.get(e.conn!)
-        this.conns.delete(e.conn!)
-        conn?.connectFailed(error!)
-        return
-      }
-      case 'closed': {
-        const conn = this.conns.get(e.conn!)
-        this.conns.delete(e.conn!)
-        conn?.closed(error)
+      case 'ConnectFailed': {
+        const conn = this.conns.get(e.conn)
+        this.conns.delete(e.conn)
+        conn?.connectFailed(typed(e.error))
         return
       }
-      case 'acceptFailed':
-        this.listeners.get(e.listener!)?.acceptFailed(e.peer ?? '', error!)
+      case 'Closed': {
+        const conn = this.conns.get(e.conn)
+        this.conns.delete(e.conn)
+        conn?.closed(e.error && typed(e.error))
         return
-      case 'listenerClosed': {
-        const listener = this.listeners.get(e.listener!)
-        this.listeners.delete(e.listener!)
-        listener?.closed(error)
+      }
+      case 'AcceptFailed':
+        this.listeners.get(e.listener)?.acceptFailed(e.peer, typed(e.error))
+        return
+      case 'ListenerClosed': {
+        const listener = this.listeners.get(e.listener)
+        this.listeners.delete(e.listener)
+        listener?.closed(e.error && typed(e.error))
         return
       }
     }
   }
 
   private updateKeepAlive(): void {
-    if (this.conns.size + this.listeners.size > 0) {
-      this.keepAlive ??= setInterval(() => {}, 1 << 30)
-    } else {
-      this.releaseIfIdle()
-    }
+    if (this.conns.size + this.listeners.size === 0) this.releaseIfIdle()
   }
 
   private releaseIfIdle(): void {
     if (this.stopped || this.conns.size + this.listeners.size > 0) return
-    clearInterval(this.keepAlive)
-    this.keepAlive = undefined
     this.stopped = true
     if (hubs.get(this.kind) === this) hubs.delete(this.kind)
-    this.reactor.shutdown()
+    this.native.shutdown()
   }
+}
+
+function typed(e: { code: string; message: string }): TransportError {
+  return new TransportError(e.code, e.message)
 }
