@@ -47,6 +47,7 @@ export class Hub {
   private readonly conns = new Map<number, ConnectionEvents>()
   private readonly listeners = new Map<number, ListenerEvents>()
   private stopped = false
+  private flushQueued = false
 
   /** Throws the transport's error (e.g. ERR_TRANSPORT_UNAVAILABLE) if it cannot start here. */
   static probe(kind: TransportKind): void {
@@ -90,6 +91,16 @@ export class Hub {
 
   send(conn: number, kind: number, credits: number, payload: Uint8Array): void {
     nativeCall(() => this.native.send(conn, kind, credits, payload))
+    if (!this.flushQueued) {
+      this.flushQueued = true
+      queueMicrotask(this.flush)
+    }
+  }
+
+  /** Writes what this turn's sends gathered: many small frames become one write (see send). */
+  private readonly flush = (): void => {
+    this.flushQueued = false
+    if (!this.stopped) this.native.flush()
   }
 
   /**

@@ -153,6 +153,9 @@ impl Deadlines {
 /// when the next deadline passes.
 pub trait Pollable {
     fn fd(&self) -> RawFd;
+    /// Writes what commands gathered since the last call (the caller runs it once per turn of its
+    /// loop, after its commands); `poll` flushes first too.
+    fn flush(&mut self) {}
     /// Does ready I/O and expired deadlines, bounded, and appends the resulting events to `out`.
     fn poll(&mut self, now: Instant, out: &mut Vec<Event>);
     fn next_deadline(&self) -> Option<Instant>;
@@ -201,6 +204,7 @@ impl<T: Pollable> EventLoop<T> {
 
     /// Waits until the transport's fd is readable or `until`, then polls once.
     pub fn turn(&mut self, until: Instant) {
+        self.transport.flush();
         let ms = until.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
         let mut pfd = libc::pollfd { fd: self.transport.fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.

@@ -35,6 +35,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// us yields to the others, and the poll returns to Node (timers run) within bounded work.
 const READ_BUDGET_PER_CONN: usize = 4 * READ_CHUNK;
 const READ_BUDGET: usize = 16 * READ_CHUNK;
+/// Frames sent within one turn of the caller's loop are gathered and written together by `flush`
+/// (one syscall and one TCP segment for many small frames, as Nagle would, without its delays);
+/// a connection with this many bytes gathered writes at once instead.
+const CORK_LIMIT: usize = 64 * 1024;
 /// Listener tokens live above every connection id (ids are u32).
 const LISTENER_TOKEN: u64 = 1 << 32;
 
@@ -71,6 +75,8 @@ struct Conn {
     unsent: Vec<u8>,
     unsent_at: usize,
     unsent_live: Option<Live>,
+    /// Listed in `TcpTransport::corked`: holds frames for the next `flush`.
+    corked: bool,
     interest: u32,
     _live: Live,
 }
@@ -102,6 +108,10 @@ impl Conn {
         self.unsent_at = 0;
         self.unsent_live = None;
         Ok(())
+    }
+
+    fn unsent_len(&self) -> usize {
+        self.unsent.len() - self.unsent_at
     }
 
     /// Writes header and payload with one writev when nothing is queued; queues the rest.
@@ -161,11 +171,14 @@ pub struct TcpTransport {
     conns: HashMap<ConnId, Conn>,
     listeners: HashMap<ListenerId, Listener>,
     deadlines: Deadlines,
+    /// Connections holding frames gathered since the last `flush`.
+    corked: Vec<ConnId>,
     /// Events produced outside `poll` (by commands), handed out by the next poll.
     queued: Vec<Event>,
     /// One read buffer for every connection: the transport runs on one thread.
     scratch: Vec<u8>,
     ready: Vec<(u64, u32)>,
+    polling: bool,
 }
 
 impl TcpTransport {
@@ -176,14 +189,18 @@ impl TcpTransport {
             conns: HashMap::new(),
             listeners: HashMap::new(),
             deadlines: Deadlines::default(),
+            corked: Vec::new(),
             queued: Vec::new(),
             scratch: vec![0; READ_CHUNK],
             ready: Vec::with_capacity(64),
+            polling: false,
         })
     }
 
+    /// Queues an event; outside a poll (a command produced it), wakes the poller so that the
+    /// next turn hands it out. Inside a poll, this poll hands it out.
     fn emit(&mut self, event: Event) {
-        if self.queued.is_empty() {
+        if self.queued.is_empty() && !self.polling {
             self.poller.wake();
         }
         self.queued.push(event);
@@ -299,6 +316,7 @@ impl TcpTransport {
             unsent: Vec::new(),
             unsent_at: 0,
             unsent_live: None,
+            corked: false,
             interest: READABLE,
             _live: Live::new(Kind::TcpConnections),
         };
@@ -387,6 +405,9 @@ impl TcpTransport {
             };
             read_here += n;
             *budget = budget.saturating_sub(n);
+            // A short read drained the socket (as libuv assumes too): skip the read that would
+            // only say EAGAIN; if more arrives, the level-triggered poller reports it again.
+            let drained = n < want;
             if c.phase == Phase::Handshake {
                 c.preamble[c.preamble_got..c.preamble_got + n].copy_from_slice(&self.scratch[..n]);
                 c.preamble_got += n;
@@ -400,6 +421,9 @@ impl TcpTransport {
             match c.decoder.feed(&self.scratch[..n], &mut frames) {
                 Ok(k) => count += k as u32,
                 Err(e) => break Err(e),
+            }
+            if drained {
+                break Ok(false);
             }
         };
         if count > 0 {
@@ -485,7 +509,18 @@ impl Pollable for TcpTransport {
         self.poller.fd()
     }
 
+    fn flush(&mut self) {
+        for id in std::mem::take(&mut self.corked) {
+            let Some(c) = self.conns.get_mut(&id) else { continue };
+            c.corked = false;
+            self.on_writable(id);
+            self.update_interest(id);
+        }
+    }
+
     fn poll(&mut self, now: Instant, out: &mut Vec<Event>) {
+        self.polling = true;
+        self.flush();
         let mut ready = std::mem::take(&mut self.ready);
         self.poller.ready(0, &mut ready);
         let mut budget = READ_BUDGET;
@@ -503,6 +538,7 @@ impl Pollable for TcpTransport {
         for id in self.deadlines.expired(now) {
             self.on_deadline(id);
         }
+        self.polling = false;
         out.append(&mut self.queued);
     }
 
@@ -591,6 +627,7 @@ impl Transport for TcpTransport {
                 unsent: Vec::new(),
                 unsent_at: 0,
                 unsent_live: None,
+                corked: false,
                 interest: WRITABLE,
                 _live: Live::new(Kind::TcpConnections),
             },
@@ -622,10 +659,23 @@ impl Transport for TcpTransport {
         }
         validate_outgoing(kind, payload.len(), c.max_payload)?;
         let header = encode_header(kind, credits, payload.len() as u32);
-        let had_unsent = c.has_unsent();
+        if c.has_unsent() || c.corked || header.len() + payload.len() < CORK_LIMIT {
+            // Gathered for `flush` (or behind bytes the kernel did not take yet).
+            let waiting = c.has_unsent() && !c.corked;
+            c.queue(&header);
+            c.queue(payload);
+            if c.unsent_len() >= CORK_LIMIT && !waiting {
+                self.on_writable(id);
+                self.update_interest(id);
+            } else if !waiting && !c.corked {
+                c.corked = true;
+                self.corked.push(id);
+            }
+            return Ok(());
+        }
+        // A large frame with nothing ahead of it: straight from the caller's buffer (no copy).
         match c.write_frame(&header, payload) {
-            Ok(()) if !had_unsent => self.update_interest(id),
-            Ok(()) => {}
+            Ok(()) => self.update_interest(id),
             // The connection failed under us: its Closed event says why; this call did its part.
             Err(e) => self.fail(id, TransportError::from_io("writing to the peer", &e)),
         }

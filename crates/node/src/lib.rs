@@ -177,13 +177,21 @@ impl BindingTransport {
         Ok(id)
     }
 
-    /// Sends one frame now (written or posted before this returns, or queued behind earlier ones).
-    /// The payload is not kept: the caller may reuse its buffer at once.
+    /// Sends one frame after every earlier one: gathered until `flush` (or written at once when
+    /// large). The payload is copied or written before this returns: the caller may reuse it.
     #[napi]
     pub fn send(&self, conn: u32, kind: u32, credits: u32, payload: &[u8]) -> Result<()> {
         let kind = u8::try_from(kind).map_err(|_| invalid(format!("frame kind {kind} out of range")))?;
         let credits = u16::try_from(credits).map_err(|_| invalid(format!("credits {credits} out of range")))?;
         self.with(|t| t.send(conn, kind, credits, payload))
+    }
+
+    /// Writes (tcp) or posts (rdma) the frames `send` gathered since the last flush. JS calls it
+    /// once per turn of its loop after sending (a microtask), so a burst of small frames becomes
+    /// one write; a poll flushes too.
+    #[napi]
+    pub fn flush(&self) {
+        self.driver.with(|t| t.flush());
     }
 
     #[napi]

@@ -45,6 +45,7 @@ pub(crate) struct Reactor {
     poller: Poller,
     /// Events not yet handed out by `poll`.
     events: Vec<Event>,
+    polling: bool,
     listeners: HashMap<ListenerId, Listener>,
     conns: HashMap<ConnId, Conn>,
     owners: HashMap<usize, Owner>,
@@ -63,6 +64,7 @@ impl Reactor {
             lib,
             poller,
             events: Vec::new(),
+            polling: false,
             listeners: HashMap::new(),
             conns: HashMap::new(),
             owners: HashMap::new(),
@@ -76,8 +78,10 @@ impl Reactor {
         self.poller.fd()
     }
 
+    /// Queues an event; outside a poll (a command produced it), wakes the poller so that the
+    /// next turn hands it out.
     fn emit(&mut self, e: Event) {
-        if self.events.is_empty() {
+        if self.events.is_empty() && !self.polling {
             self.poller.wake();
         }
         self.events.push(e);
@@ -87,6 +91,7 @@ impl Reactor {
     /// below), then device events and completions, then deadlines. Each completion queue is
     /// polled until empty, which its depth bounds.
     pub fn poll(&mut self, out: &mut Vec<Event>) {
+        self.polling = true;
         let mut ready = Vec::with_capacity(64);
         self.poller.ready(0, &mut ready);
         if ready.iter().any(|&(t, _)| t == TOKEN_CM) {
@@ -101,6 +106,7 @@ impl Reactor {
             }
         }
         self.on_deadlines();
+        self.polling = false;
         out.append(&mut self.events);
     }
 
