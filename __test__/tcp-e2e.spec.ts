@@ -190,3 +190,17 @@ test.serial('an AbortSignal cancels a connection attempt', async (t) => {
   await server.close({ graceMs: 100 })
   assertNoLiveResources(t)
 })
+
+test.serial('a host name is resolved off the event loop; one that does not resolve rejects ERR_ADDRESS_UNREACHABLE', async (t) => {
+  // 'localhost' goes through Node's resolver (not the native side, which must never block the loop).
+  const server = await listen({ host: 'localhost', port: 0 })
+  const conn = await connect({ host: 'localhost', port: server.port })
+  t.regex(conn.remoteAddress, /^(127\.0\.0\.1|\[?::1\]?):\d+$/)
+  await conn.close()
+  await server.close()
+  const err = await t.throwsAsync(connect({ host: 'no.such.host.invalid', port: 9 }))
+  t.is((err as TransportError).code, 'ERR_ADDRESS_UNREACHABLE')
+  t.regex(err!.message, /no\.such\.host\.invalid/)
+  await t.throwsAsync(listen({ host: 'no.such.host.invalid' }), { code: 'ERR_ADDRESS_UNREACHABLE' } as never)
+  assertNoLiveResources(t)
+})

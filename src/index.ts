@@ -6,6 +6,9 @@
  *   await conn.send('hello')
  *   await conn.close()        // { outcome: 'graceful', reason: ... }
  */
+import { lookup } from 'node:dns/promises'
+import { isIP } from 'node:net'
+
 import { Connection } from './connection'
 import { TransportError } from './errors'
 import {
@@ -17,7 +20,7 @@ import {
   type ConnectOptions,
   type ListenOptions,
 } from './options'
-import { Hub } from './reactor'
+import { Hub, type TransportKind } from './reactor'
 import { Server } from './server'
 
 export { Connection, stateChannel } from './connection'
@@ -30,19 +33,39 @@ export { liveCounts } from './native'
 export * from './errors'
 export type { CloseState, ConnectionState, StateChange } from './protocol'
 
+/**
+ * The address to hand to the native side: names are resolved here, by Node's resolver (libuv's
+ * thread pool), because the transports run on this thread's event loop and must never block it.
+ */
+async function resolveHost(host: string, kind: TransportKind): Promise<string> {
+  if (isIP(host) !== 0 || host === '') return host // '' is refused with ERR_INVALID_ARGUMENT natively
+  try {
+    // rdma-cm over RoCE is most often IPv4: prefer it there.
+    return (await lookup(host, { family: kind === 'rdma' ? 4 : 0 })).address
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err)
+    throw new TransportError('ERR_ADDRESS_UNREACHABLE', `cannot resolve ${host}: ${code}`)
+  }
+}
+
 /** Starts a server. Resolves once it is listening (see `server.port`). */
 export async function listen(opts: ListenOptions = {}): Promise<Server> {
-  const hub = Hub.for(transportOf(opts))
+  const kind = transportOf(opts)
+  const port = portOf(opts.port ?? 0, true)
+  const maxPayload = maxMessageSizeOf(opts)
+  const handshakeTimeoutMs = timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000)
+  const protocol = connectionOptionsOf(opts)
+  const host = await resolveHost(opts.host ?? '127.0.0.1', kind)
   return new Server(
-    hub,
+    Hub.for(kind),
     {
-      host: opts.host ?? '127.0.0.1',
-      port: portOf(opts.port ?? 0, true),
-      maxPayload: maxMessageSizeOf(opts),
+      host,
+      port,
+      maxPayload,
       backlog: opts.backlog,
-      handshakeTimeoutMs: timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000),
+      handshakeTimeoutMs,
     },
-    connectionOptionsOf(opts),
+    protocol,
   )
 }
 
@@ -63,32 +86,50 @@ export function connect(opts: ConnectOptions): Promise<Connection> {
     }
     const { signal } = opts
     if (signal?.aborted) return reject(signal.reason)
-    const hub = Hub.for(kind)
-    const conn = new Connection(hub, 'active', options)
-    let aborted = false
-    // An abort destroys the attempt; the promise settles once the native side has let it go, so a
-    // rejected connect() leaves nothing behind.
-    const onAbort = (): void => {
-      aborted = true
-      conn.destroy(signal!.reason instanceof Error ? signal!.reason : undefined)
+
+    const start = (host: string): void => {
+      const hub = Hub.for(kind)
+      const conn = new Connection(hub, 'active', options)
+      let aborted = false
+      // An abort destroys the attempt; the promise settles once the native side has let it go, so
+      // a rejected connect() leaves nothing behind.
+      const onAbort = (): void => {
+        aborted = true
+        conn.destroy(signal!.reason instanceof Error ? signal!.reason : undefined)
+      }
+      const failed = (error: unknown): void => {
+        signal?.removeEventListener('abort', onAbort)
+        reject(aborted ? signal!.reason : error)
+      }
+      const onCloseEarly = (r: { error?: Error; reason: string }): void =>
+        failed(r.error ?? new TransportError('ERR_CONNECTION_RESET', `connection closed during setup (${r.reason})`))
+      conn.once('open', () => {
+        signal?.removeEventListener('abort', onAbort)
+        conn.off('close', onCloseEarly)
+        resolve(conn)
+      })
+      conn.once('close', onCloseEarly)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      try {
+        conn.attach(hub.connect({ ...target, host }, conn.transportEvents(failed)))
+      } catch (err) {
+        failed(err)
+      }
     }
-    const failed = (error: unknown): void => {
-      signal?.removeEventListener('abort', onAbort)
-      reject(aborted ? signal!.reason : error)
-    }
-    const onCloseEarly = (r: { error?: Error; reason: string }): void =>
-      failed(r.error ?? new TransportError('ERR_CONNECTION_RESET', `connection closed during setup (${r.reason})`))
-    conn.once('open', () => {
-      signal?.removeEventListener('abort', onAbort)
-      conn.off('close', onCloseEarly)
-      resolve(conn)
-    })
-    conn.once('close', onCloseEarly)
-    signal?.addEventListener('abort', onAbort, { once: true })
-    try {
-      conn.attach(hub.connect(target, conn.transportEvents(failed)))
-    } catch (err) {
-      failed(err)
-    }
+
+    if (isIP(target.host) !== 0) return start(target.host)
+    // A name is resolved first; nothing native exists yet, so an abort meanwhile just rejects.
+    const onAbortLookup = (): void => reject(signal!.reason)
+    signal?.addEventListener('abort', onAbortLookup, { once: true })
+    resolveHost(target.host, kind).then(
+      (host) => {
+        signal?.removeEventListener('abort', onAbortLookup)
+        if (!signal?.aborted) start(host)
+      },
+      (err: unknown) => {
+        signal?.removeEventListener('abort', onAbortLookup)
+        reject(err)
+      },
+    )
   })
 }
