@@ -71,10 +71,11 @@ fn port(p: u32) -> Result<u16> {
 
 unsafe extern "C" fn on_env_cleanup(arg: *mut c_void) {
     // The environment is going away (process exit, or a worker ending) with the transport still
-    // running: close its handles now (a worker that exits with an open uv handle aborts), and drop
-    // the strong count the hook held.
-    let driver = Rc::from_raw(arg as *const LoopDriver);
-    driver.stop();
+    // running: close its handles now (a worker that exits with an open uv handle aborts). The
+    // strong count lent to the hook stays with `BindingTransport`, which gives it back when it is
+    // finalized (or leaks one small struct, if the environment never finalizes it).
+    let driver = &*(arg as *const LoopDriver);
+    driver.environment_ended();
 }
 
 #[napi]
@@ -127,10 +128,12 @@ impl BindingTransport {
     pub fn shutdown(&mut self) {
         self.driver.stop();
         if let Some(arg) = self.cleanup_arg.take() {
-            // SAFETY: removes the hook registered in `new` with the same function and argument,
-            // then takes back the strong count it held.
+            // SAFETY: removes the hook registered in `new` with the same function and argument
+            // (unless it ran: the environment is gone), then takes back the strong count it held.
             unsafe {
-                sys::napi_remove_env_cleanup_hook(self.env, Some(on_env_cleanup), arg as *mut c_void);
+                if !self.driver.environment_is_gone() {
+                    sys::napi_remove_env_cleanup_hook(self.env, Some(on_env_cleanup), arg as *mut c_void);
+                }
                 drop(Rc::from_raw(arg));
             }
         }

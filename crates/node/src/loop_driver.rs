@@ -30,6 +30,8 @@ pub struct LoopDriver {
     /// Set while a batch is in JS: a nested `poll_now` must not hand out later events first.
     delivering: Cell<bool>,
     refed: Cell<bool>,
+    /// The environment ran its cleanup hooks: no napi call may be made on it any more.
+    env_gone: Cell<bool>,
     scratch: RefCell<Vec<Event>>,
 }
 
@@ -72,6 +74,7 @@ impl LoopDriver {
                 async_context,
                 delivering: Cell::new(false),
                 refed: Cell::new(true),
+                env_gone: Cell::new(false),
                 scratch: RefCell::new(Vec::new()),
             });
             // The handles point back at the driver without owning it: `stop` closes them (no
@@ -140,6 +143,16 @@ impl LoopDriver {
         drop(transport);
     }
 
+    /// The environment is being torn down: stop, and make no napi call from now on.
+    pub fn environment_ended(&self) {
+        self.env_gone.set(true);
+        self.stop();
+    }
+
+    pub fn environment_is_gone(&self) -> bool {
+        self.env_gone.get()
+    }
+
     /// One turn: bounded I/O and deadlines, then the batch into JS.
     fn run(&self) {
         if self.delivering.get() {
@@ -196,6 +209,9 @@ impl LoopDriver {
 impl Drop for LoopDriver {
     fn drop(&mut self) {
         self.stop();
+        if self.env_gone.get() {
+            return; // its references went with the environment
+        }
         // SAFETY: on the JS thread of `env`; the references and the context are ours.
         unsafe {
             sys::napi_async_destroy(self.env, self.async_context);

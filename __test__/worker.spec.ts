@@ -1,0 +1,77 @@
+/**
+ * Each worker thread has its own event loop and its own native transport. A worker that ends with
+ * connections still open (terminate(), or process.exit() inside it) must not take the process down
+ * (an open uv handle at environment teardown aborts Node), and what it held is freed.
+ */
+import { Worker } from 'node:worker_threads'
+
+import test from 'ava'
+
+import { connect, listen, liveCounts } from '../src/index'
+import { withDeadline } from './helpers'
+
+// Runs in the worker: a server and a client of its own, one echo, then it reports and stays open.
+const workerCode = `
+  require('tsx/cjs')
+  const { parentPort, workerData } = require('node:worker_threads')
+  const { connect, listen } = require(workerData.index)
+  ;(async () => {
+    const server = await listen({ port: 0 })
+    server.on('connection', async (c) => { for await (const m of c) await c.send(m) })
+    const conn = await connect({ port: server.port })
+    await conn.send('from the worker')
+    const echo = await conn.read()
+    const outside = await connect({ port: workerData.mainPort })
+    await outside.send('hello main')
+    parentPort.postMessage({ echo: echo.toString(), port: server.port })
+    if (workerData.exit) process.exit(0)
+  })().catch((e) => parentPort.postMessage({ error: String(e) }))
+`
+
+for (const how of ['terminate', 'process.exit'] as const) {
+  test.serial(`a worker with open connections ends by ${how}: the process lives on and its resources are freed`, async (t) => {
+    const mainServer = await listen({ port: 0 })
+    const fromWorker = new Promise<string>((resolve) => {
+      mainServer.on('connection', async (c) => {
+        const m = await c.read()
+        resolve(m!.toString())
+      })
+    })
+    const worker = new Worker(workerCode, {
+      eval: true,
+      workerData: { index: require.resolve('../src/index'), mainPort: mainServer.port, exit: how === 'process.exit' },
+    })
+    const report = await withDeadline(
+      new Promise<{ echo?: string; error?: string }>((resolve) => worker.once('message', resolve)),
+      20_000,
+      'the worker report',
+    )
+    t.is(report.error, undefined)
+    t.is(report.echo, 'from the worker', 'the worker runs its own transport on its own loop')
+    t.is(await withDeadline(fromWorker, 10_000, 'the message from the worker'), 'hello main')
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
+    if (how === 'terminate') await worker.terminate()
+    await withDeadline(exited, 10_000, 'the worker exit')
+    // The worker's connections (its server, its client, and its end of the one to us) are gone.
+    await mainServer.close({ graceMs: 2000 })
+    t.deepEqual(
+      Object.entries(liveCounts()).filter(([, n]) => n !== 0),
+      [],
+      'every native resource of the worker and of this thread is freed',
+    )
+  })
+}
+
+test.serial('a connection made on the main thread is unaffected by a worker ending', async (t) => {
+  const server = await listen({ port: 0 })
+  server.on('connection', async (c) => {
+    for await (const m of c) await c.send(m)
+  })
+  const conn = await connect({ port: server.port })
+  const worker = new Worker(`require('node:worker_threads'); setTimeout(() => {}, 10)`, { eval: true })
+  await new Promise((r) => worker.once('exit', r))
+  await conn.send('still here')
+  t.is((await conn.read())!.toString(), 'still here')
+  t.is((await conn.close()).outcome, 'graceful')
+  await server.close()
+})
