@@ -4,6 +4,7 @@
  * core through this file only.
  */
 import { TransportError } from './errors'
+import { loadNativeBinding } from './native-load'
 
 export interface NativeEvent {
   type: 'accepted' | 'acceptFailed' | 'listenerClosed' | 'connected' | 'connectFailed' | 'message' | 'closed'
@@ -49,18 +50,8 @@ export interface RdmaLimits {
 let binding: NativeBinding | undefined
 
 function load(): NativeBinding {
-  if (binding === undefined) {
-    try {
-      // The generated loader sits in the package root, one level above both src/ and dist/.
-      binding = require('../index.js') as NativeBinding
-    } catch (cause) {
-      throw new TransportError(
-        'ERR_NATIVE_ADDON',
-        `the rdma-graceful native addon could not be loaded (${(cause as Error).message}); ` +
-          'build it with `npm run build:native`',
-      )
-    }
-  }
+  // Throws ERR_NATIVE_ADDON naming the expected platform package, with the loader's error as cause.
+  binding ??= loadNativeBinding<NativeBinding>()
   return binding
 }
 
