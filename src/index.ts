@@ -28,7 +28,8 @@ export type { ConnectOptions, ListenOptions, TransportOptions } from './options'
 export type { TransportKind } from './reactor'
 export { liveCounts } from './native'
 export * from './errors'
-export type { CloseState, ConnectionState, StateChange } from './protocol'
+export type { CloseState, ConnectionState, ConnectionStats, Outcome, StateChange } from './protocol'
+export type { ConnectionEventMap, Diagnostic, ServerEventMap, ShutdownNotice, TypedEventEmitter } from './events'
 
 /** Starts a server. Resolves once it is listening (see `server.port`). */
 export async function listen(opts: ListenOptions = {}): Promise<Server> {
