@@ -9,12 +9,12 @@
 # A platform whose binary could not be built is left out (said loudly), never packed empty. Other
 # platforms are built by .github/workflows/release.yml (CI only, not run here).
 #
-# Environment: PACKAGE_SKIP_CROSS=1 skips the arm64 cross build; PACKAGE_REQUIRE_ARM64=1 makes its
-# absence an error.
+# Environment: PACKAGE_OUT=dir writes the tarballs there instead of packages/ (an absolute path);
+# PACKAGE_SKIP_CROSS=1 skips the arm64 cross build; PACKAGE_REQUIRE_ARM64=1 makes its absence an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=packages
+OUT=${PACKAGE_OUT:-packages}
 say() { printf '[package] %s\n' "$*" >&2; }
 die() { printf '[package] error: %s\n' "$*" >&2; exit 1; }
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
@@ -53,7 +53,11 @@ fi
 
 # 2. Into the platform packages (napi's convention: npm/<platform>/<binaryName>.<platform>.node).
 rm -f npm/*/"$BIN".*.node
-npx napi artifacts --output-dir artifacts --npm-dir npm >&2
+built_targets=$(node -p "JSON.stringify(require('./package.json').napi.targets.filter((t) => '$arm64_missing' === '' || !t.startsWith('aarch64-')))")
+# napi artifacts insists on every configured target: give it the ones built (package.json's napi
+# config with the targets narrowed).
+node -e "const n = require('./package.json').napi; console.log(JSON.stringify({ ...n, targets: $built_targets }))" >artifacts/napi.json
+npx napi artifacts --output-dir artifacts --npm-dir npm --config-path artifacts/napi.json >&2
 rm -f "$BIN".linux-arm64-gnu.node # napi artifacts also copies into the root; only the host's belongs there
 
 # 3. Checks.
@@ -89,7 +93,7 @@ done
 rm -rf "$OUT" && mkdir -p "$OUT"
 npm pack --silent --pack-destination "$OUT" >/dev/null
 for platform in "${platforms[@]}"; do
-  (cd "npm/$platform" && npm pack --silent --pack-destination "$ROOT/$OUT" >/dev/null)
+  (cd "npm/$platform" && npm pack --silent --pack-destination "$(cd "$ROOT" && realpath "$OUT")" >/dev/null)
 done
 main="$OUT/$BIN-$VERSION.tgz"
 if tar -tzf "$main" | grep -q '\.node$'; then
