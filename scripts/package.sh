@@ -93,6 +93,7 @@ done
 rm -rf "$OUT" && mkdir -p "$OUT"
 npm pack --silent --pack-destination "$OUT" >/dev/null
 for platform in "${platforms[@]}"; do
+  cp LICENSE "npm/$platform/LICENSE"
   (cd "npm/$platform" && npm pack --silent --pack-destination "$(cd "$ROOT" && realpath "$OUT")" >/dev/null)
 done
 main="$OUT/$BIN-$VERSION.tgz"
