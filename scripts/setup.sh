@@ -2,7 +2,8 @@
 # Brings a fresh clone to a built state; cheap when nothing changed, so every entry point runs it.
 #   - checks the toolchains (Node >= 20.17, Rust >= 1.88 with cargo),
 #   - installs npm dependencies when package-lock.json is newer than node_modules,
-#   - builds the native addon (napi build, release) and compiles the TypeScript to dist/.
+#   - builds the native addon (napi build, release) and compiles the TypeScript to dist/ (with the
+#     ESM entry dist/index.mjs, scripts/write-esm.js).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +32,4 @@ npx napi build --platform --release --manifest-path crates/node/Cargo.toml --out
 
 say "compiling TypeScript"
 npx tsc -p tsconfig.build.json
+node scripts/write-esm.js

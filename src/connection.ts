@@ -7,9 +7,9 @@
  * the graceful three-way close and resolves with its result, `destroy()` aborts at once.
  */
 import { channel } from 'node:diagnostics_channel'
-import { EventEmitter } from 'node:events'
 
 import { ConnectionDownError, SendTimeoutError, TransportError } from './errors'
+import { TypedEmitter, type ConnectionEventMap } from './events'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import {
   Connection as Engine,
@@ -17,6 +17,7 @@ import {
   type CloseState,
   type ConnectionOptions as EngineOptions,
   type ConnectionState,
+  type ConnectionStats,
   type Outcome,
   type StateChange,
   type TimerId,
@@ -95,7 +96,7 @@ interface PendingRead {
  * resource is freed by then). Failures reach the application as rejected promises and in the
  * 'close' result, never as an 'error' event that would crash a process with no listener.
  */
-export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
+export class Connection extends TypedEmitter<ConnectionEventMap> implements AsyncIterable<Buffer> {
   readonly transport: TransportKind
   readonly timings: ConnectionTimings = {}
   /** Resolves once the connection is closed (gracefully or forced) and its resources freed. */
@@ -153,7 +154,7 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   get remoteAddress(): string {
     return this.remote
   }
-  get stats(): Engine['stats'] {
+  get stats(): ConnectionStats {
     return this.engine.stats
   }
 
@@ -305,7 +306,7 @@ export class Connection extends EventEmitter implements AsyncIterable<Buffer> {
   }
 
   /** Emits to application listeners; one that throws cannot stop the protocol's action loop. */
-  private notify(event: string, ...args: unknown[]): void {
+  private notify<K extends keyof ConnectionEventMap>(event: K, ...args: ConnectionEventMap[K]): void {
     try {
       this.emit(event, ...args)
     } catch (err) {

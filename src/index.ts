@@ -31,7 +31,8 @@ export type { ConnectOptions, ListenOptions, TransportOptions } from './options'
 export type { TransportKind } from './reactor'
 export { liveCounts } from './native'
 export * from './errors'
-export type { CloseState, ConnectionState, StateChange } from './protocol'
+export type { CloseState, ConnectionState, ConnectionStats, Outcome, StateChange } from './protocol'
+export type { ConnectionEventMap, Diagnostic, ServerEventMap, ShutdownNotice, TypedEventEmitter } from './events'
 
 /**
  * The address to hand to the native side: names are resolved here, by Node's resolver (libuv's

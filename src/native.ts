@@ -6,6 +6,7 @@
  */
 import type * as Binding from '../index'
 import { TransportError } from './errors'
+import { loadNativeBinding } from './native-load'
 
 export type BindingEvent = Binding.BindingEvent
 export type BindingTransport = Binding.BindingTransport
@@ -14,18 +15,7 @@ export type RdmaLimits = Binding.RdmaLimits
 let binding: typeof Binding | undefined
 
 function load(): typeof Binding {
-  if (binding === undefined) {
-    try {
-      // The generated loader sits in the package root, one level above both src/ and dist/.
-      binding = require('../index.js') as typeof Binding
-    } catch (cause) {
-      throw new TransportError(
-        'ERR_NATIVE_ADDON',
-        `the rdma-graceful native addon could not be loaded (${(cause as Error).message}); ` +
-          'build it with `npm run build:native`',
-      )
-    }
-  }
+  binding ??= loadNativeBinding<typeof Binding>()
   return binding
 }
 

@@ -3,10 +3,9 @@
  * stop accepting, send SHUTDOWN_NOTICE to every connection and keep serving; clients finish and
  * close with REQ/ACK/FIN; whoever is left at the end of the grace period is force-closed.
  */
-import { EventEmitter } from 'node:events'
-
 import { Connection, type CloseResult, type DriverOptions, type ProtocolOptions } from './connection'
 import type { TransportError } from './errors'
+import { TypedEmitter, type ServerEventMap } from './events'
 import { invalid } from './options'
 import { Hub, type TransportKind } from './reactor'
 
@@ -22,7 +21,7 @@ export interface ServerCloseResult {
  * 'clientError' (TransportError, peer address: an incoming connection refused before it became
  * one, e.g. not speaking this protocol), 'close' (once the listener and every connection are gone).
  */
-export class Server extends EventEmitter implements AsyncIterable<Connection> {
+export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterable<Connection> {
   readonly transport: TransportKind
   readonly host: string
   readonly port: number
