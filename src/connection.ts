@@ -66,6 +66,8 @@ interface PendingSend {
   reject(e: Error): void
   /** Stops the send's deadline timer and abort listener; set only on sends that had to wait. */
   release?: () => void
+  /** Refs or unrefs the send's deadline timer (with the connection's `ref()`/`unref()`). */
+  setRef?: (on: boolean) => void
 }
 
 export interface CloseResult {
@@ -123,6 +125,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private openedAt: number | undefined
   private closeStartedAt: number | undefined
   private remote = ''
+  private refed = true
 
   /** @internal Made by connect() and Server; not for applications. */
   constructor(
@@ -182,12 +185,14 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       this.runActions()
     }
     const timer = setLongTimeout(() => withdraw(new SendTimeoutError(this.sendTimeoutMs)), this.sendTimeoutMs)
+    if (!this.refed) timer.setRef(false)
     const onAbort = (): void => withdraw(signal!.reason)
     signal?.addEventListener('abort', onAbort, { once: true })
     pending.release = () => {
       timer.cancel()
       signal?.removeEventListener('abort', onAbort)
     }
+    pending.setRef = (on) => timer.setRef(on)
   }
 
   /** Half-close: this side sends no more (after what is queued); reading goes on until the peer ends. */
@@ -209,6 +214,27 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   destroy(error?: Error): void {
     this.engine.destroy(now(), error)
     this.runActions()
+  }
+
+  /**
+   * Lets the process exit while this connection is open (its transport handle and its protocol
+   * timers stop holding the event loop), like `net.Socket#unref()`. Returns the connection.
+   */
+  unref(): this {
+    return this.setRef(false)
+  }
+
+  /** Undoes `unref()`: the open connection keeps the process alive again (the default). */
+  ref(): this {
+    return this.setRef(true)
+  }
+
+  private setRef(on: boolean): this {
+    this.refed = on
+    if (this.conn !== 0) this.hub.setRef(this.conn, on)
+    for (const t of this.timers.values()) t.setRef(on)
+    for (const s of this.sends.values()) s.setRef?.(on)
+    return this
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -246,6 +272,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   /** @internal The transport's id for this connection, once the hub assigned one. */
   attach(conn: number): void {
     this.conn = conn
+    if (!this.refed) this.hub.setRef(conn, false)
   }
 
   /** @internal The transport is up (connected or accepted): start the protocol. */
@@ -321,19 +348,19 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       case 'sendFrame':
         this.sendFrame(a.kind, a.credits, a.payload, a.sendId)
         return
-      case 'setTimer':
+      case 'setTimer': {
         this.timers.get(a.id)?.cancel()
-        this.timers.set(
-          a.id,
-          setLongTimeout(() => {
-            this.timers.delete(a.id)
-            // Frames that arrived while the loop was busy count before any deadline is judged.
-            this.hub.pump()
-            this.engine.timerFired(now(), a.id)
-            this.runActions()
-          }, a.at - now()),
-        )
+        const timer = setLongTimeout(() => {
+          this.timers.delete(a.id)
+          // Frames that arrived while the loop was busy count before any deadline is judged.
+          this.hub.pump()
+          this.engine.timerFired(now(), a.id)
+          this.runActions()
+        }, a.at - now())
+        if (!this.refed) timer.setRef(false)
+        this.timers.set(a.id, timer)
         return
+      }
       case 'cancelTimer':
         this.timers.get(a.id)?.cancel()
         this.timers.delete(a.id)

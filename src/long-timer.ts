@@ -10,18 +10,22 @@ export const MAX_TIMER_STEP_MS = 2 ** 31 - 1
 
 export interface LongTimer {
   cancel(): void
+  /** Whether the timer keeps the process alive (default true), like `Timeout#ref/unref`. */
+  setRef(on: boolean): void
 }
 
 export interface TimerBackend {
   now(): number
   setTimeout(fn: () => void, ms: number): unknown
   clearTimeout(handle: unknown): void
+  setRef?(handle: unknown, on: boolean): void
 }
 
 const realBackend: TimerBackend = {
   now: () => performance.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  setRef: (h, on) => void (on ? (h as NodeJS.Timeout).ref() : (h as NodeJS.Timeout).unref()),
 }
 
 /** Calls `fn` once, no earlier than `ms` from now; `cancel()` stops it (idempotent). */
@@ -30,13 +34,15 @@ export function setLongTimeout(fn: () => void, ms: number, backend: TimerBackend
   const deadline = backend.now() + Math.max(0, ms)
   let handle: unknown
   let cancelled = false
+  let refed = true
 
-  if (ms === Infinity) return { cancel: () => {} } // never fires
+  if (ms === Infinity) return { cancel: () => {}, setRef: () => {} } // never fires
 
   // Always asynchronous, like setTimeout, even for 0 ms.
   const schedule = (): void => {
     const remaining = Math.max(0, Math.ceil(deadline - backend.now()))
     handle = backend.setTimeout(step, Math.min(remaining, MAX_TIMER_STEP_MS))
+    if (!refed) backend.setRef?.(handle, false)
   }
   const step = (): void => {
     if (cancelled) return
@@ -51,6 +57,10 @@ export function setLongTimeout(fn: () => void, ms: number, backend: TimerBackend
       if (cancelled) return
       cancelled = true
       if (handle !== undefined) backend.clearTimeout(handle)
+    },
+    setRef(on: boolean): void {
+      refed = on
+      if (!cancelled && handle !== undefined) backend.setRef?.(handle, on)
     },
   }
 }

@@ -48,6 +48,9 @@ export class Hub {
   private readonly listeners = new Map<number, ListenerEvents>()
   private stopped = false
   private flushQueued = false
+  /** Connections and listeners that must not keep the process alive (`unref()`). */
+  private readonly unrefed = new Set<number>()
+  private refed = true
 
   /** Throws the transport's error (e.g. ERR_TRANSPORT_UNAVAILABLE) if it cannot start here. */
   static probe(kind: TransportKind): void {
@@ -181,12 +184,14 @@ export class Hub {
       case 'ConnectFailed': {
         const conn = this.conns.get(e.conn)
         this.conns.delete(e.conn)
+        this.unrefed.delete(e.conn)
         conn?.connectFailed(typed(e.error))
         return
       }
       case 'Closed': {
         const conn = this.conns.get(e.conn)
         this.conns.delete(e.conn)
+        this.unrefed.delete(e.conn)
         conn?.closed(e.error && typed(e.error))
         return
       }
@@ -196,14 +201,29 @@ export class Hub {
       case 'ListenerClosed': {
         const listener = this.listeners.get(e.listener)
         this.listeners.delete(e.listener)
+        this.unrefed.delete(e.listener)
         listener?.closed(e.error && typed(e.error))
         return
       }
     }
   }
 
+  /** Whether the connection or listener `id` keeps the process alive (like `net.Socket#ref`). */
+  setRef(id: number, on: boolean): void {
+    if (on) this.unrefed.delete(id)
+    else this.unrefed.add(id)
+    this.updateKeepAlive()
+  }
+
+  /** The native handle keeps the loop alive exactly while something open is ref'd. */
   private updateKeepAlive(): void {
-    if (this.conns.size + this.listeners.size === 0) this.releaseIfIdle()
+    const open = this.conns.size + this.listeners.size
+    if (open === 0) return this.releaseIfIdle()
+    const refed = open > this.unrefed.size
+    if (refed !== this.refed && !this.stopped) {
+      this.refed = refed
+      this.native.setRef(refed)
+    }
   }
 
   private releaseIfIdle(): void {

@@ -74,6 +74,21 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
    * Stops accepting and shuts down politely: every connection gets SHUTDOWN_NOTICE and is served
    * for `graceMs` (default 5000); then the rest are force-closed. Resolves when all are closed.
    */
+  /**
+   * Lets the process exit while the server listens, like `net.Server#unref()`; connections it
+   * accepted are not affected (each has its own `unref()`). Returns the server.
+   */
+  unref(): this {
+    this.hub.setRef(this.listenerId, false)
+    return this
+  }
+
+  /** Undoes `unref()`: the listening server keeps the process alive again (the default). */
+  ref(): this {
+    this.hub.setRef(this.listenerId, true)
+    return this
+  }
+
   close(opts: { graceMs?: number } = {}): Promise<ServerCloseResult> {
     if (this.closing) return this.closing
     const graceMs = opts.graceMs ?? 5000
