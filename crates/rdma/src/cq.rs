@@ -87,25 +87,19 @@ impl Cq {
         Ok(())
     }
 
-    /// Consumes the channel's pending events (non-blocking) and acknowledges them; true when at
-    /// least one was there. Acknowledged at once so ibv_destroy_cq never waits on us.
+    /// Consumes the channel's pending event (non-blocking) and acknowledges it; true when there
+    /// was one. One read: the CQ is armed for one event at a time (`arm` follows each), so a second
+    /// read would only say EAGAIN. Acknowledged at once so ibv_destroy_cq never waits on us.
     pub fn take_events(&self) -> bool {
-        let mut got = 0u32;
-        loop {
-            let mut cq: *mut ibv_cq = ptr::null_mut();
-            let mut ctx: *mut std::ffi::c_void = ptr::null_mut();
-            // SAFETY: the channel is live and non-blocking; out-parameters are valid.
-            let rc = unsafe { (self.lib.verbs.ibv_get_cq_event)(self.ch, &mut cq, &mut ctx) };
-            if rc != 0 {
-                break;
-            }
-            got += 1;
+        let mut cq: *mut ibv_cq = ptr::null_mut();
+        let mut ctx: *mut std::ffi::c_void = ptr::null_mut();
+        // SAFETY: the channel is live and non-blocking; out-parameters are valid.
+        if unsafe { (self.lib.verbs.ibv_get_cq_event)(self.ch, &mut cq, &mut ctx) } != 0 {
+            return false;
         }
-        if got > 0 {
-            // SAFETY: acknowledges exactly the events just taken for this (only) CQ on the channel.
-            unsafe { (self.lib.verbs.ibv_ack_cq_events)(self.cq, got) };
-        }
-        got > 0
+        // SAFETY: acknowledges exactly the event just taken for this (only) CQ on the channel.
+        unsafe { (self.lib.verbs.ibv_ack_cq_events)(self.cq, 1) };
+        true
     }
 
     /// Polls up to `wc.len()` completions; Err on a provider failure.
