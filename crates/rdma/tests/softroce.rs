@@ -149,3 +149,60 @@ fn a_killed_peer_is_detected() {
     drop(el);
     assert_rdma_zero("after the killed peer's connection was closed");
 }
+
+/// How long the verbs calls that run on the caller's loop block it: every `poll` and command is
+/// timed while 20 connections are set up (MR registration, QP/CQ creation inside the polls that
+/// accept and connect) and closed (QP/CQ destruction, MR deregistration). A measurement, printed for
+/// docs/event-loop.md; the assertions are only that everything was set up and freed.
+#[test]
+fn measure_how_long_setup_and_teardown_block_the_loop() {
+    type Worst = std::collections::BTreeMap<&'static str, Duration>;
+    fn note(worst: &mut Worst, what: &'static str, d: Duration) {
+        let w = worst.entry(what).or_default();
+        *w = (*w).max(d);
+    }
+    /// Polls (timing each poll) until `done` holds for the events gathered so far.
+    fn poll_until(el: &mut EventLoop<RdmaTransport>, events: &mut Vec<Event>, worst: &mut Worst, what: &'static str, done: &dyn Fn(&[Event]) -> bool) {
+        let end = Instant::now() + WAIT;
+        while !done(events) {
+            assert!(Instant::now() < end, "{what}: not done within {WAIT:?}: {events:?}");
+            let mut pfd = libc::pollfd { fd: el.transport.fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 10) };
+            let t = Instant::now();
+            el.transport.poll(Instant::now(), events);
+            note(worst, what, t.elapsed());
+        }
+    }
+    let Some((_g, mut el)) = setup() else { return };
+    let mut worst = Worst::new();
+    let (lid, port) = el.transport.listen(&ListenOptions { host: ip(), max_payload: 64 * 1024, ..Default::default() }).unwrap();
+    let mut events = Vec::new();
+    let mut pairs = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let c = el.transport.connect(&ConnectOptions { host: ip(), port, max_payload: 64 * 1024, timeout_ms: 10_000 }).unwrap();
+        note(&mut worst, "connect() call", t.elapsed());
+        events.clear();
+        poll_until(&mut el, &mut events, &mut worst, "a poll during setup", &|ev| {
+            ev.iter().any(|e| matches!(e, Event::Connected { conn, .. } if *conn == c)) && ev.iter().any(|e| matches!(e, Event::Accepted { .. }))
+        });
+        let s = events.iter().find_map(|e| if let Event::Accepted { conn, .. } = e { Some(*conn) } else { None }).unwrap();
+        pairs.push((c, s));
+    }
+    for (c, s) in pairs {
+        let t = Instant::now();
+        el.transport.abort(c).unwrap();
+        el.transport.abort(s).unwrap();
+        note(&mut worst, "abort() calls (both ends)", t.elapsed());
+        events.clear();
+        poll_until(&mut el, &mut events, &mut worst, "a poll during teardown", &|ev| ev.iter().filter(|e| matches!(e, Event::Closed { .. })).count() == 2);
+    }
+    el.transport.close_listener(lid).unwrap();
+    eprintln!("longest blocking of the caller's loop, 20 connections of 64 KiB buffers (5 MiB registered each):");
+    for (what, d) in &worst {
+        eprintln!("  {what}: {d:?}");
+    }
+    drop(el);
+    assert_rdma_zero("after the measurement");
+}
