@@ -44,6 +44,8 @@ pub struct Conn {
     pub peer: String,
     pub remote_qpn: u32,
     pub sendq: VecDeque<Frame>,
+    /// Listed in the reactor's `corked`: frames wait for its next `flush`.
+    pub corked: bool,
     /// Frames that arrived before ESTABLISHED was reported (the peer's QP reaches RTS first).
     pub early: Vec<Frame>,
     pub deadline: Option<Instant>,

@@ -86,24 +86,42 @@ impl Qp {
     }
 
     /// Posts one signaled SEND_WITH_IMM of `sge` (length may be zero).
-    pub fn post_send_imm(&self, wr_id: u64, sge: ibv_sge, imm: u32) -> Result<(), TransportError> {
-        let mut sge = sge;
-        let mut wr = ibv_send_wr::zeroed();
-        wr.wr_id = wr_id;
-        wr.sg_list = &mut sge;
-        wr.num_sge = if sge.length == 0 { 0 } else { 1 };
-        wr.opcode = IBV_WR_SEND_WITH_IMM;
-        wr.send_flags = IBV_SEND_SIGNALED;
-        wr.imm_data = imm.to_be();
+    /// Posts SEND_WITH_IMM work requests, `(wr_id, sge, imm)` each, chained into one
+    /// ibv_post_send (one doorbell). Returns how many were posted: all, or those before the first
+    /// the provider refused, with its error.
+    pub fn post_sends(&self, reqs: &[(u64, ibv_sge, u32)]) -> (usize, Result<(), TransportError>) {
+        if reqs.is_empty() {
+            return (0, Ok(()));
+        }
+        let mut sges: Vec<ibv_sge> = reqs.iter().map(|r| r.1).collect();
+        let mut wrs: Vec<ibv_send_wr> = Vec::with_capacity(reqs.len());
+        for (i, &(wr_id, sge, imm)) in reqs.iter().enumerate() {
+            let mut wr = ibv_send_wr::zeroed();
+            wr.wr_id = wr_id;
+            wr.sg_list = &mut sges[i];
+            wr.num_sge = if sge.length == 0 { 0 } else { 1 };
+            wr.opcode = IBV_WR_SEND_WITH_IMM;
+            wr.send_flags = IBV_SEND_SIGNALED;
+            wr.imm_data = imm.to_be();
+            wrs.push(wr);
+        }
+        for i in 1..wrs.len() {
+            let next: *mut ibv_send_wr = &mut wrs[i];
+            wrs[i - 1].next = next;
+        }
         let mut bad: *mut ibv_send_wr = ptr::null_mut();
-        // SAFETY: as post_recv.
+        // SAFETY: as post_recv; the chain and its sges live until the call returns.
         let rc = unsafe {
             match (*(*self.qp).context).ops.post_send {
-                Some(f) => f(self.qp, &mut wr, &mut bad),
+                Some(f) => f(self.qp, wrs.as_mut_ptr(), &mut bad),
                 None => libc::ENOSYS,
             }
         };
-        posted("ibv_post_send", rc)
+        if rc == 0 {
+            return (wrs.len(), Ok(()));
+        }
+        let done = if bad.is_null() { 0 } else { (bad as usize - wrs.as_ptr() as usize) / std::mem::size_of::<ibv_send_wr>() };
+        (done, posted("ibv_post_send", rc))
     }
 }
 

@@ -54,6 +54,10 @@ impl Pollable for RdmaTransport {
         self.reactor.fd()
     }
 
+    fn flush(&mut self) {
+        self.reactor.flush();
+    }
+
     fn poll(&mut self, _now: Instant, out: &mut Vec<Event>) {
         self.reactor.poll(out);
     }

@@ -87,32 +87,29 @@ impl Resources {
         Ok(())
     }
 
-    pub fn can_send(&self) -> bool {
-        !self.free_send.is_empty()
+    /// Free send slots: how many frames `send_all` can post now.
+    pub fn free_slots(&self) -> usize {
+        self.free_send.len()
     }
 
-    /// Copies the frame into a free registered slot and posts it. The caller checked `can_send`
-    /// and the frame's size against the peer's receive buffers.
-    /// Copies one frame into a free registered send slot and posts it (header in the immediate).
-    pub fn send(&mut self, imm: u32, payload: &[u8]) -> Result<(), TransportError> {
-        let Some(slot) = self.free_send.pop() else {
-            return Err(TransportError::new(ErrorCode::Io, "no free send slot"));
-        };
-        let len = payload.len();
-        if len > self.send.slot_size() {
-            self.free_send.push(slot);
-            return Err(TransportError::new(
-                ErrorCode::FrameTooLarge,
-                format!("frame payload of {len} bytes exceeds the send buffer of {} bytes", self.send.slot_size()),
-            ));
+    /// Copies frames (`(imm, payload)`, at most `free_slots`, each within the slot size, which
+    /// the caller checked against the peer's receive buffers) into free registered send slots and
+    /// posts them as one chain. Returns how many were posted, and the error that stopped the rest.
+    pub fn send_all<'a>(&mut self, frames: impl Iterator<Item = (u32, &'a [u8])>) -> (usize, Result<(), TransportError>) {
+        let mut reqs = Vec::new();
+        for (imm, payload) in frames {
+            let Some(slot) = self.free_send.pop() else { break };
+            let len = payload.len().min(self.send.slot_size());
+            self.send.slot_mut(slot)[..len].copy_from_slice(&payload[..len]);
+            reqs.push((SEND_TAG | slot as u64, self.send.sge(slot, len), imm));
         }
-        self.send.slot_mut(slot)[..len].copy_from_slice(payload);
-        if let Err(e) = self.qp.post_send_imm(SEND_TAG | slot as u64, self.send.sge(slot, len), imm) {
-            self.free_send.push(slot);
-            return Err(e);
+        let (posted, result) = self.qp.post_sends(&reqs);
+        // Slots of requests that were not posted go back to the pool.
+        for r in reqs[posted..].iter().rev() {
+            self.free_send.push((r.0 & !SEND_TAG) as usize);
         }
-        self.sends_in_flight += 1;
-        Ok(())
+        self.sends_in_flight += posted;
+        (posted, result)
     }
 
     /// Consumes completion-channel events, re-arms the CQ, then polls it empty in batches.

@@ -1,0 +1,168 @@
+//! The caller's commands: listen, connect, send (queued, posted by `flush` in one chain), close,
+//! abort.
+
+use super::*;
+
+impl Reactor {
+
+    /// Queues one frame behind the connection's earlier ones and posts what the send slots take.
+    pub fn send(&mut self, id: ConnId, kind: u8, credits: u16, payload: &[u8]) -> Result<(), TransportError> {
+        let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
+        match c.phase {
+            Phase::Open => {}
+            Phase::Closing | Phase::Draining { .. } => {
+                return Err(TransportError::new(ErrorCode::NotFound, format!("rdma connection {id} is closing")))
+            }
+            _ => return Err(TransportError::new(ErrorCode::NotFound, format!("rdma connection {id} is not established yet"))),
+        }
+        validate_outgoing(kind, payload.len(), c.local_max.min(c.peer_max))?;
+        if c.sendq.len() >= SEND_QUEUE_LIMIT {
+            return Err(TransportError::new(
+                ErrorCode::Io,
+                format!("rdma connection {id} has {SEND_QUEUE_LIMIT} frames queued: send queue full"),
+            ));
+        }
+        c.sendq.push_back(Frame::new(kind, credits, payload.to_vec()));
+        // Posted by the next flush (the caller's, once per turn of its loop, or the next poll's),
+        // together with the other frames of this turn.
+        if !c.corked {
+            c.corked = true;
+            self.corked.push(id);
+        }
+        Ok(())
+    }
+
+    pub fn close(&mut self, id: ConnId) -> Result<(), TransportError> {
+        let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
+        match c.phase {
+            Phase::Open => {
+                c.phase = Phase::Closing;
+                c.deadline = Some(Instant::now() + Duration::from_millis(CLOSE_SEND_TIMEOUT_MS));
+                self.pump(id);
+            }
+            Phase::Resolving | Phase::Connecting | Phase::Accepting => self.fail_setup(
+                id,
+                TransportError::new(ErrorCode::ConnectionReset, "connection closed locally before it was established"),
+            ),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn abort(&mut self, id: ConnId) -> Result<(), TransportError> {
+        let c = self.conns.get(&id).ok_or_else(|| not_found(id))?;
+        if c.is_setup() {
+            self.fail_setup(
+                id,
+                TransportError::new(ErrorCode::ConnectionReset, "connection aborted locally before it was established"),
+            );
+        } else {
+            self.teardown(id, None, false);
+        }
+        Ok(())
+    }
+
+    pub fn listen(&mut self, opts: ListenOptions, addr: std::net::SocketAddr) -> Result<(ListenerId, u16), TransportError> {
+        let cm = CmId::new(self.lib, &self.channel)?;
+        cm.bind(addr)?;
+        cm.listen(opts.backlog)?;
+        let port = cm.local_port();
+        let id = rdma_graceful_core::ids::next_id();
+        self.owners.insert(cm.as_ptr() as usize, Owner::Listener(id));
+        self.listeners.insert(id, Listener { cm, opts });
+        Ok((id, port))
+    }
+
+    pub fn close_listener(&mut self, id: ListenerId) -> Result<(), TransportError> {
+        let Some(l) = self.listeners.remove(&id) else {
+            return Err(TransportError::new(ErrorCode::NotFound, format!("no rdma listener with id {id}")));
+        };
+        self.owners.remove(&(l.cm.as_ptr() as usize));
+        // Handshakes still in progress on this listener have not become connections: end them.
+        let pending: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.role == Role::Passive { listener: id } && c.is_setup())
+            .map(|c| c.id)
+            .collect();
+        for c in pending {
+            self.fail_setup(c, TransportError::new(ErrorCode::ConnectionReset, "listener closed during the handshake"));
+        }
+        drop(l);
+        self.emit(Event::ListenerClosed { listener: id, error: None });
+        Ok(())
+    }
+
+    pub fn connect(&mut self, id: ConnId, opts: rdma_graceful_core::ConnectOptions, addr: std::net::SocketAddr) {
+        let started = (|| {
+            let cm = CmId::new(self.lib, &self.channel)?;
+            cm.set_ack_timeout(crate::ACK_TIMEOUT_EXP);
+            cm.resolve_addr(addr, opts.timeout_ms)?;
+            Ok::<_, TransportError>((cm, addr))
+        })();
+        let (cm, addr) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                self.emit(Event::ConnectFailed { conn: id, error: e });
+                return;
+            }
+        };
+        self.owners.insert(cm.as_ptr() as usize, Owner::Conn(id));
+        self.conns.insert(
+            id,
+            Conn {
+                id,
+                role: Role::Active,
+                phase: Phase::Resolving,
+                res: None,
+                cm,
+                local_max: opts.max_payload,
+                peer_max: 0,
+                peer: addr.to_string(),
+                remote_qpn: 0,
+                sendq: Default::default(),
+                corked: false,
+                early: Vec::new(),
+                deadline: Some(Instant::now() + Duration::from_millis(opts.timeout_ms as u64)),
+                timeout_ms: opts.timeout_ms,
+            },
+        );
+    }
+
+    /// Posts queued frames while send slots are free, chained into one post (rxe rings a doorbell
+    /// per post); finishes a local close once all is sent.
+    pub(super) fn pump(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if !matches!(c.phase, Phase::Open | Phase::Closing) {
+            return;
+        }
+        let Some(res) = c.res.as_mut() else { return };
+        let mut failure = None;
+        let n = c.sendq.len().min(res.free_slots());
+        if let Some(f) = c.sendq.iter().take(n).find(|f| f.payload.len() as u64 > c.peer_max as u64) {
+            failure = Some(too_large_for_peer(f, c.peer_max));
+        } else if n > 0 {
+            let (posted, result) = res.send_all(c.sendq.iter().take(n).map(|f| (f.imm(), &f.payload[..])));
+            c.sendq.drain(..posted);
+            failure = result.err();
+        }
+        let done_closing = matches!(c.phase, Phase::Closing) && c.sendq.is_empty() && res.sends_in_flight == 0;
+        if let Some(e) = failure {
+            return self.teardown(id, Some(e), false);
+        }
+        if done_closing {
+            self.teardown(id, None, true);
+        }
+    }
+
+    /// Posts what `send` queued since the last flush, one chained post per connection.
+    pub fn flush(&mut self) {
+        for id in std::mem::take(&mut self.corked) {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.corked = false;
+            }
+            self.pump(id);
+        }
+    }
+
+}
