@@ -76,7 +76,8 @@ pub fn validate_outgoing(kind: u8, len: usize, max_payload: u32) -> Result<(), T
     Ok(())
 }
 
-fn parse_imm(imm: u32) -> Result<(u8, u16), TransportError> {
+/// Kind and credits from a 32-bit header word (the rdma immediate data), checked.
+pub fn parse_imm(imm: u32) -> Result<(u8, u16), TransportError> {
     let kind = (imm >> 24) as u8;
     let flags = (imm >> 16) as u8;
     if kind > MAX_KIND {

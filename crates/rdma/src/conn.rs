@@ -46,8 +46,10 @@ pub struct Conn {
     pub sendq: VecDeque<Frame>,
     /// Listed in the reactor's `corked`: frames wait for its next `flush`.
     pub corked: bool,
-    /// Frames that arrived before ESTABLISHED was reported (the peer's QP reaches RTS first).
-    pub early: Vec<Frame>,
+    /// Frames (wire format) that arrived before ESTABLISHED was reported (the peer's QP reaches
+    /// RTS first), and how many.
+    pub early: Vec<u8>,
+    pub early_count: u32,
     pub deadline: Option<Instant>,
     pub timeout_ms: u32,
 }

@@ -8,7 +8,8 @@
 
 use std::rc::Rc;
 
-use rdma_graceful_core::{ErrorCode, Frame, TransportError};
+use rdma_graceful_core::frame::{encode_header, parse_imm};
+use rdma_graceful_core::{ErrorCode, TransportError};
 
 use crate::cm::CmId;
 use crate::cq::{CompChannel, Cq};
@@ -43,12 +44,13 @@ pub struct Resources {
 
 /// What one completion meant, already translated.
 pub enum Completed {
-    /// A message arrived: the frame, or why it is not a valid frame.
-    Received(Result<Frame, TransportError>),
+    /// A message arrived and was appended to the frames buffer (header and payload, wire format).
+    Received,
     /// A send finished (the peer's hardware acknowledged it).
     Sent,
-    /// A work request failed (a flush included: the QP is in ERR).
-    Failed { error: TransportError },
+    /// A message arrived that is not a frame, or a work request failed (a flush included: the QP
+    /// is in ERR). `at`: the length of the frames buffer then (what arrived before it).
+    Failed { error: TransportError, at: usize },
 }
 
 impl Resources {
@@ -112,27 +114,33 @@ impl Resources {
         (posted, result)
     }
 
-    /// Consumes completion-channel events, re-arms the CQ, then polls it empty in batches.
-    /// Arming before polling means a completion that lands during the poll still wakes us.
-    /// Successful receives are re-posted only when `repost` (not while tearing down).
-    pub fn poll(&mut self, repost: bool, out: &mut Vec<Completed>) -> Result<(), TransportError> {
+    /// Consumes the completion-channel event, re-arms the CQ, then polls it in batches until it is
+    /// empty (Ok(false)) or `budget` bytes of frames were taken (Ok(true): more may be waiting,
+    /// and no channel event will say so). Arming before polling means a completion that lands
+    /// during the poll still wakes us. Received frames go straight from their registered buffer
+    /// to `frames`, which is then re-posted, unless `repost` is false (tearing down).
+    pub fn poll(&mut self, repost: bool, out: &mut Vec<Completed>, frames: &mut Vec<u8>, budget: usize) -> Result<bool, TransportError> {
         if self.cq.take_events() {
             self.cq.arm()?;
         }
+        let start = frames.len();
         let mut wc = [ibv_wc { wr_id: 0, status: 0, opcode: 0, vendor_err: 0, byte_len: 0, imm_data: 0, qp_num: 0, src_qp: 0, wc_flags: 0, pkey_index: 0, slid: 0, sl: 0, dlid_path_bits: 0 }; POLL_BATCH];
         loop {
             let n = self.cq.poll(&mut wc)?;
             for w in &wc[..n] {
-                let c = self.complete(w, repost)?;
+                let c = self.complete(w, repost, frames)?;
                 out.push(c);
             }
             if n < POLL_BATCH {
-                return Ok(());
+                return Ok(false);
+            }
+            if frames.len() - start >= budget {
+                return Ok(true);
             }
         }
     }
 
-    fn complete(&mut self, w: &ibv_wc, repost: bool) -> Result<Completed, TransportError> {
+    fn complete(&mut self, w: &ibv_wc, repost: bool, frames: &mut Vec<u8>) -> Result<Completed, TransportError> {
         let is_send = w.wr_id & SEND_TAG != 0;
         let slot = (w.wr_id & !SEND_TAG) as usize;
         if is_send {
@@ -142,21 +150,29 @@ impl Resources {
             self.recvs_posted = self.recvs_posted.saturating_sub(1);
         }
         if w.status != IBV_WC_SUCCESS {
-            return Ok(Completed::Failed { error: self.wc_error(w, is_send) });
+            return Ok(Completed::Failed { error: self.wc_error(w, is_send), at: frames.len() });
         }
         if is_send {
             return Ok(Completed::Sent);
         }
-        let frame = if w.wc_flags & IBV_WC_WITH_IMM == 0 {
+        let header = if w.wc_flags & IBV_WC_WITH_IMM == 0 {
             Err(TransportError::new(ErrorCode::MalformedFrame, "peer sent a message without immediate data (not an rdma-graceful frame)"))
         } else {
-            let len = (w.byte_len as usize).min(self.recv.slot_size());
-            Frame::from_imm(u32::from_be(w.imm_data), self.recv.slot(slot)[..len].to_vec())
+            parse_imm(u32::from_be(w.imm_data))
+        };
+        let result = match header {
+            Ok((kind, credits)) => {
+                let len = (w.byte_len as usize).min(self.recv.slot_size());
+                frames.extend_from_slice(&encode_header(kind, credits, len as u32));
+                frames.extend_from_slice(&self.recv.slot(slot)[..len]);
+                Completed::Received
+            }
+            Err(error) => Completed::Failed { error, at: frames.len() },
         };
         if repost {
             self.post_recv(slot)?;
         }
-        Ok(Completed::Received(frame))
+        Ok(result)
     }
 
     fn wc_error(&self, w: &ibv_wc, is_send: bool) -> TransportError {

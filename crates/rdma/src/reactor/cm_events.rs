@@ -80,6 +80,7 @@ impl Reactor {
                 sendq: Default::default(),
                 corked: false,
                 early: Vec::new(),
+                early_count: 0,
                 deadline: Some(Instant::now() + Duration::from_millis(handshake_ms as u64)),
                 timeout_ms: handshake_ms,
             },
@@ -214,17 +215,14 @@ impl Reactor {
             Role::Active => Event::Connected { conn: id, peer: c.peer.clone(), qp: c.qp_info() },
             Role::Passive { listener } => Event::Accepted { listener, conn: id, peer: c.peer.clone(), qp: c.qp_info() },
         };
-        let early = std::mem::take(&mut c.early);
+        let data = std::mem::take(&mut c.early);
+        let count = std::mem::take(&mut c.early_count);
         self.emit(event);
-        if !early.is_empty() {
-            let mut data = Vec::new();
-            for f in &early {
-                append_frame(&mut data, f);
-            }
-            self.emit(Event::Frames { conn: id, data, count: early.len() as u32 });
+        if count > 0 {
+            self.emit(Event::Frames { conn: id, data, count });
         }
         // Completions may have arrived before ESTABLISHED; and queued sends may now go.
-        self.on_cq_ready(id);
+        self.on_cq_ready_all(id);
     }
 
 }

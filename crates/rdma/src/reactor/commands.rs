@@ -123,6 +123,7 @@ impl Reactor {
                 sendq: Default::default(),
                 corked: false,
                 early: Vec::new(),
+                early_count: 0,
                 deadline: Some(Instant::now() + Duration::from_millis(opts.timeout_ms as u64)),
                 timeout_ms: opts.timeout_ms,
             },

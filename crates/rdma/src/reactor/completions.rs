@@ -43,39 +43,59 @@ impl Reactor {
     }
 
 
-    pub(super) fn on_cq_ready(&mut self, id: ConnId) {
+    /// Takes everything the connection's CQ holds (setup and teardown paths).
+    pub(super) fn on_cq_ready_all(&mut self, id: ConnId) {
+        let mut unbounded = usize::MAX;
+        self.on_cq_ready(id, &mut unbounded);
+    }
+
+    /// Takes what the connection's CQ holds, at most `budget` bytes of frames (what is left is
+    /// taken on the next turn: `more_cq` and a wake, since no channel event will come for it).
+    pub(super) fn on_cq_ready(&mut self, id: ConnId, budget: &mut usize) {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let Some(res) = c.res.as_mut() else { return };
         let draining = matches!(c.phase, Phase::Draining { .. });
-        let mut out = Vec::new();
-        let polled = res.poll(!draining, &mut out);
-        let mut failure: Option<TransportError> = polled.err();
-        let (mut data, mut count) = (Vec::new(), 0u32);
+        let early = matches!(c.phase, Phase::Accepting | Phase::Connecting);
+        let (mut out, mut data) = (Vec::new(), Vec::new());
+        let polled = res.poll(!draining, &mut out, &mut data, *budget);
+        *budget = budget.saturating_sub(data.len());
+        let mut failure: Option<TransportError> = None;
+        let mut kept = data.len();
+        let mut count = 0u32;
         for comp in out {
             match comp {
-                Completed::Received(Ok(frame)) => match &c.phase {
-                    Phase::Open | Phase::Closing | Phase::Draining { deliver: true, .. } if failure.is_none() => {
-                        append_frame(&mut data, &frame);
-                        count += 1;
-                    }
-                    Phase::Accepting | Phase::Connecting if failure.is_none() => c.early.push(frame),
-                    _ => {}
-                },
-                Completed::Received(Err(e)) => {
-                    failure.get_or_insert(e);
-                }
-                Completed::Sent => {}
+                Completed::Received if failure.is_none() => count += 1,
+                Completed::Received | Completed::Sent => {}
                 // The first failure is the cause; flushes that follow it are its consequence.
-                Completed::Failed { error } => {
-                    if !draining {
-                        failure.get_or_insert(error);
+                Completed::Failed { error, at } => {
+                    if failure.is_none() && !draining {
+                        failure = Some(error);
+                        kept = at;
                     }
                 }
             }
         }
+        let more = match polled {
+            Ok(more) => more,
+            Err(e) => {
+                failure.get_or_insert(e);
+                false
+            }
+        };
+        data.truncate(kept);
+        let deliver = matches!(c.phase, Phase::Open | Phase::Closing | Phase::Draining { deliver: true, .. });
+        if count > 0 && early {
+            // Frames that arrived before ESTABLISHED was reported (the peer's QP reaches RTS first).
+            c.early.extend_from_slice(&data);
+            c.early_count += count;
+        }
         let setup = c.is_setup();
-        if count > 0 {
+        if count > 0 && deliver {
             self.emit(Event::Frames { conn: id, data, count });
+        }
+        if more && failure.is_none() {
+            self.more_cq.push(id);
+            self.poller.wake();
         }
         if let Some(e) = failure {
             if draining {
@@ -91,6 +111,4 @@ impl Reactor {
         }
         self.pump(id);
     }
-
-
 }

@@ -36,7 +36,7 @@ impl Reactor {
         c.phase = Phase::Draining { error, deliver };
         c.deadline = Some(Instant::now() + Duration::from_millis(DRAIN_TIMEOUT_MS));
         // Flushes may already be waiting in the CQ without a new channel event.
-        self.on_cq_ready(id);
+        self.on_cq_ready_all(id);
     }
 
     pub(super) fn maybe_finish(&mut self, id: ConnId) {
@@ -116,7 +116,7 @@ impl Reactor {
         while !self.conns.is_empty() && Instant::now() < deadline {
             let ids: Vec<ConnId> = self.conns.keys().copied().collect();
             for id in ids {
-                self.on_cq_ready(id);
+                self.on_cq_ready_all(id);
             }
             if !self.conns.is_empty() {
                 std::thread::sleep(Duration::from_millis(2));

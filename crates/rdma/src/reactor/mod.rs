@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use rdma_graceful_core::frame::{encode_header, validate_outgoing};
+use rdma_graceful_core::frame::validate_outgoing;
 use rdma_graceful_core::poll::{Poller, READABLE, WAKE};
 use rdma_graceful_core::{ConnId, ErrorCode, Event, Frame, ListenOptions, ListenerId, TransportError};
 
@@ -30,6 +30,9 @@ use crate::handshake::Hello;
 use crate::loader::Lib;
 use crate::verbs::{Completed, Resources};
 use crate::{CLOSE_SEND_TIMEOUT_MS, DRAIN_TIMEOUT_MS, RECV_DEPTH, SEND_QUEUE_LIMIT};
+
+/// Bytes of frames one turn takes out of the completion queues, all connections together.
+const POLL_BUDGET: usize = 1 << 20;
 
 const TOKEN_CM: u64 = 1;
 const TOKEN_DEVICE: u64 = 1 << 40;
@@ -59,6 +62,8 @@ pub(crate) struct Reactor {
     polling: bool,
     /// Connections with frames queued since the last `flush`.
     corked: Vec<ConnId>,
+    /// Connections whose CQ still held completions when a turn's budget ran out.
+    more_cq: Vec<ConnId>,
     listeners: HashMap<ListenerId, Listener>,
     conns: HashMap<ConnId, Conn>,
     owners: HashMap<usize, Owner>,
@@ -79,6 +84,7 @@ impl Reactor {
             events: Vec::new(),
             polling: false,
             corked: Vec::new(),
+            more_cq: Vec::new(),
             listeners: HashMap::new(),
             conns: HashMap::new(),
             owners: HashMap::new(),
@@ -112,11 +118,17 @@ impl Reactor {
         if ready.iter().any(|&(t, _)| t == TOKEN_CM) {
             self.on_cm_ready();
         }
+        // Frames are taken up to a budget per turn (the rest on the next turn, after the caller's
+        // timers ran): a flooding connection cannot hold the loop.
+        let mut budget = POLL_BUDGET;
+        for id in std::mem::take(&mut self.more_cq) {
+            self.on_cq_ready(id, &mut budget);
+        }
         for &(t, _) in ready.iter() {
             match t {
                 WAKE | TOKEN_CM => {}
                 t if t & !TOKEN_MASK == TOKEN_DEVICE => self.on_device_ready(t),
-                t if t & !TOKEN_MASK == TOKEN_CONN => self.on_cq_ready((t & TOKEN_MASK) as ConnId),
+                t if t & !TOKEN_MASK == TOKEN_CONN => self.on_cq_ready((t & TOKEN_MASK) as ConnId, &mut budget),
                 _ => {}
             }
         }
@@ -140,11 +152,5 @@ fn too_large_for_peer(frame: &Frame, peer_max: u32) -> TransportError {
 
 fn not_found(id: ConnId) -> TransportError {
     TransportError::new(ErrorCode::NotFound, format!("no open rdma connection with id {id}"))
-}
-
-/// Appends a frame in wire format (header, payload), as `Event::Frames` carries them.
-fn append_frame(data: &mut Vec<u8>, f: &Frame) {
-    data.extend_from_slice(&encode_header(f.kind, f.credits, f.payload.len() as u32));
-    data.extend_from_slice(&f.payload);
 }
 
