@@ -252,6 +252,7 @@ interface Victim {
   /** Settles at DOWN (stream: the pending read; close: the close() under way). */
   down: Promise<unknown>
   sends: Array<Promise<void>>
+  echoes?: number
   /** close(): the stream's is called after DOWN, the mid-close one's is the one under way. */
   closing?: Promise<CloseResult>
   downAt?: number
@@ -266,29 +267,27 @@ interface Victim {
  */
 export async function vanishedHost(t: ExecutionContext, envs: Env[]): Promise<string[]> {
   const victims: Victim[] = []
+  const holds: RemoteNode[] = []
   for (const e of envs) {
     const echo = await remoteServer(t, e)
     const hold = startRemote(t, ['server'], remoteEnv(e, peerIp(), { RG_BEHAVIOUR: 'hold', RG_READ: '1' }))
     const holdPort = (await hold.waitFor((l) => 'port' in l, 'port', 120_000)).port
     const s = await connect({ transport: e.transport, host: peerIp(), port: echo.port, ...hb(e), maxQueuedSends: 20_000 })
-    let echoes = 0
-    const sv: Victim = {
-      transport: e.transport,
-      kind: 'stream',
-      conn: s,
-      down: (async () => {
-        for await (const _ of s) echoes++
-      })().then(() => undefined, (x: unknown) => x),
-      sends: sendMany(s, 4000, (i) => `m ${i}`),
-    }
-    await until(() => echoes >= 100, 60_000, `${e.transport}: 100 echoes`)
+    const sv: Victim = { transport: e.transport, kind: 'stream', conn: s, echoes: 0, down: Promise.resolve(), sends: [] }
+    sv.down = (async () => {
+      for await (const _ of s) sv.echoes!++
+    })().then(() => undefined, (x: unknown) => x)
     const c = await connect({ transport: e.transport, host: peerIp(), port: holdPort, ...hb(e) })
     const cs = sendMany(c, 10, (i) => `request ${i}`)
-    const read = c.read().then(() => undefined, (x: unknown) => x)
-    const closing = c.close()
-    await hold.waitFor((l) => l.closeState === 'REQ_RECEIVED', 'REQ_RECEIVED', 20_000)
-    victims.push(sv, { transport: e.transport, kind: 'close', conn: c, down: read, sends: cs, closing })
+    victims.push(sv, { transport: e.transport, kind: 'close', conn: c, down: c.read().then(() => undefined, (x: unknown) => x), sends: cs })
+    holds.push(hold)
   }
+  // The streams and every close() start only now, all together: a stream must still be under way
+  // when b vanishes, and a REQ left unanswered long enough times out ('ack-timeout').
+  for (const v of victims.filter((x) => x.kind === 'stream')) v.sends = sendMany(v.conn, 4000, (i) => `m ${i}`)
+  await until(() => victims.every((v) => v.kind !== 'stream' || v.echoes! >= 100), 60_000, '100 echoes on each stream')
+  for (const v of victims.filter((x) => x.kind === 'close')) v.closing = v.conn.close()
+  await Promise.all(holds.map((h) => h.waitFor((l) => l.closeState === 'REQ_RECEIVED', 'REQ_RECEIVED', 20_000)))
   await sleep(2 * envs[0]!.heartbeatIntervalMs)
   for (const v of victims) t.is(v.conn.state, v.kind === 'stream' ? 'OPEN' : 'CLOSING', `${v.transport} ${v.kind}: still up before the vanish`)
   for (const v of victims) {
