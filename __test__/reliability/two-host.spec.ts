@@ -20,7 +20,11 @@ const twoHostTest = (title: string, fn: (t: ExecutionContext) => Promise<unknown
   if (unavailable === undefined) {
     test.serial(title, async (t) => {
       await agentReady()
-      await fn(t)
+      // Printed at once as well: ava reports failures only at the end of the run.
+      await fn(t).catch((err: unknown) => {
+        console.error(`${title}: ${(err as Error)?.stack ?? String(err)}`)
+        throw err
+      })
     })
   } else test.skip(`${title} (skipped: ${unavailable})`, () => {})
 }
