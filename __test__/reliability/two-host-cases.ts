@@ -332,7 +332,7 @@ export async function vanishedHost(t: ExecutionContext, envs: Env[]): Promise<st
     const err = await v.down
     const result = await withDeadline(v.closing ?? v.conn.close(), TEARDOWN_MS + 10_000, 'close() after DOWN')
     await withDeadline(v.conn.closed, TEARDOWN_MS + 10_000, 'closed after DOWN')
-    const freedMs = v.closedAt! - v.downAt!
+    const freedMs = Math.max(0, v.closedAt! - v.downAt!)
     const tally = await settleCodes(v.sends)
     t.is(code(err), 'ERR_CONNECTION_DOWN', `${v.transport} ${v.kind}: the pending read rejects`)
     t.is(result.outcome, 'forced', `${v.transport} ${v.kind}: ${JSON.stringify(result)}`)
