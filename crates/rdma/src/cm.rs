@@ -168,10 +168,10 @@ impl CmId {
 
     pub fn connect(&self, private: &[u8]) -> Result<(), TransportError> {
         let mut p = conn_param(private);
-        // Retry transport errors the most the spec allows; retry-exceeded still surfaces as a
-        // completion error, and the lifecycle layer's credits make RNR retries unneeded, so those
-        // are few: an RNR would mean a peer broke the credit contract.
-        p.retry_count = 7;
+        // Retry transport errors the most that stays bounded (crate::RETRY_COUNT); retry-exceeded
+        // surfaces as a completion error. The lifecycle layer's credits make RNR retries unneeded,
+        // so those are few: an RNR would mean a peer broke the credit contract.
+        p.retry_count = crate::RETRY_COUNT;
         p.rnr_retry_count = 3;
         // SAFETY: id is live with a resolved route and a QP; private outlives the call.
         let rc = unsafe { (self.lib.cm.rdma_connect)(self.id, &mut p) };

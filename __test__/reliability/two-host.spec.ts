@@ -1,0 +1,47 @@
+/**
+ * Faults between two hosts, over rdma and over tcp, held to the same bounds (two-host-cases.ts): the
+ * wire between two Soft-RoCE guests cut while idle, while streaming, briefly, and during a server's
+ * shutdown; host b vanishing mid-stream and mid-close. Runs on host a of
+ * `scripts/softroce/two-hosts.sh` (scripts/test-rdma.sh starts it, with fixtures/two-host-agent.ts
+ * on b); elsewhere every test is skipped with the reason in its title.
+ *
+ * Heartbeats: every 200 ms, DOWN after 1.5 s of silence, on both transports. The short partition
+ * lasts 300 ms: under rdma's RC retry budget (retry_count 6, ACK timeout 67 ms: a send that gets no
+ * ACK fails ~0.5 s later, see docs/rdma.md), which is shorter than the heartbeat timeout.
+ */
+import test, { type ExecutionContext } from 'ava'
+
+import { rdmaUnavailableReason } from '../helpers'
+import * as cases from './two-host-cases'
+import { agentReady, twoHostUnavailableReason } from './two-host'
+
+const unavailable = twoHostUnavailableReason() ?? rdmaUnavailableReason()
+const twoHostTest = (title: string, fn: (t: ExecutionContext) => Promise<unknown>): void => {
+  if (unavailable === undefined) {
+    test.serial(title, async (t) => {
+      await agentReady()
+      // Printed at once as well: ava reports failures only at the end of the run.
+      await fn(t).catch((err: unknown) => {
+        console.error(`${title}: ${(err as Error)?.stack ?? String(err)}`)
+        throw err
+      })
+    })
+  } else test.skip(`${title} (skipped: ${unavailable})`, () => {})
+}
+
+const envs: cases.Env[] = (['rdma', 'tcp'] as const).map((transport) => ({ transport, heartbeatIntervalMs: 200, heartbeatTimeoutMs: 1500 }))
+const summary: string[] = []
+const keep = (p: Promise<string | string[]>): Promise<void> => p.then((s) => void summary.push(...[s].flat()))
+
+for (const e of envs) {
+  twoHostTest(`two hosts, ${e.transport}: wire cut while idle: both sides DOWN within the bound, the pending read rejects, all freed; after healing a new connection works`, (t) => keep(cases.partition(t, e, false)))
+  twoHostTest(`two hosts, ${e.transport}: wire cut while streaming: both sides DOWN within the bound, queued sends and the read reject ERR_CONNECTION_DOWN, all freed; healed: a new connection works`, (t) => keep(cases.partition(t, e, true)))
+  twoHostTest(`two hosts, ${e.transport}: a 300 ms cut (shorter than what either side tolerates): the connection survives, nothing lost or duplicated`, (t) => keep(cases.shortPartition(t, e, 300)))
+  twoHostTest(`two hosts, ${e.transport}: server shutdown (grace 1 s) while one client's host is cut off: polite clients finish, the cut one forced by grace end, close on time`, (t) => keep(cases.shutdownWithCutClient(t, e, 1000)))
+}
+// Last: host b is gone afterwards.
+twoHostTest('two hosts, rdma and tcp: host b powers off mid-stream and mid-close: every connection DOWN within the bound, close() forced with the reason, all freed', (t) => keep(cases.vanishedHost(t, envs)))
+
+test.after.always(() => {
+  if (summary.length > 0) console.log(['two-host summary:', ...summary].join('\n  '))
+})
