@@ -204,3 +204,21 @@ test.serial('a host name is resolved off the event loop; one that does not resol
   await t.throwsAsync(listen({ host: 'no.such.host.invalid' }), { code: 'ERR_ADDRESS_UNREACHABLE' } as never)
   assertNoLiveResources(t)
 })
+
+test.serial('rdma tuning options are checked at once, whatever the transport', async (t) => {
+  for (const bad of [0, 32, 1.5, -1]) {
+    await t.throwsAsync(connect({ port: 9, rdmaAckTimeoutExponent: bad }), { code: 'ERR_INVALID_ARGUMENT' } as never)
+    await t.throwsAsync(listen({ rdmaAckTimeoutExponent: bad }), { code: 'ERR_INVALID_ARGUMENT' } as never)
+  }
+  for (const bad of [8, -1, 2.5]) {
+    const err = await t.throwsAsync(connect({ port: 9, rdmaRetryCount: bad }))
+    t.is((err as TransportError).code, 'ERR_INVALID_ARGUMENT')
+    t.regex(err!.message, /rdmaRetryCount must be an integer from 0 to 7/)
+  }
+  // Valid values are accepted (and ignored by tcp).
+  const server = await listen({ port: 0, rdmaAckTimeoutExponent: 14 })
+  const conn = await connect({ port: server.port, rdmaRetryCount: 3, rdmaAckTimeoutExponent: 18 })
+  t.is((await conn.close()).outcome, 'graceful')
+  await server.close()
+  assertNoLiveResources(t)
+})

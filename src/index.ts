@@ -15,6 +15,7 @@ import {
   maxMessageSizeOf,
   portOf,
   connectionOptionsOf,
+  rdmaTuningOf,
   timeoutOf,
   transportOf,
   type ConnectOptions,
@@ -55,6 +56,7 @@ export async function listen(opts: ListenOptions = {}): Promise<Server> {
   const port = portOf(opts.port ?? 0, true)
   const maxPayload = maxMessageSizeOf(opts)
   const handshakeTimeoutMs = timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000)
+  const { rdmaAckTimeoutExponent } = rdmaTuningOf(opts)
   const protocol = connectionOptionsOf(opts)
   const host = await resolveHost(opts.host ?? '127.0.0.1', kind)
   return new Server(
@@ -65,6 +67,7 @@ export async function listen(opts: ListenOptions = {}): Promise<Server> {
       maxPayload,
       backlog: opts.backlog,
       handshakeTimeoutMs,
+      rdmaAckTimeoutExponent,
     },
     protocol,
   )
@@ -84,6 +87,7 @@ export function connect(opts: ConnectOptions): Promise<Connection> {
       port: portOf(opts.port, false),
       maxPayload: maxMessageSizeOf(opts),
       timeoutMs: timeoutOf('connectTimeoutMs', opts.connectTimeoutMs, 10_000),
+      ...rdmaTuningOf(opts),
     }
     const { signal } = opts
     if (signal?.aborted) return reject(signal.reason)

@@ -8,7 +8,9 @@ import type * as Binding from '../index'
 import { TransportError } from './errors'
 import { loadNativeBinding } from './native-load'
 
+export type BindingConnectOptions = Binding.BindingConnectOptions
 export type BindingEvent = Binding.BindingEvent
+export type BindingListenOptions = Binding.BindingListenOptions
 export type BindingTransport = Binding.BindingTransport
 export type RdmaLimits = Binding.RdmaLimits
 

@@ -13,6 +13,13 @@ export interface TransportOptions {
   transport?: TransportKind
   /** Largest message in bytes, each way (default 1 MiB on tcp, 64 KiB on rdma; at most 64 MiB). */
   maxMessageSize?: number
+  /**
+   * rdma: the queue pair's local ACK timeout, as the exponent n of 4.096 us x 2^n per try (1-31,
+   * default 16: 268 ms). With the retry count, how long a send may go unacknowledged before the
+   * connection goes DOWN with transport-down: about (rdmaRetryCount + 1) x that (default 1.9 s).
+   * Ignored on tcp. See docs/rdma.md.
+   */
+  rdmaAckTimeoutExponent?: number
 }
 
 export interface ListenOptions extends TransportOptions, ProtocolOptions, DriverOptions {
@@ -32,6 +39,11 @@ export interface ConnectOptions extends TransportOptions, ProtocolOptions, Drive
   connectTimeoutMs?: number
   /** Aborts the connection attempt (the promise rejects with the signal's reason). */
   signal?: AbortSignal
+  /**
+   * rdma: transport retries of the connection (0-7, default 6; the server's side uses the
+   * client's value). Soft-RoCE treats 7 as "retry forever". Ignored on tcp.
+   */
+  rdmaRetryCount?: number
 }
 
 export const DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
@@ -123,4 +135,20 @@ function protocolOptionsOf(o: ProtocolOptions & TransportOptions): ProtocolOptio
     throw invalid((err as Error).message)
   }
   return picked as ProtocolOptions & { maxMessageSize: number }
+}
+
+/** The rdma tuning options, checked (undefined: the transport's default). */
+export function rdmaTuningOf(o: { rdmaAckTimeoutExponent?: number; rdmaRetryCount?: number }): {
+  rdmaAckTimeoutExponent?: number
+  rdmaRetryCount?: number
+} {
+  const check = (name: string, v: number | undefined, lo: number, hi: number): number | undefined => {
+    if (v === undefined) return undefined
+    if (!Number.isInteger(v) || v < lo || v > hi) throw invalid(`${name} must be an integer from ${lo} to ${hi}, got ${v}`)
+    return v
+  }
+  return {
+    rdmaAckTimeoutExponent: check('rdmaAckTimeoutExponent', o.rdmaAckTimeoutExponent, 1, 31),
+    rdmaRetryCount: check('rdmaRetryCount', o.rdmaRetryCount, 0, 7),
+  }
 }

@@ -6,7 +6,15 @@
  * resource outlives its use: the next listen() or connect() starts a new one.
  */
 import { TransportError } from './errors'
-import { createTransport, nativeCall, toTransportError, type BindingEvent, type BindingTransport } from './native'
+import {
+  createTransport,
+  nativeCall,
+  toTransportError,
+  type BindingConnectOptions,
+  type BindingEvent,
+  type BindingListenOptions,
+  type BindingTransport,
+} from './native'
 
 export type TransportKind = 'tcp' | 'rdma'
 
@@ -62,7 +70,7 @@ export class Hub {
   }
 
   listen(
-    opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number },
+    opts: BindingListenOptions,
     events: ListenerEvents,
   ): { id: number; port: number } {
     const listening = this.starting(() => this.native.listen(opts))
@@ -75,7 +83,7 @@ export class Hub {
     nativeCall(() => this.native.closeListener(id))
   }
 
-  connect(opts: { host: string; port: number; maxPayload: number; timeoutMs: number }, events: ConnectionEvents): number {
+  connect(opts: BindingConnectOptions, events: ConnectionEvents): number {
     const id = this.starting(() => this.native.connect(opts))
     this.conns.set(id, events)
     this.updateKeepAlive()

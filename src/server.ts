@@ -6,6 +6,7 @@
 import { Connection, type CloseResult, type DriverOptions, type ProtocolOptions } from './connection'
 import type { TransportError } from './errors'
 import { TypedEmitter, type ServerEventMap } from './events'
+import type { BindingListenOptions } from './native'
 import { invalid } from './options'
 import { Hub, type TransportKind } from './reactor'
 
@@ -40,7 +41,7 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   /** @internal Use listen(). */
   constructor(
     hub: Hub,
-    opts: { host: string; port: number; maxPayload: number; backlog?: number; handshakeTimeoutMs?: number },
+    opts: BindingListenOptions,
     protocol: ProtocolOptions & DriverOptions,
   ) {
     super()

@@ -29,8 +29,24 @@ const peerEnv = (e: Env, extra: Record<string, string> = {}): Record<string, str
   RG_OPTS: JSON.stringify(hb(e)),
   ...extra,
 })
-const until = async (cond: () => boolean, ms: number, what: string): Promise<void> =>
-  withDeadline((async () => { while (!cond()) await sleep(2) })(), ms, what)
+/**
+ * Waits for `cond`; with `conn`, a connection that ends meanwhile fails the wait at once, saying
+ * how it ended (instead of a timeout that hides the reason).
+ */
+const until = async (cond: () => boolean, ms: number, what: string, conn?: Connection): Promise<void> => {
+  let ended: CloseResult | undefined
+  void conn?.closed.then((r) => (ended = r))
+  await withDeadline(
+    (async () => {
+      while (!cond()) {
+        if (ended) throw new Error(`${what}: the connection ended first: ${ended.outcome}, ${ended.reason}, ${ended.error?.message ?? ''}`)
+        await sleep(2)
+      }
+    })(),
+    ms,
+    what,
+  )
+}
 /** n sends, each also given a no-op handler: a test that fails early leaves no unhandled rejection. */
 function sendMany(c: Connection, n: number, text: (i: number) => string): Array<Promise<void>> {
   return Array.from({ length: n }, (_, i) => {
@@ -58,7 +74,7 @@ export async function killServerMidTransfer(t: ExecutionContext, e: Env): Promis
     for await (const _ of conn) echoes++
   })()
   const sends = sendMany(conn, total, (i) => `message ${i}`)
-  await until(() => echoes >= 200, 30_000, '200 echoes')
+  await until(() => echoes >= 200, 30_000, '200 echoes', conn)
   const killedAt = performance.now()
   peer.child.kill('SIGKILL')
   const err = await withDeadline(reading.then(() => undefined, (x: unknown) => x), bound(e) + 5000, 'read after the kill')
@@ -86,7 +102,7 @@ export async function killClientMidTransfer(t: ExecutionContext, e: Env): Promis
     for await (const _ of conn) echoes++
   })()
   const sends = sendMany(conn, Math.round(20_000 * e.scale), (i) => `to client ${i}`)
-  await until(() => echoes >= 200, 30_000, '200 echoes')
+  await until(() => echoes >= 200, 30_000, '200 echoes', conn)
   const killedAt = performance.now()
   client.child.kill('SIGKILL')
   const err = await withDeadline(reading.then(() => undefined, (x: unknown) => x), bound(e) + 5000, 'read after the kill')

@@ -26,7 +26,7 @@ pub fn assert_all_zero(when: &str) {
 
 /// Connects to `port` on `host` and returns (client conn, server conn).
 pub fn pair<T: Transport>(el: &mut EventLoop<T>, host: &str, port: u16, max_payload: u32) -> (ConnId, ConnId) {
-    let opts = ConnectOptions { host: host.into(), port, max_payload, timeout_ms: 10_000 };
+    let opts = ConnectOptions { host: host.into(), port, max_payload, ..Default::default() };
     let c = el.transport.connect(&opts).expect("connect");
     el.expect("Connected", WAIT, |e| matches!(e, Event::Connected { conn, .. } if *conn == c));
     let s = match el.expect("Accepted", WAIT, |e| matches!(e, Event::Accepted { .. })) {

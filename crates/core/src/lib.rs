@@ -17,4 +17,4 @@ pub use error::{ErrorCode, TransportError};
 pub use event::Event;
 pub use frame::Frame;
 pub use poll::{EventLoop, Pollable};
-pub use transport::{ConnId, ConnectOptions, ListenOptions, ListenerId, Transport};
+pub use transport::{ConnId, ConnectOptions, ListenOptions, ListenerId, RdmaTuning, Transport};

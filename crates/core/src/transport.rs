@@ -19,6 +19,8 @@ pub struct ListenOptions {
     pub max_payload: u32,
     /// How long an accepted peer has to complete the transport handshake.
     pub handshake_timeout_ms: u32,
+    /// rdma only: the ACK timeout exponent of accepted connections' QPs (see `RdmaTuning`).
+    pub rdma: RdmaTuning,
 }
 
 impl Default for ListenOptions {
@@ -29,6 +31,7 @@ impl Default for ListenOptions {
             backlog: 511,
             max_payload: DEFAULT_MAX_PAYLOAD,
             handshake_timeout_ms: 10_000,
+            rdma: RdmaTuning::default(),
         }
     }
 }
@@ -40,12 +43,32 @@ pub struct ConnectOptions {
     pub max_payload: u32,
     /// Deadline for the whole transport-level connect (resolve, connect, handshake).
     pub timeout_ms: u32,
+    /// rdma only: retry count and ACK timeout of the connection's QP.
+    pub rdma: RdmaTuning,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { host: "127.0.0.1".into(), port: 0, max_payload: DEFAULT_MAX_PAYLOAD, timeout_ms: 10_000 }
+        ConnectOptions {
+            host: "127.0.0.1".into(),
+            port: 0,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            timeout_ms: 10_000,
+            rdma: RdmaTuning::default(),
+        }
     }
+}
+
+/// How long an rdma queue pair waits for the peer's acknowledgement before it gives up on a send
+/// (retry-exceeded, which takes the connection down): about (retry_count + 1) x 4.096 us x
+/// 2^ack_timeout_exponent. None: the rdma crate's defaults. tcp ignores it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RdmaTuning {
+    /// Transport retries, 0..=7 (the active side's value applies to both QPs). Soft-RoCE treats 7
+    /// as "retry forever".
+    pub retry_count: Option<u8>,
+    /// Local ACK timeout exponent, 1..=31 (4.096 us x 2^n per try).
+    pub ack_timeout_exponent: Option<u8>,
 }
 
 pub trait Transport: Pollable {

@@ -17,7 +17,7 @@ use napi::bindgen_prelude::{Function, JsValue};
 use napi::{sys, Env};
 use napi_derive::napi;
 use rdma_graceful_core::tcp::TcpTransport;
-use rdma_graceful_core::{counters, ConnectOptions, ErrorCode, ListenOptions, Transport, TransportError};
+use rdma_graceful_core::{counters, ConnectOptions, ErrorCode, ListenOptions, RdmaTuning, Transport, TransportError};
 use rdma_graceful_rdma::RdmaTransport;
 
 pub use events::{BindingError, BindingErrorCode, BindingEvent, BindingQp};
@@ -49,6 +49,7 @@ pub struct BindingListenOptions {
     pub max_payload: u32,
     pub backlog: Option<u32>,
     pub handshake_timeout_ms: Option<u32>,
+    pub rdma_ack_timeout_exponent: Option<u32>,
 }
 
 #[napi(object)]
@@ -57,12 +58,23 @@ pub struct BindingConnectOptions {
     pub port: u32,
     pub max_payload: u32,
     pub timeout_ms: u32,
+    pub rdma_retry_count: Option<u32>,
+    pub rdma_ack_timeout_exponent: Option<u32>,
 }
 
 #[napi(object)]
 pub struct BindingListening {
     pub id: u32,
     pub port: u32,
+}
+
+/// An rdma tuning value within `range`, named as the JS option is.
+fn tuning(name: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>) -> Result<Option<u8>> {
+    match v {
+        None => Ok(None),
+        Some(n) if range.contains(&n) => Ok(Some(n as u8)),
+        Some(n) => Err(invalid(format!("{name} must be an integer in {}..={}, got {n}", range.start(), range.end()))),
+    }
 }
 
 fn port(p: u32) -> Result<u16> {
@@ -160,6 +172,10 @@ impl BindingTransport {
             backlog: opts.backlog.unwrap_or(defaults.backlog),
             max_payload: opts.max_payload,
             handshake_timeout_ms: opts.handshake_timeout_ms.unwrap_or(defaults.handshake_timeout_ms),
+            rdma: RdmaTuning {
+                retry_count: None,
+                ack_timeout_exponent: tuning("rdmaAckTimeoutExponent", opts.rdma_ack_timeout_exponent, 1..=31)?,
+            },
         };
         let (id, port) = self.with(|t| t.listen(&options))?;
         Ok(BindingListening { id, port: port as u32 })
@@ -174,7 +190,16 @@ impl BindingTransport {
 
     #[napi]
     pub fn connect(&self, opts: BindingConnectOptions) -> Result<u32> {
-        let options = ConnectOptions { host: opts.host, port: port(opts.port)?, max_payload: opts.max_payload, timeout_ms: opts.timeout_ms };
+        let options = ConnectOptions {
+            host: opts.host,
+            port: port(opts.port)?,
+            max_payload: opts.max_payload,
+            timeout_ms: opts.timeout_ms,
+            rdma: RdmaTuning {
+                retry_count: tuning("rdmaRetryCount", opts.rdma_retry_count, 0..=7)?,
+                ack_timeout_exponent: tuning("rdmaAckTimeoutExponent", opts.rdma_ack_timeout_exponent, 1..=31)?,
+            },
+        };
         let id = self.with(|t| t.connect(&options))?;
         self.driver.rearm();
         Ok(id)

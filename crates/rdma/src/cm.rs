@@ -166,12 +166,12 @@ impl CmId {
         }
     }
 
-    pub fn connect(&self, private: &[u8]) -> Result<(), TransportError> {
+    pub fn connect(&self, private: &[u8], retry_count: u8) -> Result<(), TransportError> {
         let mut p = conn_param(private);
-        // Retry transport errors the most that stays bounded (crate::RETRY_COUNT); retry-exceeded
-        // surfaces as a completion error. The lifecycle layer's credits make RNR retries unneeded,
+        // Retry transport errors a bounded number of times (crate::RETRY_COUNT by default);
+        // retry-exceeded surfaces as a completion error. The lifecycle layer's credits make RNR retries unneeded,
         // so those are few: an RNR would mean a peer broke the credit contract.
-        p.retry_count = crate::RETRY_COUNT;
+        p.retry_count = retry_count;
         p.rnr_retry_count = 3;
         // SAFETY: id is live with a resolved route and a QP; private outlives the call.
         let rc = unsafe { (self.lib.cm.rdma_connect)(self.id, &mut p) };

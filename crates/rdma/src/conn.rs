@@ -52,6 +52,8 @@ pub struct Conn {
     pub early_count: u32,
     pub deadline: Option<Instant>,
     pub timeout_ms: u32,
+    /// Transport retries asked for at connect (active side; the passive side takes the peer's).
+    pub retry_count: u8,
 }
 
 impl Conn {

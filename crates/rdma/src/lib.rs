@@ -44,15 +44,17 @@ pub const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// How long `close` waits for queued frames to be sent before giving up and aborting.
 pub const CLOSE_SEND_TIMEOUT_MS: u64 = 10_000;
 
-/// Local ACK timeout exponent for every QP: 4.096 us * 2^14 = 67 ms per try. With `RETRY_COUNT`
-/// retries a send to a peer that stopped acknowledging (cut off, powered off) fails with
-/// retry-exceeded about 0.5 s after the last acknowledged message (measured on Soft-RoCE between
-/// two hosts: docs/rdma.md).
-pub const ACK_TIMEOUT_EXP: u8 = 14;
+/// Default local ACK timeout exponent of every QP: 4.096 us * 2^16 = 268 ms per try. With
+/// `RETRY_COUNT` retries a send to a peer that stopped acknowledging (cut off, powered off) fails
+/// with retry-exceeded about 1.9 s after the last acknowledged message (exponent 14: 0.5-0.6 s,
+/// measured on Soft-RoCE between two hosts; docs/rdma.md). Long enough that a stall shorter than a
+/// typical heartbeat timeout (a busy or paused host) does not kill a healthy connection; dead
+/// peers are the heartbeat's to detect. Per connection: `rdmaAckTimeoutExponent`.
+pub const ACK_TIMEOUT_EXP: u8 = 16;
 
 /// Transport retries asked for at connect (the passive side's QP takes the active side's value).
 /// Not 7: Soft-RoCE treats 7 as "retry forever" (rxe_comp.c), so a silent peer never produced a
-/// retry-exceeded error there; 6 is the largest bounded value.
+/// retry-exceeded error there; 6 is the largest bounded value. Per connection: `rdmaRetryCount`.
 pub const RETRY_COUNT: u8 = 6;
 
 /// Reports a failure that cannot be returned (inside Drop, or in a poll).

@@ -39,6 +39,7 @@ impl Reactor {
         let Some(l) = self.listeners.get(&listener) else { return };
         let local_max = l.opts.max_payload;
         let handshake_ms = l.opts.handshake_timeout_ms;
+        let ack_timeout = l.opts.rdma.ack_timeout_exponent.unwrap_or(crate::ACK_TIMEOUT_EXP);
         let hello = match Hello::decode(&ev.private_data) {
             Ok(h) => h,
             Err(e) => {
@@ -49,7 +50,7 @@ impl Reactor {
             }
         };
         let id = rdma_graceful_core::ids::next_id();
-        cm.set_ack_timeout(crate::ACK_TIMEOUT_EXP);
+        cm.set_ack_timeout(ack_timeout);
         let built = self.build_resources(id, &cm, local_max).and_then(|res| {
             cm.accept(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode())?;
             Ok(res)
@@ -81,6 +82,7 @@ impl Reactor {
                 corked: false,
                 early: Vec::new(),
                 early_count: 0,
+                retry_count: crate::RETRY_COUNT,
                 deadline: Some(Instant::now() + Duration::from_millis(handshake_ms as u64)),
                 timeout_ms: handshake_ms,
             },
@@ -138,7 +140,7 @@ impl Reactor {
                 let Some(mut conn) = self.conns.remove(&id) else { return };
                 let result = self.build_resources(id, &conn.cm, local_max).and_then(|res| {
                     conn.res = Some(res);
-                    conn.cm.connect(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode())
+                    conn.cm.connect(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode(), conn.retry_count)
                 });
                 conn.phase = Phase::Connecting;
                 self.conns.insert(id, conn);

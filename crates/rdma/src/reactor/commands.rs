@@ -96,7 +96,7 @@ impl Reactor {
     pub fn connect(&mut self, id: ConnId, opts: rdma_graceful_core::ConnectOptions, addr: std::net::SocketAddr) {
         let started = (|| {
             let cm = CmId::new(self.lib, &self.channel)?;
-            cm.set_ack_timeout(crate::ACK_TIMEOUT_EXP);
+            cm.set_ack_timeout(opts.rdma.ack_timeout_exponent.unwrap_or(crate::ACK_TIMEOUT_EXP));
             cm.resolve_addr(addr, opts.timeout_ms)?;
             Ok::<_, TransportError>((cm, addr))
         })();
@@ -124,6 +124,7 @@ impl Reactor {
                 corked: false,
                 early: Vec::new(),
                 early_count: 0,
+                retry_count: opts.rdma.retry_count.unwrap_or(crate::RETRY_COUNT),
                 deadline: Some(Instant::now() + Duration::from_millis(opts.timeout_ms as u64)),
                 timeout_ms: opts.timeout_ms,
             },
