@@ -70,9 +70,9 @@ export async function bench(values: Values, out: Output): Promise<number> {
   out.emit(
     'start',
     { transport, host, port, size, duration, connections, inflight },
-    out.paint('bold', `bench ${where} over ${transport}: ${connections} connection(s), ${bytes(size)} messages, `) +
-      out.paint('bold', `${inflight} in flight each, ${duration} s`),
+    out.paint('bold', `bench ${where} over ${transport} for ${duration} s`),
   )
+  out.line(`  ${connections} connection(s), ${bytes(size)} messages, ${inflight} in flight each`)
   const tally = new Tally()
   const conns: Connection[] = []
   let interrupted: 'SIGINT' | 'SIGTERM' | undefined

@@ -124,9 +124,9 @@ async function shutdownOnSignal(server: Server, graceMs: number, shutdown: Shutd
     out.emit(
       'shutdown',
       { signal, graceMs, connections: live },
-      out.paint('bold', `${signal}: shutting down: SHUTDOWN_NOTICE to ${live} client(s), grace ${graceMs} ms`) +
-        (live > 0 ? ' (Ctrl-C again: force)' : ''),
+      out.paint('bold', `${signal}: shutdown: SHUTDOWN_NOTICE to ${live} client(s), grace ${graceMs} ms`),
     )
+    if (live > 0) out.line('(Ctrl-C again: force every connection now)')
     const total = await withDeadline(server.close({ graceMs }), graceMs + SHUTDOWN_MARGIN_MS, 'server shutdown')
     const took = performance.now() - started
     const forced = shutdown.forced > 0 ? out.paint('red', `${shutdown.forced} forced`) : '0 forced'

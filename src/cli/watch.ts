@@ -63,7 +63,9 @@ export class StepWatcher {
   /** Something noteworthy that is not a state change: SHUTDOWN_NOTICE sent, a retry, a stale READY. */
   private note(named: Named, code: string, detail: string): void {
     this.out.event('note', { conn: named.n, code, detail })
-    const text = code === 'notice-sent' ? this.out.paint('yellow', detail) : `${code}: ${detail}`
+    // Durations in the engine's words are unrounded ("grace 1500.0000000000005 ms").
+    const words = detail.replace(/\d+\.\d+/g, (n) => String(Math.round(Number(n))))
+    const text = code === 'notice-sent' ? this.out.paint('yellow', words) : `${code}: ${words}`
     this.emitLine(named, ''.padStart(12), text)
   }
 
