@@ -47,7 +47,8 @@ options:
   -d, --duration S      seconds to run, decimals allowed (default 5)
   -n, --connections N   connections in parallel (default 1)
   --inflight N          messages on their way per connection (default 16)
-  --timeout MS          deadline to connect and for the last echoes (default 10000)
+  --timeout MS          deadline to connect, and for the last echoes
+                        (default 10000)
   --json                one JSON object per line per event
   -h, --help            this help
 
