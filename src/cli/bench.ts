@@ -148,9 +148,9 @@ export async function bench(values: Values, out: Output): Promise<number> {
     out.clearProgress()
     if (interrupted) out.emit('interrupted', { signal: interrupted }, `${interrupted}: stopped early`)
 
-    const closing = Date.now()
+    const closing = performance.now()
     const results = await withDeadline(Promise.all(conns.map((c) => c.close())), CLOSE_DEADLINE_MS, 'closing the connections')
-    const closeMs = Date.now() - closing
+    const closeMs = performance.now() - closing
     const graceful = results.filter((r) => r.outcome === 'graceful').length
     const forced = results.length - graceful
 
@@ -178,7 +178,7 @@ export async function bench(values: Values, out: Output): Promise<number> {
       msgPerSec: Math.round(rate),
       mibPerSec: round(through),
       latencyMs: { min: round(lat.min), p50: round(lat.p50), p99: round(lat.p99), max: round(lat.max) },
-      close: { graceful, forced, ms: closeMs },
+      close: { graceful, forced, ms: round(closeMs) },
       interrupted: interrupted ?? null,
     })
     if (forced > 0) {

@@ -102,8 +102,18 @@ export async function ping(values: Values, out: Output): Promise<number> {
     watcher.name(c, { n: 1, label: 'client' })
     const connectMs = c.timings.connectMs ?? NaN
     out.emit('connected', { id: c.id, peer: c.remoteAddress, ms: round(connectMs) }, `  connected to ${c.remoteAddress} in ${ms(connectMs)}: gate open`)
+    // The heading comes before the close's first step, which may be the engine's own answer to
+    // the server's SHUTDOWN_NOTICE (closeOnShutdownNotice).
+    let closeHeading = false
+    const headClose = (why: string): void => {
+      if (closeHeading) return
+      closeHeading = true
+      out.line()
+      out.line(`close (three-way${why}):`)
+    }
     c.on('shutdown', ({ graceMs }: { graceMs: number }) => {
-      out.emit('shutdown-notice', { graceMs }, out.paint('yellow', `SHUTDOWN_NOTICE from the server: grace ${graceMs} ms; closing`))
+      out.emit('shutdown-notice', { graceMs }, out.paint('yellow', `SHUTDOWN_NOTICE from the server: grace ${graceMs} ms`))
+      headClose(', the server is shutting down')
       stop.abort()
     })
 
@@ -135,8 +145,7 @@ export async function ping(values: Values, out: Output): Promise<number> {
     const elapsed = performance.now() - started
     if (interrupted) out.emit('interrupted', { signal: interrupted }, `${interrupted}: stopping`)
 
-    out.line()
-    out.line('close (three-way):')
+    headClose('')
     const result = await withDeadline(c.close(), CLOSE_DEADLINE_MS, 'close')
     const closeMs = c.timings.closeMs ?? NaN
     const code = result.error ? codeOf(result.error) : undefined
