@@ -200,7 +200,11 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
 
   const usable = reasons.length === 0
   const transport = usable ? 'rdma' : 'tcp'
-  const addresses = active.flatMap(({ p }) => p.gids.map((g) => g.ip)).filter((ip, i, all) => all.indexOf(ip) === i)
+  // The addresses to give serve/ping --host: IPv4 first (an IPv6 link-local one needs a scope).
+  const addresses = active
+    .flatMap(({ p }) => p.gids.map((g) => g.ip))
+    .filter((ip, i, all) => all.indexOf(ip) === i)
+    .sort((a, b) => Number(isIpv4(b)) - Number(isIpv4(a)))
   out.line()
   out.emit(
     'result',
@@ -252,8 +256,10 @@ export function wrap(text: string, width: number): string[] {
 /** The first IPv4 address of an ACTIVE port's GIDs, else its first address. */
 function firstIp(devices: Device[]): string | undefined {
   const ips = devices.flatMap((d) => d.ports.filter((p) => p.state === 'ACTIVE').flatMap((p) => p.gids.map((g) => g.ip)))
-  return ips.find((ip) => /^\d+\.\d+\.\d+\.\d+$/.test(ip)) ?? ips[0]
+  return ips.find(isIpv4) ?? ips[0]
 }
+
+const isIpv4 = (ip: string): boolean => /^\d+\.\d+\.\d+\.\d+$/.test(ip)
 
 /** JSON has no Infinity: unlimited is written as null. */
 function json(n: number | undefined): number | null | undefined {
