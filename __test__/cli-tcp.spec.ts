@@ -189,7 +189,7 @@ test('bench (--json): progress each second, figures, every connection closed gra
   const result = ofKind(bench.events, 'result')[0] as Event & { messages: number; latencyMs: Record<string, number> }
   t.like(result, { connections: 3, size: 1024, inflight: 8, close: { graceful: 3, forced: 0 }, interrupted: null })
   t.true(result.messages > 0 && (result.msgPerSec as number) > 0 && (result.mibPerSec as number) > 0)
-  t.true((result.seconds as number) >= 2.5)
+  t.true((result.seconds as number) >= 2.4, 'ran for the duration (timers may fire a ms early)')
   const { min, p50, p99, max } = result.latencyMs
   t.true(min > 0 && min <= p50 && p50 <= p99 && p99 <= max, JSON.stringify(result.latencyMs))
 
