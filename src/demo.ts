@@ -7,7 +7,8 @@
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 
-import { connect, listen, liveCounts, type Connection, type StateChange, type TransportKind } from './index'
+import { connect, listen, liveCounts, type Connection, type TransportKind } from './index'
+import { describeStep as describe, type StateEvent } from './steps'
 
 export interface DemoOptions {
   transport: TransportKind
@@ -25,44 +26,6 @@ export interface DemoSummary {
   graceful: number
   forced: number
   leaked: Record<string, number>
-}
-
-type StateEvent = StateChange & { connectionId: number; timestamp: number }
-
-/** What each state change means, in words; transitions not listed are printed as from -> to. */
-function describe(e: StateEvent): string | undefined {
-  const key = `${e.machine}:${e.to}`
-  switch (key) {
-    case 'connection:HELLO_SENT':
-      return 'transport up, HELLO sent (version, capabilities, connection id)'
-    case 'connection:WAIT_HELLO':
-      return 'transport accepted, waiting for the client HELLO'
-    case 'connection:WAIT_READY':
-      return 'HELLOs exchanged: WAIT_READY, sends held until the client says READY'
-    case 'connection:OPEN':
-      return e.reason === 'ready-received' ? 'READY matched ids and generation: OPEN, sends released' : 'OPEN (READY sent)'
-    case 'close:REQ_SENT':
-      return '[1/3] DISCONNECT_REQ sent (after all data)'
-    case 'close:REQ_RECEIVED':
-      return '[1/3] DISCONNECT_REQ received: peer sends no more'
-    case 'close:ACK_SENT':
-      return '[2/3] DISCONNECT_ACK sent (after our last responses)'
-    case 'close:ACK_RECEIVED':
-      return '[2/3] DISCONNECT_ACK received: all responses arrived'
-    case 'close:FIN_SENT':
-      return '[3/3] DISCONNECT_FIN sent'
-    case 'close:FIN_RECEIVED':
-      return '[3/3] DISCONNECT_FIN received'
-    case 'close:COMPLETED':
-    case 'connection:CLOSING':
-      return undefined // implied by the steps around them
-    case 'connection:CLOSED':
-      return 'CLOSED (graceful)'
-    case 'connection:DOWN':
-      return `DOWN (${e.reason})`
-    default:
-      return `${e.machine} ${e.from} -> ${e.to} (${e.reason})`
-  }
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
