@@ -29,7 +29,6 @@ pub struct LoopDriver {
     async_context: sys::napi_async_context,
     /// Set while a batch is in JS: a nested `poll_now` must not hand out later events first.
     delivering: Cell<bool>,
-    refed: Cell<bool>,
     /// The environment ran its cleanup hooks: no napi call may be made on it any more.
     env_gone: Cell<bool>,
     scratch: RefCell<Vec<Event>>,
@@ -73,7 +72,6 @@ impl LoopDriver {
                 resource: resource_ref,
                 async_context,
                 delivering: Cell::new(false),
-                refed: Cell::new(true),
                 env_gone: Cell::new(false),
                 scratch: RefCell::new(Vec::new()),
             });
@@ -117,7 +115,6 @@ impl LoopDriver {
 
     /// Keeps the process alive while something is open (`true`), or not.
     pub fn set_ref(&self, on: bool) {
-        self.refed.set(on);
         if let Some(p) = self.poll.borrow().as_ref() {
             p.set_ref(on);
         }
