@@ -41,11 +41,6 @@ options:
 exit status: 0 when rdma is usable, 1 when it is not (the reasons are
 printed), 2 on a bad command line.`
 
-/**
- * Send buffers each rdma connection registers besides its receive buffers (crates/rdma
- * SEND_DEPTH; rdmaLimits() reports only the receive depth).
- */
-const RDMA_SEND_DEPTH = 16
 const PROBE_DEADLINE_MS = 10_000
 
 type Status = 'ok' | 'warn' | 'fail' | 'info'
@@ -156,7 +151,7 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
   let need: number | undefined
   try {
     const limits = rdmaLimits()
-    need = (limits.recvDepth + RDMA_SEND_DEPTH) * limits.suggestedMaxPayload
+    need = (limits.recvDepth + limits.sendDepth) * limits.suggestedMaxPayload
   } catch (err) {
     add({ section: 'memory', name: 'native addon', status: 'fail', detail: `${codeOf(err)}: ${(err as Error).message}` }, 'the native addon could not be loaded')
   }

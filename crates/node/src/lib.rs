@@ -253,6 +253,8 @@ pub fn live_counts() -> HashMap<String, i64> {
 pub struct RdmaLimits {
     /// Receive buffers posted per rdma connection: the peer may never have more frames in flight.
     pub recv_depth: u32,
+    /// Send buffers registered per rdma connection (frames posted to the hardware at once).
+    pub send_depth: u32,
     /// Default largest message on rdma (each connection registers buffers of this size).
     pub suggested_max_payload: u32,
 }
@@ -262,6 +264,7 @@ pub struct RdmaLimits {
 pub fn rdma_limits() -> RdmaLimits {
     RdmaLimits {
         recv_depth: rdma_graceful_rdma::RECV_DEPTH,
+        send_depth: rdma_graceful_rdma::SEND_DEPTH,
         suggested_max_payload: rdma_graceful_rdma::SUGGESTED_MAX_PAYLOAD,
     }
 }
