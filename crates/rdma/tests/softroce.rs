@@ -83,7 +83,7 @@ fn contract_bad_arguments_are_typed_errors() {
 fn queue_pair_numbers_match_and_oversized_frames_are_refused() {
     let Some((_g, mut el)) = setup() else { return };
     let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), max_payload: 4096, ..Default::default() }).unwrap();
-    let cid = el.transport.connect(&ConnectOptions { host: ip(), port, max_payload: 4096, timeout_ms: 10_000 }).unwrap();
+    let cid = el.transport.connect(&ConnectOptions { host: ip(), port, max_payload: 4096, timeout_ms: 10_000, ..Default::default() }).unwrap();
     let Event::Connected { qp: cqp, .. } = el.expect("Connected", WAIT, |e| matches!(e, Event::Connected { conn, .. } if *conn == cid)) else { unreachable!() };
     let Event::Accepted { qp: sqp, .. } = el.expect("Accepted", WAIT, |e| matches!(e, Event::Accepted { .. })) else { unreachable!() };
     let (cqp, sqp) = (cqp.expect("client qp info"), sqp.expect("server qp info"));
@@ -115,7 +115,7 @@ fn child_peer() {
     let Ok(addr) = std::env::var("RDMA_GRACEFUL_CHILD_CONNECT") else { return };
     let addr: SocketAddr = addr.parse().unwrap();
     let mut el = EventLoop::new(RdmaTransport::new().expect("child transport"));
-    let opts = ConnectOptions { host: addr.ip().to_string(), port: addr.port(), max_payload: 1024, timeout_ms: 10_000 };
+    let opts = ConnectOptions { host: addr.ip().to_string(), port: addr.port(), max_payload: 1024, timeout_ms: 10_000, ..Default::default() };
     let c = el.transport.connect(&opts).unwrap();
     el.expect("Connected", WAIT, |e| matches!(e, Event::Connected { .. }));
     el.transport.send(c, 1, 0, b"hello from the child").unwrap();
@@ -181,7 +181,7 @@ fn measure_how_long_setup_and_teardown_block_the_loop() {
     let mut pairs = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let c = el.transport.connect(&ConnectOptions { host: ip(), port, max_payload: 64 * 1024, timeout_ms: 10_000 }).unwrap();
+        let c = el.transport.connect(&ConnectOptions { host: ip(), port, max_payload: 64 * 1024, timeout_ms: 10_000, ..Default::default() }).unwrap();
         note(&mut worst, "connect() call", t.elapsed());
         events.clear();
         poll_until(&mut el, &mut events, &mut worst, "a poll during setup", &|ev| {
