@@ -79,7 +79,8 @@ if (rdma) {
   out.push(
     'Anchors here are perftest on the same device in the same guest run: `ib_send_lat -d rxe0 -x 1 -s SIZE -n N` (server, then client to 10.99.0.1); ' +
       'ib_send_lat reports the one-way time t_typical, so the RTT anchor is 2 x t_typical. `ib_send_bw` likewise, BW average. ' +
-      'perftest is C polling its completion queue on a pre-connected QP; we go through rdma-cm, the completion channel, a thread hand-off and the JS event loop. ' +
+      'perftest is C polling its completion queue on a pre-connected QP; we sleep on the completion channel and go through the JS event loop and the protocol. ' +
+      'raw node:net tcp (over the guest loopback) is measured in the same run as the bar our rdma should beat. ' +
       'Connect and close have no perftest equivalent; they are compared with our own RTT. ' +
       'The guest is emulated (TCG): absolute figures are far slower than real hardware, and the mass-close and churn counts are smaller (see Counts).',
   )

@@ -102,12 +102,27 @@ async function echoServer(extraOpts: Record<string, unknown> = {}): Promise<Serv
 
 // ---------------------------------------------------------------- perftest (rdma anchors)
 
+/**
+ * Runs a perftest pair and returns its result line. Under load its server may not be listening
+ * when the client starts (the client then prints no result line): tried up to three times.
+ */
 async function perftest(tool: 'ib_send_lat' | 'ib_send_bw', size: number, iters: number): Promise<string[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await perftestOnce(tool, size, iters, 700 * attempt)
+    } catch (err) {
+      if (attempt === 3) throw err
+      console.error(`${tool} attempt ${attempt} failed, retrying: ${(err as Error).message.split('\n')[0]}`)
+    }
+  }
+}
+
+async function perftestOnce(tool: 'ib_send_lat' | 'ib_send_bw', size: number, iters: number, serverStartMs: number): Promise<string[]> {
   const dev = process.env.SOFTROCE_DEV ?? 'rxe0'
   const gid = process.env.SOFTROCE_GID_INDEX ?? '1'
   const args = ['-d', dev, '-x', gid, '-s', String(size), '-n', String(iters)]
   const srv = spawn(tool, args, { stdio: ['ignore', 'ignore', 'ignore'] })
-  await new Promise((r) => setTimeout(r, 700))
+  await new Promise((r) => setTimeout(r, serverStartMs))
   const cli = spawn(tool, [...args, host], { stdio: ['ignore', 'pipe', 'pipe'] })
   let text = ''
   cli.stdout.on('data', (d: Buffer) => (text += d.toString()))
@@ -116,7 +131,9 @@ async function perftest(tool: 'ib_send_lat' | 'ib_send_bw', size: number, iters:
     cli.kill()
     srv.kill()
   }, 60_000)
-  await Promise.all([once(cli, 'exit'), srv.exitCode === null ? once(srv, 'exit') : Promise.resolve()])
+  await once(cli, 'exit')
+  if (srv.exitCode === null) srv.kill()
+  if (srv.exitCode === null && srv.signalCode === null) await once(srv, 'exit')
   clearTimeout(timer)
   const line = text.split('\n').find((l) => l.trim().startsWith(`${size} `) || l.trim().split(/\s+/)[0] === String(size))
   if (!line) throw new Error(`${tool}: no result line in its output:\n${text}`)
