@@ -129,6 +129,6 @@ node "$ROOT/node_modules/typescript/bin/tsc" -p tsconfig.json || die "tsc found 
 say "npx rdma-graceful --help"
 npx --no-install rdma-graceful --help >help.out 2>&1 || { cat help.out >&2; die "npx rdma-graceful --help failed"; }
 sed 's/^/  | /' help.out >&2
-grep -q '^usage: rdma-graceful demo' help.out || die "npx rdma-graceful --help did not print the usage"
+grep -q '^usage: rdma-graceful <command>' help.out || die "npx rdma-graceful --help did not print the usage"
 
 say "OK: installed from $(basename "$MAIN") + $(basename "$NATIVE") without Rust or network; CJS, ESM, tsc and the CLI work"
