@@ -48,11 +48,14 @@ export async function serve(values: Values, out: Output): Promise<number> {
   const watcher = new StepWatcher(out, 'labelled')
   try {
     const server = await listen({ transport, host, port })
-    out.emit(
-      'listening',
-      { transport, host, port: server.port, graceMs, pid: process.pid },
-      `rdma-graceful serve: ${transport} on ${host}:${server.port}, grace ${graceMs} ms (Ctrl-C: shut down)`,
-    )
+    // Announced only once the signal handlers are in place (shutdownOnSignal): a SIGTERM sent by
+    // whoever read the line must find them, not the default action that kills the process.
+    const announce = (): void =>
+      out.emit(
+        'listening',
+        { transport, host, port: server.port, graceMs, pid: process.pid },
+        `rdma-graceful serve: ${transport} on ${host}:${server.port}, grace ${graceMs} ms (Ctrl-C: shut down)`,
+      )
 
     const shutdown: Shutdown = { started: false, graceful: 0, forced: 0 }
     let count = 0
@@ -85,7 +88,7 @@ export async function serve(values: Values, out: Output): Promise<number> {
       out.emit('client-error', { peer, code: err.code, message: err.message }, `client ${peer} refused: ${err.code}: ${err.message}`)
     })
 
-    return await shutdownOnSignal(server, graceMs, shutdown, out)
+    return await shutdownOnSignal(server, graceMs, shutdown, out, announce)
   } finally {
     watcher.stop()
   }
@@ -98,8 +101,8 @@ interface Shutdown {
   forced: number
 }
 
-/** Waits for SIGINT/SIGTERM, then shuts down; a second signal forces. */
-async function shutdownOnSignal(server: Server, graceMs: number, shutdown: Shutdown, out: Output): Promise<number> {
+/** Installs the signal handlers, calls `ready`, waits for SIGINT/SIGTERM, then shuts down; a second signal forces. */
+async function shutdownOnSignal(server: Server, graceMs: number, shutdown: Shutdown, out: Output, ready: () => void): Promise<number> {
   // Keeps the process up while idle, whatever the transport holds.
   const keepAlive = setInterval(() => {}, 1 << 30)
   let forcedBy: SignalName | undefined
@@ -116,6 +119,7 @@ async function shutdownOnSignal(server: Server, graceMs: number, shutdown: Shutd
     },
   )
   try {
+    ready()
     const signal = await first
     shutdown.started = true
     const started = performance.now()
