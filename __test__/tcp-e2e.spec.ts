@@ -222,3 +222,19 @@ test.serial('rdma tuning options are checked at once, whatever the transport', a
   await server.close()
   assertNoLiveResources(t)
 })
+
+test.serial('send() with something that is not a Buffer, Uint8Array or string rejects ERR_INVALID_ARGUMENT (never throws)', async (t) => {
+  const server = await listen({ port: 0 })
+  const conn = await connect({ port: server.port })
+  for (const bad of [undefined, null, 42, { a: 1 }, new ArrayBuffer(4), [1, 2]]) {
+    let p: Promise<void> | undefined
+    t.notThrows(() => void (p = conn.send(bad as never)), `send(${String(bad)}) must not throw`)
+    const err = await t.throwsAsync(p!)
+    t.is((err as TransportError).code, 'ERR_INVALID_ARGUMENT')
+    t.regex(err!.message, /send\(\) takes a Buffer, a Uint8Array or a string/)
+  }
+  // The connection is unaffected.
+  t.is((await conn.close()).outcome, 'graceful')
+  await server.close()
+  assertNoLiveResources(t)
+})

@@ -166,7 +166,14 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
    * readiness gate or for a credit from the peer); rejects with a typed error if it never can be.
    */
   send(data: Buffer | Uint8Array | string, opts: SendOptions = {}): Promise<void> {
-    const payload = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    let payload: Buffer
+    if (typeof data === 'string') payload = Buffer.from(data)
+    else if (data instanceof Uint8Array) payload = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    else {
+      // A promise-returning call reports bad input as a rejection, never a synchronous throw.
+      const what = data === null ? 'null' : Array.isArray(data) ? 'an array' : typeof data
+      return Promise.reject(new TransportError('ERR_INVALID_ARGUMENT', `send() takes a Buffer, a Uint8Array or a string, got ${what}`))
+    }
     const { signal } = opts
     if (signal?.aborted) return Promise.reject(signal.reason)
     return new Promise<void>((resolve, reject) => {
