@@ -4,19 +4,22 @@
  * (`rejectSends`, `closed`) and never throws them at its caller.
  */
 
-export type ErrorCode =
-  | 'ERR_CONNECTION_DOWN'
-  | 'ERR_CONNECTION_CLOSED'
-  | 'ERR_CONNECTION_DESTROYED'
-  | 'ERR_HANDSHAKE_TIMEOUT'
-  | 'ERR_READY_TIMEOUT'
-  | 'ERR_CLOSE_TIMEOUT'
-  | 'ERR_GRACE_EXPIRED'
-  | 'ERR_SEND_AFTER_END'
-  | 'ERR_SEND_QUEUE_FULL'
-  | 'ERR_SEND_TIMEOUT'
-  | 'ERR_MESSAGE_TOO_LARGE'
-  | 'ERR_PROTOCOL_VIOLATION'
+export const PROTOCOL_ERROR_CODES = [
+  'ERR_CONNECTION_DOWN',
+  'ERR_CONNECTION_CLOSED',
+  'ERR_CONNECTION_DESTROYED',
+  'ERR_HANDSHAKE_TIMEOUT',
+  'ERR_READY_TIMEOUT',
+  'ERR_CLOSE_TIMEOUT',
+  'ERR_GRACE_EXPIRED',
+  'ERR_SEND_AFTER_END',
+  'ERR_SEND_QUEUE_FULL',
+  'ERR_SEND_TIMEOUT',
+  'ERR_MESSAGE_TOO_LARGE',
+  'ERR_PROTOCOL_VIOLATION',
+] as const
+
+export type ErrorCode = (typeof PROTOCOL_ERROR_CODES)[number]
 
 export class RdmaGracefulError extends Error {
   readonly code: ErrorCode
