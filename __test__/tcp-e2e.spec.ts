@@ -238,3 +238,15 @@ test.serial('send() with something that is not a Buffer, Uint8Array or string re
   await server.close()
   assertNoLiveResources(t)
 })
+
+test.serial('sendTimeoutMs takes any duration from 1 ms to years (a chained timer), and refuses nonsense', async (t) => {
+  const server = await listen({ port: 0 })
+  const threeYears = 3 * 365 * 24 * 3600 * 1000 // beyond 2^32-1 ms
+  const conn = await connect({ port: server.port, sendTimeoutMs: threeYears })
+  t.is((await conn.close()).outcome, 'graceful')
+  for (const bad of [0, -5, 1.5, Number.NaN, Infinity]) {
+    await t.throwsAsync(connect({ port: server.port, sendTimeoutMs: bad }), { code: 'ERR_INVALID_ARGUMENT' } as never)
+  }
+  await server.close()
+  assertNoLiveResources(t)
+})

@@ -108,7 +108,13 @@ const PROTOCOL_KEYS: ReadonlyArray<keyof ProtocolOptions> = [
 export function connectionOptionsOf(o: ProtocolOptions & TransportOptions & DriverOptions): ProtocolOptions & DriverOptions & { maxMessageSize: number } {
   const picked = protocolOptionsOf(o)
   if (o.sendTimeoutMs === undefined) return picked
-  return { ...picked, sendTimeoutMs: timeoutOf('sendTimeoutMs', o.sendTimeoutMs, 0) }
+  // A driver timer (chained past setTimeout's 2^31-1 ms): like the protocol's durations, anything
+  // from 1 ms to years, unlike the transport deadlines that the native side takes as u32 ms.
+  const t = o.sendTimeoutMs
+  if (!Number.isInteger(t) || t < 1 || t > Number.MAX_SAFE_INTEGER) {
+    throw invalid(`sendTimeoutMs must be an integer number of ms from 1 up (years are fine), got ${t}`)
+  }
+  return { ...picked, sendTimeoutMs: t }
 }
 
 /**
