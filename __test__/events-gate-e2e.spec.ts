@@ -21,9 +21,12 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
   const server = await listen({ port: 0 })
   let stateWhenSent = ''
   let serverConn: Connection | undefined
+  const heard: string[] = []
   server.on('connection', (c: Connection) => {
     serverConn = c
     stateWhenSent = c.state
+    // A listener attached in the 'connection' handler hears every state change, the first included.
+    c.on('state', (e: StateChange) => heard.push(`${e.machine}:${e.from}->${e.to}`))
     void c.send('welcome') // sent before READY: queued, not failed
   })
   const conn = await connect({ port: server.port })
@@ -55,6 +58,7 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
     'close:FIN_RECEIVED->COMPLETED',
     'connection:CLOSING->CLOSED',
   ])
+  t.deepEqual(heard, path(serverConn!.id), "the server connection's own 'state' events, from the first")
   for (const e of published) {
     t.is(e.transport, 'tcp')
     t.true(typeof e.reason === 'string' && e.reason.length > 0)

@@ -277,8 +277,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   // ------------------------------------------------------------------ transport -> engine
 
   /** @internal The transport's id for this connection, once the hub assigned one. */
-  attach(conn: number): void {
+  attach(conn: number, peer?: string): void {
     this.conn = conn
+    if (peer !== undefined) this.remote = peer
     if (!this.refed) this.hub.setRef(conn, false)
   }
 

@@ -50,12 +50,14 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
     const listening = hub.listen(opts, {
       accepted: (conn, peer, qp) => {
         const c = new Connection(hub, 'passive', protocol)
-        c.attach(conn)
+        c.attach(conn, peer)
         const events = c.transportEvents()
         this.track(c)
+        // The application hears of the connection first, so that its 'state' listeners see every
+        // state change from the first; the protocol starts right after, in the same turn.
+        this.offer(c)
         c.start(peer, qp)
         if (this.closing !== undefined) c.shutdownNotice(this.graceLeft())
-        this.offer(c)
         return events
       },
       acceptFailed: (peer, error: TransportError) => this.emit('clientError', error, peer),
