@@ -169,3 +169,28 @@ test.serial('a blocked event loop is not a dead peer: frames that arrived meanwh
   t.is((await conn.close()).outcome, 'graceful')
   assertNoLiveResources(t)
 })
+
+test.serial("closeOnShutdownNotice: false leaves the close to the application: it hears 'shutdown' with the grace and closes gracefully; one that does not is forced at grace end", async (t) => {
+  const server = await listen({ port: 0 })
+  const serverSide: Array<Promise<CloseResult>> = []
+  server.on('connection', (c) => {
+    serverSide.push(c.closed)
+    void (async () => { for await (const m of c) await c.send(m) })().catch(() => {})
+  })
+  const polite = await connect({ port: server.port, closeOnShutdownNotice: false })
+  const ignoring = await connect({ port: server.port, closeOnShutdownNotice: false })
+  const heard = new Promise<{ graceMs: number }>((resolve) => polite.once('shutdown', resolve))
+  const closing = server.close({ graceMs: 1500 })
+  const notice = await withDeadline(heard, 5000, "the 'shutdown' event")
+  t.true(notice.graceMs > 0 && notice.graceMs <= 1500)
+  // Nothing closed on its own: the application still finishes its work first.
+  t.is(polite.state, 'OPEN')
+  await polite.send('last request')
+  t.is((await polite.read())?.toString(), 'last request')
+  t.is((await polite.close()).outcome, 'graceful')
+  const forced = await ignoring.closed
+  t.is(forced.outcome, 'forced') // the server aborted it: transport-down, seen from here
+  t.deepEqual(await closing, { graceful: 1, forced: 1 })
+  t.deepEqual((await Promise.all(serverSide)).map((r) => r.reason).sort(), ['close-complete', 'grace-expired'])
+  assertNoLiveResources(t)
+})
