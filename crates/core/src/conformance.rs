@@ -41,7 +41,11 @@ pub fn receive<T: Transport>(el: &mut EventLoop<T>, conn: ConnId, n: usize) -> V
     let mut got = Vec::new();
     while got.len() < n {
         let what = format!("frames on {conn} ({} of {n} so far)", got.len());
-        match el.expect(&what, WAIT, |e| matches!(e, Event::Frames { conn: c, .. } | Event::Closed { conn: c, .. } if *c == conn)) {
+        match el.expect(
+            &what,
+            WAIT,
+            |e| matches!(e, Event::Frames { conn: c, .. } | Event::Closed { conn: c, .. } if *c == conn),
+        ) {
             Event::Frames { data, count, .. } => {
                 let frames = split(&data);
                 assert_eq!(frames.len(), count as usize, "Frames.count must match its data");
@@ -90,7 +94,12 @@ pub fn frames_in_order_then_close_frees_everything<T: Transport>(el: &mut EventL
 
 /// Frames sent before close() all arrive before the peer sees the end, even when they exceed what
 /// the socket or the send queue takes at once.
-pub fn close_delivers_everything_sent_before_it<T: Transport>(el: &mut EventLoop<T>, host: &str, size: usize, n: usize) {
+pub fn close_delivers_everything_sent_before_it<T: Transport>(
+    el: &mut EventLoop<T>,
+    host: &str,
+    size: usize,
+    n: usize,
+) {
     let (lid, port) = listen(el, host, size as u32);
     let (c, s) = pair(el, host, port, size as u32);
     let big: Vec<u8> = (0..size).map(|i| i as u8).collect();

@@ -68,9 +68,7 @@ impl TransportError {
         use std::io::ErrorKind as K;
         let code = match err.kind() {
             K::ConnectionRefused => ErrorCode::ConnectionRefused,
-            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-                ErrorCode::ConnectionReset
-            }
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => ErrorCode::ConnectionReset,
             K::AddrInUse | K::AddrNotAvailable => ErrorCode::ListenFailed,
             K::TimedOut => ErrorCode::Timeout,
             K::InvalidInput => ErrorCode::InvalidArgument,

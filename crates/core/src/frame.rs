@@ -239,8 +239,8 @@ mod tests {
 
     #[test]
     fn preamble_checks_prefixes_and_versions() {
-        assert_eq!(check_preamble(b"RDMA").unwrap(), false);
-        assert_eq!(check_preamble(&PREAMBLE).unwrap(), true);
+        assert!(!check_preamble(b"RDMA").unwrap());
+        assert!(check_preamble(&PREAMBLE).unwrap());
         let e = check_preamble(b"GET / HTTP/1.1").unwrap_err();
         assert!(e.message.contains("not an rdma-graceful endpoint"));
         let e = check_preamble(b"RDMAGRC\x02").unwrap_err();

@@ -56,7 +56,10 @@ enum Phase {
     Handshake,
     Open,
     /// close(): write what is queued, half-close (`shut`), then wait (bounded) for the peer's end.
-    Closing { shut: bool, peer_ended: bool },
+    Closing {
+        shut: bool,
+        peer_ended: bool,
+    },
 }
 
 struct Conn {
@@ -297,7 +300,14 @@ impl TcpTransport {
         }
     }
 
-    fn on_accepted(&mut self, listener: ListenerId, sock: TcpStream, addr: SocketAddr, opts: &ListenOptions, now: Instant) {
+    fn on_accepted(
+        &mut self,
+        listener: ListenerId,
+        sock: TcpStream,
+        addr: SocketAddr,
+        opts: &ListenOptions,
+        now: Instant,
+    ) {
         let peer = addr.to_string();
         let _ = sock.set_nonblocking(true);
         let _ = sock.set_nodelay(true);
@@ -320,7 +330,9 @@ impl TcpTransport {
             interest: READABLE,
             _live: Live::new(Kind::TcpConnections),
         };
-        let started = conn.write_frame(&PREAMBLE, &[]).map_err(|e| TransportError::from_io(&format!("sending the preamble to {peer}"), &e));
+        let started = conn
+            .write_frame(&PREAMBLE, &[])
+            .map_err(|e| TransportError::from_io(&format!("sending the preamble to {peer}"), &e));
         conn.interest = conn.wanted_interest();
         if let Err(error) = started.and_then(|_| self.insert(id, conn)) {
             self.emit(Event::AcceptFailed { listener, peer, error });
@@ -633,7 +645,10 @@ impl Transport for TcpTransport {
             },
             // Refused at once (e.g. no route): reported like any failed attempt, as an event.
             Err(e) => {
-                self.emit(Event::ConnectFailed { conn: id, error: TransportError::from_io(&format!("connecting to {target}"), &e) });
+                self.emit(Event::ConnectFailed {
+                    conn: id,
+                    error: TransportError::from_io(&format!("connecting to {target}"), &e),
+                });
                 return Ok(id);
             }
         };

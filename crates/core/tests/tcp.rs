@@ -126,8 +126,7 @@ fn frames_split_across_reads_and_packed_into_one_arrive_whole() {
 #[test]
 fn a_silent_client_is_dropped_at_the_handshake_deadline() {
     let (_s, mut el) = setup();
-    let (_lid, port) =
-        el.transport.listen(&ListenOptions { handshake_timeout_ms: 100, ..Default::default() }).unwrap();
+    let (_lid, port) = el.transport.listen(&ListenOptions { handshake_timeout_ms: 100, ..Default::default() }).unwrap();
     let _raw = std::net::TcpStream::connect((HOST, port)).unwrap();
     match el.expect("AcceptFailed", WAIT, |e| matches!(e, Event::AcceptFailed { .. })) {
         Event::AcceptFailed { error, .. } => assert_eq!(error.code, ErrorCode::Timeout),

@@ -80,23 +80,55 @@ fn qp(q: Option<QpInfo>) -> Option<BindingQp> {
 /// One transport event (see the core's `Event`); `type` says which.
 #[napi(discriminant = "type")]
 pub enum BindingEvent {
-    Accepted { listener: u32, conn: u32, peer: String, qp: Option<BindingQp> },
-    AcceptFailed { listener: u32, peer: String, error: BindingError },
-    ListenerClosed { listener: u32, error: Option<BindingError> },
-    Connected { conn: u32, peer: String, qp: Option<BindingQp> },
-    ConnectFailed { conn: u32, error: BindingError },
+    Accepted {
+        listener: u32,
+        conn: u32,
+        peer: String,
+        qp: Option<BindingQp>,
+    },
+    AcceptFailed {
+        listener: u32,
+        peer: String,
+        error: BindingError,
+    },
+    ListenerClosed {
+        listener: u32,
+        error: Option<BindingError>,
+    },
+    Connected {
+        conn: u32,
+        peer: String,
+        qp: Option<BindingQp>,
+    },
+    ConnectFailed {
+        conn: u32,
+        error: BindingError,
+    },
     /// `count` frames in wire format: per frame an 8-byte header (kind u8, flags u8, credits u16
     /// BE, payload length u32 BE) and the payload, already checked.
-    Frames { conn: u32, data: Buffer, count: u32 },
-    Closed { conn: u32, error: Option<BindingError> },
+    Frames {
+        conn: u32,
+        data: Buffer,
+        count: u32,
+    },
+    Closed {
+        conn: u32,
+        error: Option<BindingError>,
+    },
 }
 
 impl From<Event> for BindingEvent {
     fn from(e: Event) -> Self {
         match e {
-            Event::Accepted { listener, conn, peer, qp: q } => BindingEvent::Accepted { listener, conn, peer, qp: qp(q) },
-            Event::AcceptFailed { listener, peer, error } => BindingEvent::AcceptFailed { listener, peer, error: error.into() },
-            Event::ListenerClosed { listener, error } => BindingEvent::ListenerClosed { listener, error: error.map(Into::into) },
+            Event::Accepted { listener, conn, peer, qp: q } => {
+                BindingEvent::Accepted { listener, conn, peer, qp: qp(q) }
+            }
+            Event::AcceptFailed { listener, peer, error } => {
+                BindingEvent::AcceptFailed { listener, peer, error: error.into() }
+            }
+            Event::ListenerClosed { listener, error } => {
+                BindingEvent::ListenerClosed { listener, error: error.map(Into::into) }
+            }
             Event::Connected { conn, peer, qp: q } => BindingEvent::Connected { conn, peer, qp: qp(q) },
             Event::ConnectFailed { conn, error } => BindingEvent::ConnectFailed { conn, error: error.into() },
             Event::Frames { conn, data, count } => BindingEvent::Frames { conn, data: data.into(), count },

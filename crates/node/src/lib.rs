@@ -130,7 +130,10 @@ impl BindingTransport {
         Ok(BindingTransport { driver, env: raw_env, cleanup_arg })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut (dyn Transport + 'static)) -> std::result::Result<T, TransportError>) -> Result<T> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut (dyn Transport + 'static)) -> std::result::Result<T, TransportError>,
+    ) -> Result<T> {
         self.driver.with(f).ok_or_else(stopped)?.map_err(js_error)
     }
 

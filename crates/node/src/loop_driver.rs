@@ -45,7 +45,11 @@ fn ok(status: sys::napi_status, what: &str) -> napi::Result<()> {
 impl LoopDriver {
     /// Starts watching `transport` on `env`'s loop. The returned driver must be `stop`ped (the
     /// binding does it on shutdown, on finalize, and in the environment's cleanup hook).
-    pub fn start(env: sys::napi_env, transport: Box<dyn Transport>, on_events: sys::napi_value) -> napi::Result<Rc<LoopDriver>> {
+    pub fn start(
+        env: sys::napi_env,
+        transport: Box<dyn Transport>,
+        on_events: sys::napi_value,
+    ) -> napi::Result<Rc<LoopDriver>> {
         // SAFETY: env is the live environment of the calling JS thread; every value is checked.
         unsafe {
             let mut lp: *mut sys::uv_loop_s = ptr::null_mut();
@@ -58,7 +62,10 @@ impl LoopDriver {
             ok(sys::napi_create_reference(env, resource, 1, &mut resource_ref), "napi_create_reference")?;
             let mut name = ptr::null_mut();
             let label = "rdma-graceful";
-            ok(sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name), "napi_create_string_utf8")?;
+            ok(
+                sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name),
+                "napi_create_string_utf8",
+            )?;
             let mut async_context = ptr::null_mut();
             ok(sys::napi_async_init(env, resource, name, &mut async_context), "napi_async_init")?;
 

@@ -28,7 +28,10 @@ pub enum Phase {
     /// Local `close`: sending what is queued, then disconnecting.
     Closing,
     /// QP in ERR, waiting for the flush completions of every posted work request.
-    Draining { error: Option<TransportError>, deliver: bool },
+    Draining {
+        error: Option<TransportError>,
+        deliver: bool,
+    },
 }
 
 pub struct Conn {

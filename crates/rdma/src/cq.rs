@@ -54,7 +54,12 @@ pub struct Cq {
 }
 
 impl Cq {
-    pub fn new(lib: &'static Lib, ctx: *mut ibv_context, channel: &CompChannel, entries: usize) -> Result<Cq, TransportError> {
+    pub fn new(
+        lib: &'static Lib,
+        ctx: *mut ibv_context,
+        channel: &CompChannel,
+        entries: usize,
+    ) -> Result<Cq, TransportError> {
         // SAFETY: ctx and channel are live; the CQ is destroyed before the channel.
         let cq = unsafe { (lib.verbs.ibv_create_cq)(ctx, entries as i32, ptr::null_mut(), channel.ch, 0) };
         if cq.is_null() {

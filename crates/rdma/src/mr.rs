@@ -24,9 +24,7 @@ impl Mr {
         let slot_size = slot_size.max(1);
         let mut buf = vec![0u8; slot_size * slots].into_boxed_slice();
         // SAFETY: buf outlives the registration (deregistered in Drop before buf is freed).
-        let mr = unsafe {
-            (lib.verbs.ibv_reg_mr)(pd, buf.as_mut_ptr().cast(), buf.len(), IBV_ACCESS_LOCAL_WRITE)
-        };
+        let mr = unsafe { (lib.verbs.ibv_reg_mr)(pd, buf.as_mut_ptr().cast(), buf.len(), IBV_ACCESS_LOCAL_WRITE) };
         if mr.is_null() {
             return Err(verbs_error("ibv_reg_mr"));
         }
@@ -65,7 +63,10 @@ impl Drop for Mr {
         if rc != 0 {
             // The memory may still be pinned by the device: leak it rather than free memory the
             // hardware could still write into.
-            crate::report(&format!("ibv_dereg_mr failed: {}; leaking its buffer", std::io::Error::from_raw_os_error(rc)));
+            crate::report(&format!(
+                "ibv_dereg_mr failed: {}; leaking its buffer",
+                std::io::Error::from_raw_os_error(rc)
+            ));
             std::mem::forget(std::mem::take(&mut self.buf));
         }
     }

@@ -33,7 +33,13 @@ impl Qp {
             send_cq: cq,
             recv_cq: cq,
             srq: ptr::null_mut(),
-            cap: ibv_qp_cap { max_send_wr: send_depth, max_recv_wr: recv_depth, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 },
+            cap: ibv_qp_cap {
+                max_send_wr: send_depth,
+                max_recv_wr: recv_depth,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 0,
+            },
             qp_type: IBV_QPT_RC,
             sq_sig_all: 0,
         };
@@ -120,7 +126,8 @@ impl Qp {
         if rc == 0 {
             return (wrs.len(), Ok(()));
         }
-        let done = if bad.is_null() { 0 } else { (bad as usize - wrs.as_ptr() as usize) / std::mem::size_of::<ibv_send_wr>() };
+        let done =
+            if bad.is_null() { 0 } else { (bad as usize - wrs.as_ptr() as usize) / std::mem::size_of::<ibv_send_wr>() };
         (done, posted("ibv_post_send", rc))
     }
 }

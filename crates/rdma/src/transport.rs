@@ -122,7 +122,9 @@ mod tests {
                 eprintln!("as expected: {e}");
                 assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
                 assert!(
-                    e.message.contains("no RDMA device") || e.message.contains("libibverbs.so.1 not found") || e.message.contains("librdmacm.so.1 not found"),
+                    e.message.contains("no RDMA device")
+                        || e.message.contains("libibverbs.so.1 not found")
+                        || e.message.contains("librdmacm.so.1 not found"),
                     "{e}"
                 );
             }

@@ -56,7 +56,12 @@ pub enum Completed {
 impl Resources {
     /// Creates every resource on the id's device and posts all receives, so that the QP can
     /// receive the moment rdma-cm moves it to RTR during accept/connect.
-    pub fn new(lib: &'static Lib, id: &CmId, device: Rc<Device>, max_payload: u32) -> Result<Resources, TransportError> {
+    pub fn new(
+        lib: &'static Lib,
+        id: &CmId,
+        device: Rc<Device>,
+        max_payload: u32,
+    ) -> Result<Resources, TransportError> {
         let ctx = device.ctx();
         let pd = Pd::new(lib, ctx)?;
         let channel = CompChannel::new(lib, ctx)?;
@@ -97,7 +102,10 @@ impl Resources {
     /// Copies frames (`(imm, payload)`, at most `free_slots`, each within the slot size, which
     /// the caller checked against the peer's receive buffers) into free registered send slots and
     /// posts them as one chain. Returns how many were posted, and the error that stopped the rest.
-    pub fn send_all<'a>(&mut self, frames: impl Iterator<Item = (u32, &'a [u8])>) -> (usize, Result<(), TransportError>) {
+    pub fn send_all<'a>(
+        &mut self,
+        frames: impl Iterator<Item = (u32, &'a [u8])>,
+    ) -> (usize, Result<(), TransportError>) {
         let mut reqs = Vec::new();
         for (imm, payload) in frames {
             let Some(slot) = self.free_send.pop() else { break };
@@ -119,12 +127,32 @@ impl Resources {
     /// and no channel event will say so). Arming before polling means a completion that lands
     /// during the poll still wakes us. Received frames go straight from their registered buffer
     /// to `frames`, which is then re-posted, unless `repost` is false (tearing down).
-    pub fn poll(&mut self, repost: bool, out: &mut Vec<Completed>, frames: &mut Vec<u8>, budget: usize) -> Result<bool, TransportError> {
+    pub fn poll(
+        &mut self,
+        repost: bool,
+        out: &mut Vec<Completed>,
+        frames: &mut Vec<u8>,
+        budget: usize,
+    ) -> Result<bool, TransportError> {
         if self.cq.take_events() {
             self.cq.arm()?;
         }
         let start = frames.len();
-        let mut wc = [ibv_wc { wr_id: 0, status: 0, opcode: 0, vendor_err: 0, byte_len: 0, imm_data: 0, qp_num: 0, src_qp: 0, wc_flags: 0, pkey_index: 0, slid: 0, sl: 0, dlid_path_bits: 0 }; POLL_BATCH];
+        let mut wc = [ibv_wc {
+            wr_id: 0,
+            status: 0,
+            opcode: 0,
+            vendor_err: 0,
+            byte_len: 0,
+            imm_data: 0,
+            qp_num: 0,
+            src_qp: 0,
+            wc_flags: 0,
+            pkey_index: 0,
+            slid: 0,
+            sl: 0,
+            dlid_path_bits: 0,
+        }; POLL_BATCH];
         loop {
             let n = self.cq.poll(&mut wc)?;
             for w in &wc[..n] {
@@ -156,7 +184,10 @@ impl Resources {
             return Ok(Completed::Sent);
         }
         let header = if w.wc_flags & IBV_WC_WITH_IMM == 0 {
-            Err(TransportError::new(ErrorCode::MalformedFrame, "peer sent a message without immediate data (not an rdma-graceful frame)"))
+            Err(TransportError::new(
+                ErrorCode::MalformedFrame,
+                "peer sent a message without immediate data (not an rdma-graceful frame)",
+            ))
         } else {
             parse_imm(u32::from_be(w.imm_data))
         };

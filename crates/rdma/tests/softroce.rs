@@ -38,7 +38,8 @@ fn setup() -> Option<(MutexGuard<'static, ()>, EventLoop<RdmaTransport>)> {
 
 /// Every rdma counter, the transport's own event channel included: call after dropping it.
 fn assert_rdma_zero(when: &str) {
-    let c: Vec<_> = counters::ALL.iter().filter(|k| k.name().starts_with("rdma")).map(|k| (k.name(), k.get())).collect();
+    let c: Vec<_> =
+        counters::ALL.iter().filter(|k| k.name().starts_with("rdma")).map(|k| (k.name(), k.get())).collect();
     eprintln!("live counts {when}: {c:?}");
     assert!(c.iter().all(|(_, n)| *n == 0), "rdma resources leaked {when}: {c:?}");
 }
@@ -82,10 +83,20 @@ fn contract_bad_arguments_are_typed_errors() {
 #[test]
 fn queue_pair_numbers_match_and_oversized_frames_are_refused() {
     let Some((_g, mut el)) = setup() else { return };
-    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), max_payload: 4096, ..Default::default() }).unwrap();
-    let cid = el.transport.connect(&ConnectOptions { host: ip(), port, max_payload: 4096, timeout_ms: 10_000, ..Default::default() }).unwrap();
-    let Event::Connected { qp: cqp, .. } = el.expect("Connected", WAIT, |e| matches!(e, Event::Connected { conn, .. } if *conn == cid)) else { unreachable!() };
-    let Event::Accepted { qp: sqp, .. } = el.expect("Accepted", WAIT, |e| matches!(e, Event::Accepted { .. })) else { unreachable!() };
+    let (_lid, port) =
+        el.transport.listen(&ListenOptions { host: ip(), max_payload: 4096, ..Default::default() }).unwrap();
+    let cid = el
+        .transport
+        .connect(&ConnectOptions { host: ip(), port, max_payload: 4096, timeout_ms: 10_000, ..Default::default() })
+        .unwrap();
+    let Event::Connected { qp: cqp, .. } =
+        el.expect("Connected", WAIT, |e| matches!(e, Event::Connected { conn, .. } if *conn == cid))
+    else {
+        unreachable!()
+    };
+    let Event::Accepted { qp: sqp, .. } = el.expect("Accepted", WAIT, |e| matches!(e, Event::Accepted { .. })) else {
+        unreachable!()
+    };
     let (cqp, sqp) = (cqp.expect("client qp info"), sqp.expect("server qp info"));
     assert_eq!(cqp.local_qpn, sqp.remote_qpn, "server must see the client's QP number");
     assert_eq!(sqp.local_qpn, cqp.remote_qpn, "client must see the server's QP number");
@@ -101,7 +112,8 @@ fn queue_pair_numbers_match_and_oversized_frames_are_refused() {
 #[test]
 fn dropping_the_transport_with_connections_open_frees_everything() {
     let Some((_g, mut el)) = setup() else { return };
-    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), max_payload: 1024, ..Default::default() }).unwrap();
+    let (_lid, port) =
+        el.transport.listen(&ListenOptions { host: ip(), max_payload: 1024, ..Default::default() }).unwrap();
     contract::pair(&mut el, &ip(), port, 1024);
     contract::pair(&mut el, &ip(), port, 1024);
     drop(el);
@@ -115,7 +127,13 @@ fn child_peer() {
     let Ok(addr) = std::env::var("RDMA_GRACEFUL_CHILD_CONNECT") else { return };
     let addr: SocketAddr = addr.parse().unwrap();
     let mut el = EventLoop::new(RdmaTransport::new().expect("child transport"));
-    let opts = ConnectOptions { host: addr.ip().to_string(), port: addr.port(), max_payload: 1024, timeout_ms: 10_000, ..Default::default() };
+    let opts = ConnectOptions {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        max_payload: 1024,
+        timeout_ms: 10_000,
+        ..Default::default()
+    };
     let c = el.transport.connect(&opts).unwrap();
     el.expect("Connected", WAIT, |e| matches!(e, Event::Connected { .. }));
     el.transport.send(c, 1, 0, b"hello from the child").unwrap();
@@ -128,20 +146,27 @@ fn child_peer() {
 #[test]
 fn a_killed_peer_is_detected() {
     let Some((_g, mut el)) = setup() else { return };
-    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), max_payload: 1024, ..Default::default() }).unwrap();
+    let (_lid, port) =
+        el.transport.listen(&ListenOptions { host: ip(), max_payload: 1024, ..Default::default() }).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["child_peer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("RDMA_GRACEFUL_CHILD_CONNECT", format!("{}:{port}", ip()))
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn child");
-    let Event::Accepted { conn: sid, .. } = el.expect("Accepted", WAIT, |e| matches!(e, Event::Accepted { .. })) else { unreachable!() };
+    let Event::Accepted { conn: sid, .. } = el.expect("Accepted", WAIT, |e| matches!(e, Event::Accepted { .. })) else {
+        unreachable!()
+    };
     let frames = contract::receive(&mut el, sid, 1);
     assert_eq!(frames[0].payload, b"hello from the child");
     let t0 = Instant::now();
     child.kill().expect("SIGKILL the child");
     let _ = child.wait();
-    let closed = el.expect("Closed after SIGKILL", Duration::from_secs(60), |e| matches!(e, Event::Closed { conn, .. } if *conn == sid));
+    let closed = el.expect(
+        "Closed after SIGKILL",
+        Duration::from_secs(60),
+        |e| matches!(e, Event::Closed { conn, .. } if *conn == sid),
+    );
     let Event::Closed { error, .. } = closed else { unreachable!() };
     let error = error.expect("a killed peer must be reported with an error");
     eprintln!("SIGKILLed peer detected after {:?}: {error}", t0.elapsed());
@@ -162,7 +187,13 @@ fn measure_how_long_setup_and_teardown_block_the_loop() {
         *w = (*w).max(d);
     }
     /// Polls (timing each poll) until `done` holds for the events gathered so far.
-    fn poll_until(el: &mut EventLoop<RdmaTransport>, events: &mut Vec<Event>, worst: &mut Worst, what: &'static str, done: &dyn Fn(&[Event]) -> bool) {
+    fn poll_until(
+        el: &mut EventLoop<RdmaTransport>,
+        events: &mut Vec<Event>,
+        worst: &mut Worst,
+        what: &'static str,
+        done: &dyn Fn(&[Event]) -> bool,
+    ) {
         let end = Instant::now() + WAIT;
         while !done(events) {
             assert!(Instant::now() < end, "{what}: not done within {WAIT:?}: {events:?}");
@@ -176,18 +207,30 @@ fn measure_how_long_setup_and_teardown_block_the_loop() {
     }
     let Some((_g, mut el)) = setup() else { return };
     let mut worst = Worst::new();
-    let (lid, port) = el.transport.listen(&ListenOptions { host: ip(), max_payload: 64 * 1024, ..Default::default() }).unwrap();
+    let (lid, port) =
+        el.transport.listen(&ListenOptions { host: ip(), max_payload: 64 * 1024, ..Default::default() }).unwrap();
     let mut events = Vec::new();
     let mut pairs = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let c = el.transport.connect(&ConnectOptions { host: ip(), port, max_payload: 64 * 1024, timeout_ms: 10_000, ..Default::default() }).unwrap();
+        let c = el
+            .transport
+            .connect(&ConnectOptions {
+                host: ip(),
+                port,
+                max_payload: 64 * 1024,
+                timeout_ms: 10_000,
+                ..Default::default()
+            })
+            .unwrap();
         note(&mut worst, "connect() call", t.elapsed());
         events.clear();
         poll_until(&mut el, &mut events, &mut worst, "a poll during setup", &|ev| {
-            ev.iter().any(|e| matches!(e, Event::Connected { conn, .. } if *conn == c)) && ev.iter().any(|e| matches!(e, Event::Accepted { .. }))
+            ev.iter().any(|e| matches!(e, Event::Connected { conn, .. } if *conn == c))
+                && ev.iter().any(|e| matches!(e, Event::Accepted { .. }))
         });
-        let s = events.iter().find_map(|e| if let Event::Accepted { conn, .. } = e { Some(*conn) } else { None }).unwrap();
+        let s =
+            events.iter().find_map(|e| if let Event::Accepted { conn, .. } = e { Some(*conn) } else { None }).unwrap();
         pairs.push((c, s));
     }
     for (c, s) in pairs {
@@ -196,7 +239,9 @@ fn measure_how_long_setup_and_teardown_block_the_loop() {
         el.transport.abort(s).unwrap();
         note(&mut worst, "abort() calls (both ends)", t.elapsed());
         events.clear();
-        poll_until(&mut el, &mut events, &mut worst, "a poll during teardown", &|ev| ev.iter().filter(|e| matches!(e, Event::Closed { .. })).count() == 2);
+        poll_until(&mut el, &mut events, &mut worst, "a poll during teardown", &|ev| {
+            ev.iter().filter(|e| matches!(e, Event::Closed { .. })).count() == 2
+        });
     }
     el.transport.close_listener(lid).unwrap();
     eprintln!("longest blocking of the caller's loop, 20 connections of 64 KiB buffers (5 MiB registered each):");

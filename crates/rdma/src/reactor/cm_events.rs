@@ -4,7 +4,6 @@
 use super::*;
 
 impl Reactor {
-
     pub(super) fn on_cm_ready(&mut self) {
         while let Some(ev) = self.channel.next() {
             if ev.kind == RDMA_CM_EVENT_CONNECT_REQUEST {
@@ -90,7 +89,12 @@ impl Reactor {
     }
 
     /// Creates a connection's verbs resources on the id's device and watches its completions.
-    pub(super) fn build_resources(&mut self, id: ConnId, cm: &CmId, max_payload: u32) -> Result<Resources, TransportError> {
+    pub(super) fn build_resources(
+        &mut self,
+        id: ConnId,
+        cm: &CmId,
+        max_payload: u32,
+    ) -> Result<Resources, TransportError> {
         let ctx = cm.verbs();
         if ctx.is_null() {
             return Err(TransportError::new(ErrorCode::Io, "rdma-cm bound the id to no device"));
@@ -110,14 +114,17 @@ impl Reactor {
         let d = Rc::new(Device::new(self.lib, ctx));
         let token = TOKEN_DEVICE | self.next_device_token;
         self.next_device_token += 1;
-        self.poller.add(d.async_fd(), token, READABLE).map_err(|e| TransportError::from_io("epoll_ctl(async fd)", &e))?;
+        self.poller
+            .add(d.async_fd(), token, READABLE)
+            .map_err(|e| TransportError::from_io("epoll_ctl(async fd)", &e))?;
         self.devices.insert(ctx as usize, (token, d.clone()));
         Ok(d)
     }
 
     /// Drops our handle on every device no connection uses any more.
     pub(super) fn release_devices(&mut self) {
-        let unused: Vec<usize> = self.devices.iter().filter(|(_, (_, d))| Rc::strong_count(d) == 1).map(|(k, _)| *k).collect();
+        let unused: Vec<usize> =
+            self.devices.iter().filter(|(_, (_, d))| Rc::strong_count(d) == 1).map(|(k, _)| *k).collect();
         for k in unused {
             if let Some((_, d)) = self.devices.remove(&k) {
                 self.poller.remove(d.async_fd());
@@ -140,7 +147,8 @@ impl Reactor {
                 let Some(mut conn) = self.conns.remove(&id) else { return };
                 let result = self.build_resources(id, &conn.cm, local_max).and_then(|res| {
                     conn.res = Some(res);
-                    conn.cm.connect(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode(), conn.retry_count)
+                    conn.cm
+                        .connect(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode(), conn.retry_count)
                 });
                 conn.phase = Phase::Connecting;
                 self.conns.insert(id, conn);
@@ -149,7 +157,8 @@ impl Reactor {
                 }
             }
             RDMA_CM_EVENT_ADDR_ERROR | RDMA_CM_EVENT_ROUTE_ERROR | RDMA_CM_EVENT_UNREACHABLE if c.is_setup() => {
-                let code = if ev.status == -libc::ETIMEDOUT { ErrorCode::Timeout } else { ErrorCode::AddressUnreachable };
+                let code =
+                    if ev.status == -libc::ETIMEDOUT { ErrorCode::Timeout } else { ErrorCode::AddressUnreachable };
                 let msg = format!("cannot reach {}: {what}", c.peer);
                 self.fail_setup(id, TransportError::new(code, msg));
             }
@@ -169,17 +178,23 @@ impl Reactor {
                 let msg = format!("rdma connect to {} failed: {what}", c.peer);
                 self.fail_setup(id, TransportError::new(ErrorCode::ConnectionReset, msg));
             }
-            RDMA_CM_EVENT_ESTABLISHED if matches!(c.phase, Phase::Connecting) => match Hello::decode(&ev.private_data) {
-                Ok(h) => {
-                    c.peer_max = h.max_payload;
-                    c.remote_qpn = ev.remote_qpn;
-                    self.established(id);
+            RDMA_CM_EVENT_ESTABLISHED if matches!(c.phase, Phase::Connecting) => {
+                match Hello::decode(&ev.private_data) {
+                    Ok(h) => {
+                        c.peer_max = h.max_payload;
+                        c.remote_qpn = ev.remote_qpn;
+                        self.established(id);
+                    }
+                    Err(e) => self.fail_setup(id, e),
                 }
-                Err(e) => self.fail_setup(id, e),
-            },
+            }
             RDMA_CM_EVENT_ESTABLISHED if matches!(c.phase, Phase::Accepting) => self.established(id),
-            RDMA_CM_EVENT_DISCONNECTED | RDMA_CM_EVENT_DEVICE_REMOVAL | RDMA_CM_EVENT_ADDR_CHANGE
-            | RDMA_CM_EVENT_REJECTED | RDMA_CM_EVENT_CONNECT_ERROR | RDMA_CM_EVENT_UNREACHABLE => {
+            RDMA_CM_EVENT_DISCONNECTED
+            | RDMA_CM_EVENT_DEVICE_REMOVAL
+            | RDMA_CM_EVENT_ADDR_CHANGE
+            | RDMA_CM_EVENT_REJECTED
+            | RDMA_CM_EVENT_CONNECT_ERROR
+            | RDMA_CM_EVENT_UNREACHABLE => {
                 let removal = ev.kind != RDMA_CM_EVENT_DISCONNECTED;
                 match &c.phase {
                     Phase::Draining { .. } => {}
@@ -188,7 +203,9 @@ impl Reactor {
                         let msg = format!("connection to {} ended during setup: {what}", c.peer);
                         self.fail_setup(id, TransportError::new(ErrorCode::ConnectionReset, msg));
                     }
-                    Phase::Closing if !removal && c.sendq.is_empty() && c.res.as_ref().is_some_and(|r| r.sends_in_flight == 0) => {
+                    Phase::Closing
+                        if !removal && c.sendq.is_empty() && c.res.as_ref().is_some_and(|r| r.sends_in_flight == 0) =>
+                    {
                         // We asked to close and everything was delivered: the peer just got there first.
                         self.teardown(id, None, true);
                     }
@@ -226,5 +243,4 @@ impl Reactor {
         // Completions may have arrived before ESTABLISHED; and queued sends may now go.
         self.on_cq_ready_all(id);
     }
-
 }

@@ -4,7 +4,6 @@
 use super::*;
 
 impl Reactor {
-
     /// Queues one frame behind the connection's earlier ones and posts what the send slots take.
     pub fn send(&mut self, id: ConnId, kind: u8, credits: u16, payload: &[u8]) -> Result<(), TransportError> {
         let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
@@ -13,7 +12,12 @@ impl Reactor {
             Phase::Closing | Phase::Draining { .. } => {
                 return Err(TransportError::new(ErrorCode::NotFound, format!("rdma connection {id} is closing")))
             }
-            _ => return Err(TransportError::new(ErrorCode::NotFound, format!("rdma connection {id} is not established yet"))),
+            _ => {
+                return Err(TransportError::new(
+                    ErrorCode::NotFound,
+                    format!("rdma connection {id} is not established yet"),
+                ))
+            }
         }
         validate_outgoing(kind, payload.len(), c.local_max.min(c.peer_max))?;
         if c.sendq.len() >= SEND_QUEUE_LIMIT {
@@ -62,7 +66,11 @@ impl Reactor {
         Ok(())
     }
 
-    pub fn listen(&mut self, opts: ListenOptions, addr: std::net::SocketAddr) -> Result<(ListenerId, u16), TransportError> {
+    pub fn listen(
+        &mut self,
+        opts: ListenOptions,
+        addr: std::net::SocketAddr,
+    ) -> Result<(ListenerId, u16), TransportError> {
         let cm = CmId::new(self.lib, &self.channel)?;
         cm.bind(addr)?;
         cm.listen(opts.backlog)?;
@@ -166,5 +174,4 @@ impl Reactor {
             self.pump(id);
         }
     }
-
 }

@@ -4,7 +4,6 @@
 use super::*;
 
 impl Reactor {
-
     pub(super) fn on_device_ready(&mut self, token: u64) {
         let Some((_, dev)) = self.devices.values().find(|(t, _)| *t == token).cloned() else { return };
         for ev in dev.read_async_events() {
@@ -32,7 +31,10 @@ impl Reactor {
             };
             for id in victims {
                 let Some(c) = self.conns.get(&id) else { continue };
-                let err = TransportError::new(ErrorCode::ConnectionReset, format!("rdma async event on the connection to {}: {name}", c.peer));
+                let err = TransportError::new(
+                    ErrorCode::ConnectionReset,
+                    format!("rdma async event on the connection to {}: {name}", c.peer),
+                );
                 if c.is_setup() {
                     self.fail_setup(id, err);
                 } else if !matches!(c.phase, Phase::Draining { .. }) {
@@ -41,7 +43,6 @@ impl Reactor {
             }
         }
     }
-
 
     /// Takes everything the connection's CQ holds (setup and teardown paths).
     pub(super) fn on_cq_ready_all(&mut self, id: ConnId) {

@@ -4,7 +4,6 @@
 use super::*;
 
 impl Reactor {
-
     /// Ends a connection that never became one: frees everything, then ConnectFailed or
     /// AcceptFailed (never Closed: it was not Accepted/Connected).
     pub(super) fn fail_setup(&mut self, id: ConnId, error: TransportError) {
@@ -72,7 +71,8 @@ impl Reactor {
 
     pub(super) fn on_deadlines(&mut self) {
         let now = Instant::now();
-        let due: Vec<ConnId> = self.conns.values().filter(|c| c.deadline.is_some_and(|d| d <= now)).map(|c| c.id).collect();
+        let due: Vec<ConnId> =
+            self.conns.values().filter(|c| c.deadline.is_some_and(|d| d <= now)).map(|c| c.id).collect();
         for id in due {
             let Some(c) = self.conns.get(&id) else { continue };
             match &c.phase {

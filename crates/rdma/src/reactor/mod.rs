@@ -140,17 +140,18 @@ impl Reactor {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.conns.values().filter_map(|c| c.deadline).min()
     }
-
 }
 
 fn too_large_for_peer(frame: &Frame, peer_max: u32) -> TransportError {
     TransportError::new(
         ErrorCode::FrameTooLarge,
-        format!("frame payload of {} bytes exceeds the peer's receive buffers of {peer_max} bytes", frame.payload.len()),
+        format!(
+            "frame payload of {} bytes exceeds the peer's receive buffers of {peer_max} bytes",
+            frame.payload.len()
+        ),
     )
 }
 
 fn not_found(id: ConnId) -> TransportError {
     TransportError::new(ErrorCode::NotFound, format!("no open rdma connection with id {id}"))
 }
-
