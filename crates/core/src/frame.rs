@@ -52,7 +52,7 @@ impl Frame {
 
     /// kind, flags (zero) and credits as one 32-bit value: the rdma immediate data.
     pub fn imm(&self) -> u32 {
-        ((self.kind as u32) << 24) | (self.credits as u32)
+        imm_of(self.kind, self.credits)
     }
 
     /// Rebuilds a frame from rdma immediate data and the received message bytes.
@@ -60,6 +60,11 @@ impl Frame {
         let (kind, credits) = parse_imm(imm)?;
         Ok(Frame { kind, credits, payload })
     }
+}
+
+/// kind, flags (zero) and credits as one 32-bit value: the rdma immediate data.
+pub fn imm_of(kind: u8, credits: u16) -> u32 {
+    ((kind as u32) << 24) | (credits as u32)
 }
 
 /// Checks a frame about to be sent: kind in range, payload within the connection's bound.

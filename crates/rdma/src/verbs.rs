@@ -36,6 +36,8 @@ pub struct Resources {
     pub device: Rc<Device>,
     lib: &'static Lib,
     free_send: Vec<usize>,
+    /// Frames copied into send slots and not yet posted: (wr_id, sge, imm), in order.
+    prepared: Vec<(u64, ibv_sge, u32)>,
     /// Receives posted and not yet completed.
     pub recvs_posted: usize,
     /// Sends posted and not yet completed.
@@ -79,6 +81,7 @@ impl Resources {
             device,
             lib,
             free_send: (0..SEND_DEPTH as usize).rev().collect(),
+            prepared: Vec::new(),
             recvs_posted: 0,
             sends_in_flight: 0,
         };
@@ -94,32 +97,35 @@ impl Resources {
         Ok(())
     }
 
-    /// Free send slots: how many frames `send_all` can post now.
-    pub fn free_slots(&self) -> usize {
-        self.free_send.len()
-    }
-
     /// Copies frames (`(imm, payload)`, at most `free_slots`, each within the slot size, which
     /// the caller checked against the peer's receive buffers) into free registered send slots and
     /// posts them as one chain. Returns how many were posted, and the error that stopped the rest.
-    pub fn send_all<'a>(
-        &mut self,
-        frames: impl Iterator<Item = (u32, &'a [u8])>,
-    ) -> (usize, Result<(), TransportError>) {
-        let mut reqs = Vec::new();
-        for (imm, payload) in frames {
-            let Some(slot) = self.free_send.pop() else { break };
-            let len = payload.len().min(self.send.slot_size());
-            self.send.slot_mut(slot)[..len].copy_from_slice(&payload[..len]);
-            reqs.push((SEND_TAG | slot as u64, self.send.sge(slot, len), imm));
-        }
+    /// Copies a frame (header in `imm`) into a free registered send slot, to be posted by the next
+    /// `post_prepared`; false when no slot is free (the caller queues it). The caller checked its
+    /// size against the peer's receive buffers.
+    pub fn prepare(&mut self, imm: u32, payload: &[u8]) -> bool {
+        let Some(slot) = self.free_send.pop() else { return false };
+        let len = payload.len().min(self.send.slot_size());
+        self.send.slot_mut(slot)[..len].copy_from_slice(&payload[..len]);
+        self.prepared.push((SEND_TAG | slot as u64, self.send.sge(slot, len), imm));
+        true
+    }
+
+    /// Frames prepared and not yet posted.
+    pub fn has_prepared(&self) -> bool {
+        !self.prepared.is_empty()
+    }
+
+    /// Posts every prepared frame as one chain (one doorbell). Returns the error that stopped the
+    /// chain, if any; the slots of frames not posted go back to the pool (the connection is failing).
+    pub fn post_prepared(&mut self) -> Result<(), TransportError> {
+        let reqs = std::mem::take(&mut self.prepared);
         let (posted, result) = self.qp.post_sends(&reqs);
-        // Slots of requests that were not posted go back to the pool.
         for r in reqs[posted..].iter().rev() {
             self.free_send.push((r.0 & !SEND_TAG) as usize);
         }
         self.sends_in_flight += posted;
-        (posted, result)
+        result
     }
 
     /// Consumes the completion-channel event, re-arms the CQ, then polls it in batches until it is

@@ -26,7 +26,13 @@ impl Reactor {
                 format!("rdma connection {id} has {SEND_QUEUE_LIMIT} frames queued: send queue full"),
             ));
         }
-        c.sendq.push_back(Frame::new(kind, credits, payload.to_vec()));
+        // Straight into a registered send slot when one is free and nothing waits ahead of it (one
+        // copy); otherwise behind the others in the software queue.
+        let imm = imm_of(kind, credits);
+        let prepared = c.sendq.is_empty() && c.res.as_mut().is_some_and(|r| r.prepare(imm, payload));
+        if !prepared {
+            c.sendq.push_back(Frame::new(kind, credits, payload.to_vec()));
+        }
         // Posted by the next flush (the caller's, once per turn of its loop, or the next poll's),
         // together with the other frames of this turn.
         if !c.corked {
@@ -148,13 +154,19 @@ impl Reactor {
         }
         let Some(res) = c.res.as_mut() else { return };
         let mut failure = None;
-        let n = c.sendq.len().min(res.free_slots());
-        if let Some(f) = c.sendq.iter().take(n).find(|f| f.payload.len() as u64 > c.peer_max as u64) {
-            failure = Some(too_large_for_peer(f, c.peer_max));
-        } else if n > 0 {
-            let (posted, result) = res.send_all(c.sendq.iter().take(n).map(|f| (f.imm(), &f.payload[..])));
-            c.sendq.drain(..posted);
-            failure = result.err();
+        // Frames waiting in the queue follow those already in slots, as slots free up.
+        while let Some(f) = c.sendq.front() {
+            if f.payload.len() as u64 > c.peer_max as u64 {
+                failure = Some(too_large_for_peer(f, c.peer_max));
+                break;
+            }
+            if !res.prepare(f.imm(), &f.payload) {
+                break;
+            }
+            c.sendq.pop_front();
+        }
+        if failure.is_none() && res.has_prepared() {
+            failure = res.post_prepared().err();
         }
         let done_closing = matches!(c.phase, Phase::Closing) && c.sendq.is_empty() && res.sends_in_flight == 0;
         if let Some(e) = failure {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use rdma_graceful_core::frame::validate_outgoing;
+use rdma_graceful_core::frame::{imm_of, validate_outgoing};
 use rdma_graceful_core::poll::{Poller, READABLE, WAKE};
 use rdma_graceful_core::{ConnId, ErrorCode, Event, Frame, ListenOptions, ListenerId, TransportError};
 
