@@ -41,6 +41,8 @@ for (const how of ['terminate', 'process.exit'] as const) {
       eval: true,
       workerData: { index: require.resolve('../src/index'), mainPort: mainServer.port, exit: how === 'process.exit' },
     })
+    // Listened for at once: a worker that exits by itself may be gone before its report is read.
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
     const report = await withDeadline(
       new Promise<{ echo?: string; error?: string }>((resolve) => worker.once('message', resolve)),
       20_000,
@@ -49,7 +51,6 @@ for (const how of ['terminate', 'process.exit'] as const) {
     t.is(report.error, undefined)
     t.is(report.echo, 'from the worker', 'the worker runs its own transport on its own loop')
     t.is(await withDeadline(fromWorker, 10_000, 'the message from the worker'), 'hello main')
-    const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
     if (how === 'terminate') await worker.terminate()
     await withDeadline(exited, 10_000, 'the worker exit')
     // The worker's connections (its server, its client, and its end of the one to us) are gone.
