@@ -85,6 +85,36 @@ struct Conn {
 }
 
 impl Conn {
+    /// A connection in setup (`Connecting` or `Handshake`), whose setup must end `timeout_ms` after `now`.
+    fn new(
+        sock: TcpStream,
+        role: Role,
+        phase: Phase,
+        peer: String,
+        max_payload: u32,
+        timeout_ms: u32,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            sock,
+            role,
+            phase,
+            peer,
+            max_payload,
+            deadline: Some(now + Duration::from_millis(timeout_ms as u64)),
+            timeout_ms,
+            preamble: [0; PREAMBLE.len()],
+            preamble_got: 0,
+            decoder: Decoder::new(max_payload),
+            unsent: Vec::new(),
+            unsent_at: 0,
+            unsent_live: None,
+            corked: false,
+            interest: 0,
+            _live: Live::new(Kind::TcpConnections),
+        }
+    }
+
     fn has_unsent(&self) -> bool {
         self.unsent_at < self.unsent.len()
     }
@@ -312,24 +342,15 @@ impl TcpTransport {
         let _ = sock.set_nonblocking(true);
         let _ = sock.set_nodelay(true);
         let id = next_id();
-        let mut conn = Conn {
+        let mut conn = Conn::new(
             sock,
-            role: Role::Passive(listener),
-            phase: Phase::Handshake,
-            peer: peer.clone(),
-            max_payload: opts.max_payload,
-            deadline: Some(now + Duration::from_millis(opts.handshake_timeout_ms as u64)),
-            timeout_ms: opts.handshake_timeout_ms,
-            preamble: [0; PREAMBLE.len()],
-            preamble_got: 0,
-            decoder: Decoder::new(opts.max_payload),
-            unsent: Vec::new(),
-            unsent_at: 0,
-            unsent_live: None,
-            corked: false,
-            interest: READABLE,
-            _live: Live::new(Kind::TcpConnections),
-        };
+            Role::Passive(listener),
+            Phase::Handshake,
+            peer.clone(),
+            opts.max_payload,
+            opts.handshake_timeout_ms,
+            now,
+        );
         let started = conn
             .write_frame(&PREAMBLE, &[])
             .map_err(|e| TransportError::from_io(&format!("sending the preamble to {peer}"), &e));
@@ -625,24 +646,13 @@ impl Transport for TcpTransport {
             Ok(s.into())
         };
         let conn = match connecting() {
-            Ok(sock) => Conn {
-                sock,
-                role: Role::Active,
-                phase: Phase::Connecting,
-                peer: target.clone(),
-                max_payload: opts.max_payload,
-                deadline: Some(Instant::now() + Duration::from_millis(opts.timeout_ms as u64)),
-                timeout_ms: opts.timeout_ms,
-                preamble: [0; PREAMBLE.len()],
-                preamble_got: 0,
-                decoder: Decoder::new(opts.max_payload),
-                unsent: Vec::new(),
-                unsent_at: 0,
-                unsent_live: None,
-                corked: false,
-                interest: WRITABLE,
-                _live: Live::new(Kind::TcpConnections),
-            },
+            Ok(sock) => {
+                let (max, timeout) = (opts.max_payload, opts.timeout_ms);
+                let mut conn =
+                    Conn::new(sock, Role::Active, Phase::Connecting, target.clone(), max, timeout, Instant::now());
+                conn.interest = conn.wanted_interest();
+                conn
+            }
             // Refused at once (e.g. no route): reported like any failed attempt, as an event.
             Err(e) => {
                 self.emit(Event::ConnectFailed {

@@ -60,6 +60,29 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A connection in setup (`phase`), whose setup must end by `timeout_ms` from now; what the
+    /// setup learns (resources, the peer's limits, its QP number) is filled in by the caller.
+    pub fn new(id: ConnId, role: Role, phase: Phase, cm: CmId, local_max: u32, peer: String, timeout_ms: u32) -> Conn {
+        Conn {
+            id,
+            role,
+            phase,
+            res: None,
+            cm,
+            local_max,
+            peer_max: 0,
+            peer,
+            remote_qpn: 0,
+            sendq: Default::default(),
+            corked: false,
+            early: Vec::new(),
+            early_count: 0,
+            deadline: Some(Instant::now() + std::time::Duration::from_millis(timeout_ms as u64)),
+            timeout_ms,
+            retry_count: crate::RETRY_COUNT,
+        }
+    }
+
     pub fn is_setup(&self) -> bool {
         matches!(self.phase, Phase::Resolving | Phase::Connecting | Phase::Accepting)
     }

@@ -65,27 +65,11 @@ impl Reactor {
             }
         };
         self.owners.insert(cm.as_ptr() as usize, Owner::Conn(id));
-        self.conns.insert(
-            id,
-            Conn {
-                id,
-                role: Role::Passive { listener },
-                phase: Phase::Accepting,
-                res: Some(res),
-                cm,
-                local_max,
-                peer_max: hello.max_payload,
-                peer,
-                remote_qpn: ev.remote_qpn,
-                sendq: Default::default(),
-                corked: false,
-                early: Vec::new(),
-                early_count: 0,
-                retry_count: crate::RETRY_COUNT,
-                deadline: Some(Instant::now() + Duration::from_millis(handshake_ms as u64)),
-                timeout_ms: handshake_ms,
-            },
-        );
+        let mut conn = Conn::new(id, Role::Passive { listener }, Phase::Accepting, cm, local_max, peer, handshake_ms);
+        conn.res = Some(res);
+        conn.peer_max = hello.max_payload;
+        conn.remote_qpn = ev.remote_qpn;
+        self.conns.insert(id, conn);
     }
 
     /// Creates a connection's verbs resources on the id's device and watches its completions.

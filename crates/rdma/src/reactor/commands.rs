@@ -122,27 +122,10 @@ impl Reactor {
             }
         };
         self.owners.insert(cm.as_ptr() as usize, Owner::Conn(id));
-        self.conns.insert(
-            id,
-            Conn {
-                id,
-                role: Role::Active,
-                phase: Phase::Resolving,
-                res: None,
-                cm,
-                local_max: opts.max_payload,
-                peer_max: 0,
-                peer: addr.to_string(),
-                remote_qpn: 0,
-                sendq: Default::default(),
-                corked: false,
-                early: Vec::new(),
-                early_count: 0,
-                retry_count: opts.rdma.retry_count.unwrap_or(crate::RETRY_COUNT),
-                deadline: Some(Instant::now() + Duration::from_millis(opts.timeout_ms as u64)),
-                timeout_ms: opts.timeout_ms,
-            },
-        );
+        let mut conn =
+            Conn::new(id, Role::Active, Phase::Resolving, cm, opts.max_payload, addr.to_string(), opts.timeout_ms);
+        conn.retry_count = opts.rdma.retry_count.unwrap_or(crate::RETRY_COUNT);
+        self.conns.insert(id, conn);
     }
 
     /// Posts queued frames while send slots are free, chained into one post (rxe rings a doorbell
