@@ -427,7 +427,8 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         if (sendId !== undefined) this.refusedSends.push(sendId)
         return
       }
-      // Refused for another reason (e.g. the rdma send queue is full): the connection is down.
+      // Refused for another reason (ERR_TRANSPORT_QUEUE_FULL, ...): the engine counted the frame as
+      // sent, so going on without it would break the close handshake's counts: the connection is down.
       this.engine.transportDown(now(), cause)
       if (sendId !== undefined) this.settleSend(sendId, new ConnectionDownError('transport-down', { cause }))
       return // the running action loop picks up what transportDown produced
