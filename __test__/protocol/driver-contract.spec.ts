@@ -13,7 +13,7 @@ function pump(from: Connection, to: Connection, now: number, log: Action[]): voi
   }
 }
 
-test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends, cancelTimer, event, transportClose, closed', (t) => {
+test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends, event, transportClose, closed', (t) => {
   const a = new Connection({ role: 'active', connectionId: 1 })
   const b = new Connection({ role: 'passive', connectionId: 2, receiveWindow: 1, creditGrant: 'on-consume' })
   const logA: Action[] = []
@@ -31,19 +31,21 @@ test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends,
   const out = a.pollActions()
   const data = out.filter((x) => x.type === 'sendFrame' && x.kind === FrameKind.DATA)
   t.deepEqual(data.map((x) => x.type === 'sendFrame' && x.sendId), [first])
+  t.not(a.pollTimeout(), undefined, 'heartbeat and liveness deadlines armed')
   a.transportDown(20, new Error('ECONNRESET'))
   const end = a.pollActions()
   t.deepEqual(
     end.map((x) => x.type),
-    ['rejectSends', 'cancelTimer', 'cancelTimer', 'event', 'transportClose', 'closed'],
+    ['rejectSends', 'event', 'transportClose', 'closed'],
   )
+  t.is(a.pollTimeout(), undefined, 'every deadline stopped at the end')
   const rej = end[0]
   t.true(rej?.type === 'rejectSends' && rej.ids[0] === second && rej.error.code === 'ERR_CONNECTION_DOWN')
-  const closed = end[5]
+  const closed = end[3]
   t.true(closed?.type === 'closed' && closed.outcome === 'forced' && closed.reason === 'transport-down')
   t.true(closed?.type === 'closed' && (closed.error?.cause as Error).message === 'ECONNRESET')
   // After the end: inputs are ignored, send() rejects at once with the terminal error.
-  a.timerFired(30, 'heartbeat')
+  a.handleTimeout(30)
   a.frameReceived(30, { kind: FrameKind.HEARTBEAT, credits: 0, payload: Buffer.alloc(0) })
   t.deepEqual(a.pollActions(), [])
   const late = a.send(30, Buffer.from('late'))
