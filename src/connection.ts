@@ -21,7 +21,7 @@ import {
   type Outcome,
   type StateChange,
 } from './protocol'
-import type { ConnectionEvents, Hub, QpNumbers, TransportKind } from './reactor'
+import type { ConnectionEvents, Hub, QpNumbers, TransportKind } from './hub'
 
 /** Every state change of every connection, as `{ connectionId, transport, ...StateChange, timestamp }`. */
 export const stateChannel = channel('rdma-graceful:state')
