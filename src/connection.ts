@@ -1,7 +1,7 @@
 /**
  * Connection: the application's handle on one connection. It drives the sans-IO protocol engine
- * (src/protocol) with the transport's frames, real timers and the application's calls, and carries
- * out the engine's actions. It holds no protocol logic of its own.
+ * (ProtocolConnection, src/protocol) with the transport's frames, its one real timer and the
+ * application's calls, and carries out the engine's actions. It holds no protocol logic of its own.
  *
  * Habits from node:net: `end()` half-closes (this side sends no more, keeps reading), `close()` runs
  * the graceful three-way close and resolves with its result, `destroy()` aborts at once.
@@ -12,7 +12,7 @@ import { ConnectionDownError, SendTimeoutError, TransportError } from './errors'
 import { TypedEmitter, type ConnectionEventMap } from './events'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import {
-  Connection as Engine,
+  ProtocolConnection,
   type Action,
   type CloseState,
   type ConnectionOptions as EngineOptions,
@@ -101,7 +101,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   /** Resolves once the connection is closed (gracefully or forced) and its resources freed. */
   readonly closed: Promise<CloseResult>
 
-  private readonly engine: Engine
+  private readonly engine: ProtocolConnection
   /**
    * The connection's one real timer, armed for `timerAt`: the earliest of the engine's deadlines
    * (`pollTimeout()`) and the oldest waiting send's. Re-armed only when that changes.
@@ -146,7 +146,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     // allow half-open ends its side once the application has *read* up to the peer's end, so
     // replies to requests it already received still go out before DISCONNECT_ACK.
     this.autoEnd = !(options.allowHalfOpen ?? false)
-    this.engine = new Engine({ ...options, allowHalfOpen: true, role, creditGrant: 'on-consume' })
+    this.engine = new ProtocolConnection({ ...options, allowHalfOpen: true, role, creditGrant: 'on-consume' })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
   }
 

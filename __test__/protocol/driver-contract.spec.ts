@@ -3,10 +3,10 @@
  */
 import test from 'ava'
 
-import { type Action, Connection, FrameKind } from '../../src/protocol'
+import { type Action, ProtocolConnection, FrameKind } from '../../src/protocol'
 
 /** Moves every sendFrame from one engine into the other, in order, at time `now`. */
-function pump(from: Connection, to: Connection, now: number, log: Action[]): void {
+function pump(from: ProtocolConnection, to: ProtocolConnection, now: number, log: Action[]): void {
   for (const a of from.pollActions()) {
     log.push(a)
     if (a.type === 'sendFrame') to.frameReceived(now, { kind: a.kind, credits: a.credits, payload: a.payload })
@@ -14,8 +14,8 @@ function pump(from: Connection, to: Connection, now: number, log: Action[]): voi
 }
 
 test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends, event, transportClose, closed', (t) => {
-  const a = new Connection({ role: 'active', connectionId: 1 })
-  const b = new Connection({ role: 'passive', connectionId: 2, receiveWindow: 1, creditGrant: 'on-consume' })
+  const a = new ProtocolConnection({ role: 'active', connectionId: 1 })
+  const b = new ProtocolConnection({ role: 'passive', connectionId: 2, receiveWindow: 1, creditGrant: 'on-consume' })
   const logA: Action[] = []
   const logB: Action[] = []
   a.start(0)
@@ -54,8 +54,8 @@ test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends,
 })
 
 test('events carry from/to/reason/at so connect and close durations are computable', (t) => {
-  const a = new Connection({ role: 'active', connectionId: 1 })
-  const b = new Connection({ role: 'passive', connectionId: 2 })
+  const a = new ProtocolConnection({ role: 'active', connectionId: 1 })
+  const b = new ProtocolConnection({ role: 'passive', connectionId: 2 })
   const logA: Action[] = []
   const logB: Action[] = []
   a.start(100)

@@ -10,7 +10,7 @@
  */
 
 import type { Action, StateChange } from '../../src/protocol/actions'
-import { Connection } from '../../src/protocol/connection'
+import { ProtocolConnection } from '../../src/protocol/connection'
 import type { RdmaGracefulError } from '../../src/protocol/errors'
 import { type Frame, FrameKind } from '../../src/protocol/frames'
 import type { ConnectionOptions } from '../../src/protocol/options'
@@ -40,7 +40,7 @@ const MAX_EVENTS_PER_RUN = 200_000
 type Wire = { at: number; seq: number; what: 'frame'; frame: Frame } | { at: number; seq: number; what: 'down' }
 
 export class Peer {
-  readonly conn: Connection
+  readonly conn: ProtocolConnection
   readonly delivered: string[] = []
   readonly events: StateChange[] = []
   readonly log: Action[] = []
@@ -60,7 +60,7 @@ export class Peer {
   framesAfterTransportClose = 0
 
   constructor(readonly side: Side, options: ConnectionOptions) {
-    this.conn = new Connection(options)
+    this.conn = new ProtocolConnection(options)
   }
 
   /** Payloads this side wrote to the transport, in order. */
@@ -215,7 +215,7 @@ export class Sim {
   }
 
   // ------------------------------------------------------------------ action plumbing
-  private input(s: Side, f: (c: Connection) => void): void {
+  private input(s: Side, f: (c: ProtocolConnection) => void): void {
     const p = this.peer(s)
     if (p.crashed) return
     f(p.conn)

@@ -1,5 +1,5 @@
 /**
- * Connection: the sans-IO lifecycle engine of one connection (quinn-proto style).
+ * ProtocolConnection: the sans-IO lifecycle engine of one connection (quinn-proto style).
  *
  * The driver owns the transport, the clock and the one real timer. It feeds every input together with
  * the current time `now` (ms, any monotonic clock), then drains `pollActions()` and performs the
@@ -7,7 +7,7 @@
  * TimerTable), does no I/O, reads no clock, and never throws at the driver for anything the peer sends
  * (bad frames become a protocol-violation DOWN).
  *
- *   const c = new Connection({ role: 'active' })
+ *   const c = new ProtocolConnection({ role: 'active' })
  *   c.start(now)                         // transport connected (active) / accepted (passive)
  *   c.frameReceived(now, frame)          // every frame the transport delivers, in order
  *   c.handleTimeout(now)                 // the driver's timer reached pollTimeout()
@@ -98,7 +98,7 @@ export interface StartInfo {
 
 const TERMINAL: ReadonlySet<ConnectionState> = new Set(['CLOSED', 'DOWN'])
 
-export class Connection {
+export class ProtocolConnection {
   readonly options: ResolvedOptions
   readonly stats: ConnectionStats = {
     framesSent: 0,

@@ -1,5 +1,5 @@
 /** Public surface of the sans-IO protocol engine; the driver imports from here. */
-export { Connection } from './connection'
+export { ProtocolConnection } from './connection'
 export type { ConnectionStats, StartInfo } from './connection'
 export type { Action, CloseState, ConnectionState, Outcome, StateChange } from './actions'
 export type { TimerId } from './timers'

@@ -1,7 +1,7 @@
 /**
  * The engine's deadlines: one slot per timer id, in a table the engine owns (quinn-proto's
  * TimerTable). The driver never sees the ids: it asks for the earliest deadline
- * (`Connection#pollTimeout`) and arms one real timer for it, then calls `handleTimeout(now)`
+ * (`ProtocolConnection#pollTimeout`) and arms one real timer for it, then calls `handleTimeout(now)`
  * when it is reached; the engine works out which deadlines passed.
  *
  * - handshake: setup deadline (HELLO, READY)
