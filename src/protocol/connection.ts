@@ -55,7 +55,7 @@ import {
   encodeReady,
   type Frame,
   FrameKind,
-  type Hello,
+  type HelloPayload,
   kindName,
   PROTOCOL_VERSION,
 } from './frames'
@@ -126,7 +126,7 @@ export class ProtocolConnection {
   private readonly timers = new TimerTable()
   private queue: QueuedSend[] = []
   private nextSendId = 1
-  private peer: Hello | undefined
+  private peer: HelloPayload | undefined
   private features: Negotiated | undefined
   private localQpn = 0
   private remoteQpn = 0
@@ -161,7 +161,7 @@ export class ProtocolConnection {
     return TERMINAL.has(this.lifecycle)
   }
   /** The peer's HELLO, once received. */
-  get peerHello(): Readonly<Hello> | undefined {
+  get peerHello(): Readonly<HelloPayload> | undefined {
     return this.peer
   }
   /** Features both sides have, once HELLOs are exchanged. */
@@ -391,7 +391,7 @@ export class ProtocolConnection {
 
   // ============================================================================ handshake
 
-  private ownHello(): Hello {
+  private ownHello(): HelloPayload {
     const o = this.options
     return {
       version: PROTOCOL_VERSION,
@@ -451,7 +451,7 @@ export class ProtocolConnection {
     const decoded = decodeReady(payload)
     if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
     if (!this.features?.readyGate) return this.diagnostic(now, 'ready-ignored', 'READY without negotiated READY_GATE')
-    const peer = this.peer as Hello
+    const peer = this.peer as HelloPayload
     const expected = {
       activeConnectionId: peer.connectionId,
       passiveConnectionId: this.connectionId,
@@ -522,7 +522,7 @@ export class ProtocolConnection {
 
     while (this.queue.length > 0 && this.dataMayFlow() && this.credits.canSendData()) {
       const next = this.queue.shift() as QueuedSend
-      const peerMax = (this.peer as Hello).maxMessageSize
+      const peerMax = (this.peer as HelloPayload).maxMessageSize
       if (next.payload.length > peerMax) {
         this.reject([next.id], new MessageTooLargeError(next.payload.length, peerMax))
         continue
