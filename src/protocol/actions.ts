@@ -1,6 +1,6 @@
 /**
  * What the engine asks its driver to do. The engine never performs I/O; after every input the driver
- * drains `pollActions()` and carries the actions out in order. Deadlines are not actions: the driver
+ * takes `pollActions()` and carries the actions out in order. Deadlines are not actions: the driver
  * asks `pollTimeout()` for the earliest one (src/protocol/timers.ts).
  */
 

@@ -2,7 +2,7 @@
  * ProtocolConnection: the sans-IO lifecycle engine of one connection (quinn-proto style).
  *
  * The driver owns the transport, the clock and the one real timer. It feeds every input together with
- * the current time `now` (ms, any monotonic clock), then drains `pollActions()` and performs the
+ * the current time `now` (ms, any monotonic clock), then takes `pollActions()` and performs the
  * actions in order, then arms its timer for `pollTimeout()`. The engine keeps its own deadlines (a
  * TimerTable), does no I/O, reads no clock, and never throws at the driver for anything the peer sends
  * (bad frames become a protocol-violation DOWN).
