@@ -6,7 +6,7 @@ import path from 'node:path'
 import type { ExecutionContext } from 'ava'
 
 import { liveCounts } from '../src/index'
-import { Hub } from '../src/reactor'
+import { Hub } from '../src/hub'
 
 export interface Peer {
   child: ChildProcess

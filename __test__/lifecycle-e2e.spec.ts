@@ -137,11 +137,11 @@ test.serial('a send waiting for credits from a peer that never reads has a deadl
   for (let i = 0; i < 5; i++) got.push((await serverSide.read())!.toString())
   await later
   t.deepEqual(got, ['fits 0', 'fits 1', 'fits 2', 'fits 3', 'after credits'], 'withdrawn sends were never written')
-  const drained = (async () => {
+  const readToEnd = (async () => {
     for await (const m of serverSide) t.fail(`unexpected message ${m.toString()}`)
   })()
   t.is((await conn.close()).outcome, 'graceful')
-  await drained
+  await readToEnd
   await server.close({ graceMs: 500 })
   assertNoLiveResources(t)
 })

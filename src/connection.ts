@@ -1,7 +1,7 @@
 /**
  * Connection: the application's handle on one connection. It drives the sans-IO protocol engine
- * (src/protocol) with the transport's frames, real timers and the application's calls, and carries
- * out the engine's actions. It holds no protocol logic of its own.
+ * (ProtocolConnection, src/protocol) with the transport's frames, its one real timer and the
+ * application's calls, and carries out the engine's actions. It holds no protocol logic of its own.
  *
  * Habits from node:net: `end()` half-closes (this side sends no more, keeps reading), `close()` runs
  * the graceful three-way close and resolves with its result, `destroy()` aborts at once.
@@ -12,7 +12,7 @@ import { ConnectionDownError, SendTimeoutError, TransportError } from './errors'
 import { TypedEmitter, type ConnectionEventMap } from './events'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import {
-  Connection as Engine,
+  ProtocolConnection,
   type Action,
   type CloseState,
   type ConnectionOptions as EngineOptions,
@@ -20,9 +20,8 @@ import {
   type ConnectionStats,
   type Outcome,
   type StateChange,
-  type TimerId,
 } from './protocol'
-import type { ConnectionEvents, Hub, QpNumbers, TransportKind } from './reactor'
+import type { ConnectionEvents, Hub, QpNumbers, TransportKind } from './hub'
 
 /** Every state change of every connection, as `{ connectionId, transport, ...StateChange, timestamp }`. */
 export const stateChannel = channel('rdma-graceful:state')
@@ -64,10 +63,8 @@ export interface SendOptions {
 interface PendingSend {
   resolve(): void
   reject(e: Error): void
-  /** Stops the send's deadline timer and abort listener; set only on sends that had to wait. */
+  /** Removes the send's abort listener; set only on sends that had to wait, with a signal. */
   release?: () => void
-  /** Refs or unrefs the send's deadline timer (with the connection's `ref()`/`unref()`). */
-  setRef?: (on: boolean) => void
 }
 
 export interface CloseResult {
@@ -104,8 +101,17 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   /** Resolves once the connection is closed (gracefully or forced) and its resources freed. */
   readonly closed: Promise<CloseResult>
 
-  private readonly engine: Engine
-  private readonly timers = new Map<TimerId, LongTimer>()
+  private readonly engine: ProtocolConnection
+  /**
+   * The connection's one real timer, armed for `timerAt`: the earliest of the engine's deadlines
+   * (`pollTimeout()`) and the oldest waiting send's. Re-armed only when that changes.
+   */
+  private timer: LongTimer | undefined
+  private timerAt: number | undefined
+  /** Set while the timer's callback runs: it re-arms once, at its end. */
+  private inTimer = false
+  /** Sends that had to wait, oldest first, and when each gives up (`sendTimeoutMs` after it was made). */
+  private readonly sendDeadlines: Array<{ id: number; at: number }> = []
   private readonly sends = new Map<number, PendingSend>()
   /** Sends whose frame the native side refused because it already let the connection go. */
   private readonly refusedSends: number[] = []
@@ -140,7 +146,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     // allow half-open ends its side once the application has *read* up to the peer's end, so
     // replies to requests it already received still go out before DISCONNECT_ACK.
     this.autoEnd = !(options.allowHalfOpen ?? false)
-    this.engine = new Engine({ ...options, allowHalfOpen: true, role, creditGrant: 'on-consume' })
+    this.engine = new ProtocolConnection({ ...options, allowHalfOpen: true, role, creditGrant: 'on-consume' })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
   }
 
@@ -185,21 +191,23 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     })
   }
 
-  /** A send that has to wait gets a deadline (and its caller's abort signal). */
+  /**
+   * A send that has to wait gets a deadline (on the connection's one timer) and its caller's abort
+   * signal.
+   */
   private armSendDeadline(id: number, pending: PendingSend, signal: AbortSignal | undefined): void {
-    const withdraw = (error: Error): void => {
-      if (this.engine.cancelSend(now(), id)) this.settleSend(id, error)
-      this.runActions()
-    }
-    const timer = setLongTimeout(() => withdraw(new SendTimeoutError(this.sendTimeoutMs)), this.sendTimeoutMs)
-    if (!this.refed) timer.setRef(false)
-    const onAbort = (): void => withdraw(signal!.reason)
-    signal?.addEventListener('abort', onAbort, { once: true })
-    pending.release = () => {
-      timer.cancel()
-      signal?.removeEventListener('abort', onAbort)
-    }
-    pending.setRef = (on) => timer.setRef(on)
+    this.sendDeadlines.push({ id, at: now() + this.sendTimeoutMs })
+    this.rearm()
+    if (signal === undefined) return
+    const onAbort = (): void => this.withdrawSend(id, signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    pending.release = () => signal.removeEventListener('abort', onAbort)
+  }
+
+  /** Withdraws a send still waiting in the engine's queue and rejects it with `error`. */
+  private withdrawSend(id: number, error: Error): void {
+    if (this.engine.cancelSend(now(), id)) this.settleSend(id, error)
+    this.runActions()
   }
 
   /** Half-close: this side sends no more (after what is queued); reading goes on until the peer ends. */
@@ -239,8 +247,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private setRef(on: boolean): this {
     this.refed = on
     if (this.conn !== 0) this.hub.setRef(this.conn, on)
-    for (const t of this.timers.values()) t.setRef(on)
-    for (const s of this.sends.values()) s.setRef?.(on)
+    this.timer?.setRef(on)
     return this
   }
 
@@ -338,6 +345,44 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     } finally {
       this.running = false
     }
+    this.rearm()
+  }
+
+  /** Arms the connection's one timer for its earliest deadline, when that changed. */
+  private rearm(): void {
+    if (this.inTimer || this.finished) return
+    const waiting = this.sendDeadlines
+    while (waiting.length > 0 && !this.sends.has(waiting[0].id)) waiting.shift() // settled meanwhile
+    const engineAt = this.engine.pollTimeout()
+    const sendAt = waiting[0]?.at
+    const at = engineAt === undefined || (sendAt !== undefined && sendAt < engineAt) ? sendAt : engineAt
+    if (at === this.timerAt) return
+    this.timer?.cancel()
+    this.timerAt = at
+    this.timer = at === undefined ? undefined : setLongTimeout(this.onTimer, at - now())
+    if (!this.refed) this.timer?.setRef(false)
+  }
+
+  /** The timer reached its deadline: the engine's deadlines first, then the sends that waited too long. */
+  private readonly onTimer = (): void => {
+    this.timer = undefined
+    this.timerAt = undefined
+    this.inTimer = true
+    try {
+      // Frames that arrived while the loop was busy count before any deadline is judged.
+      this.hub.pump()
+      const at = now()
+      this.engine.handleTimeout(at)
+      this.runActions()
+      const waiting = this.sendDeadlines
+      while (waiting.length > 0 && waiting[0].at <= at) {
+        const { id } = waiting.shift()!
+        if (this.sends.has(id)) this.withdrawSend(id, new SendTimeoutError(this.sendTimeoutMs))
+      }
+    } finally {
+      this.inTimer = false
+    }
+    this.rearm()
   }
 
   /** Emits to application listeners; one that throws cannot stop the protocol's action loop. */
@@ -355,23 +400,6 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     switch (a.type) {
       case 'sendFrame':
         this.sendFrame(a.kind, a.credits, a.payload, a.sendId)
-        return
-      case 'setTimer': {
-        this.timers.get(a.id)?.cancel()
-        const timer = setLongTimeout(() => {
-          this.timers.delete(a.id)
-          // Frames that arrived while the loop was busy count before any deadline is judged.
-          this.hub.pump()
-          this.engine.timerFired(now(), a.id)
-          this.runActions()
-        }, a.at - now())
-        if (!this.refed) timer.setRef(false)
-        this.timers.set(a.id, timer)
-        return
-      }
-      case 'cancelTimer':
-        this.timers.get(a.id)?.cancel()
-        this.timers.delete(a.id)
         return
       case 'deliver':
         this.deliver(a.payload)
@@ -497,8 +525,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private finish(): void {
     if (this.finished || this.result === undefined || !this.transportGone) return
     this.finished = true
-    for (const t of this.timers.values()) t.cancel()
-    this.timers.clear()
+    this.timer?.cancel()
+    this.timer = undefined
+    this.timerAt = undefined
     const result = this.result
     this.notify('close', result)
     this.resolveClosed(result)

@@ -21,7 +21,7 @@ import {
   type ConnectOptions,
   type ListenOptions,
 } from './options'
-import { Hub, type TransportKind } from './reactor'
+import { Hub, type TransportKind } from './hub'
 import { Server } from './server'
 
 export { Connection, stateChannel } from './connection'
@@ -29,7 +29,7 @@ export type { CloseResult, ConnectionTimings, DriverOptions, ProtocolOptions, Se
 export { Server } from './server'
 export type { ServerCloseResult } from './server'
 export type { ConnectOptions, ListenOptions, TransportOptions } from './options'
-export type { TransportKind } from './reactor'
+export type { TransportKind } from './hub'
 export { liveCounts } from './native'
 export * from './errors'
 export type { CloseState, ConnectionState, ConnectionStats, Outcome, StateChange } from './protocol'

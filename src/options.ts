@@ -6,7 +6,7 @@ import type { DriverOptions, ProtocolOptions } from './connection'
 import { TransportError } from './errors'
 import { rdmaLimits } from './native'
 import { resolveOptions } from './protocol/options'
-import type { TransportKind } from './reactor'
+import type { TransportKind } from './hub'
 
 export interface TransportOptions {
   /** 'tcp' (default) or 'rdma'. */

@@ -29,7 +29,7 @@ test('graceful close with data in flight both ways: nothing lost, 8-state paths,
   t.is(sim.A.transportCloseCount, 1)
   t.is(sim.B.transportCloseCount, 1)
   t.true(sim.A.transportCloseGraceful)
-  t.is(sim.A.timers.size + sim.B.timers.size, 0, 'no timer left armed')
+  t.deepEqual([sim.A.conn.pollTimeout(), sim.B.conn.pollTimeout()], [undefined, undefined], 'no timer left armed')
   // REQ is A's first frame after its last DATA: it never overtook queued data.
   const lastData = sim.A.framesOut.map((f) => f.kind).lastIndexOf(FrameKind.DATA)
   const req = sim.A.framesOut.findIndex((f) => f.kind === FrameKind.DISCONNECT_REQ)

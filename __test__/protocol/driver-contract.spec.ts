@@ -3,19 +3,19 @@
  */
 import test from 'ava'
 
-import { type Action, Connection, FrameKind } from '../../src/protocol'
+import { type Action, ProtocolConnection, FrameKind } from '../../src/protocol'
 
 /** Moves every sendFrame from one engine into the other, in order, at time `now`. */
-function pump(from: Connection, to: Connection, now: number, log: Action[]): void {
+function pump(from: ProtocolConnection, to: ProtocolConnection, now: number, log: Action[]): void {
   for (const a of from.pollActions()) {
     log.push(a)
     if (a.type === 'sendFrame') to.frameReceived(now, { kind: a.kind, credits: a.credits, payload: a.payload })
   }
 }
 
-test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends, cancelTimer, event, transportClose, closed', (t) => {
-  const a = new Connection({ role: 'active', connectionId: 1 })
-  const b = new Connection({ role: 'passive', connectionId: 2, receiveWindow: 1, creditGrant: 'on-consume' })
+test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends, event, transportClose, closed', (t) => {
+  const a = new ProtocolConnection({ role: 'active', connectionId: 1 })
+  const b = new ProtocolConnection({ role: 'passive', connectionId: 2, receiveWindow: 1, creditGrant: 'on-consume' })
   const logA: Action[] = []
   const logB: Action[] = []
   a.start(0)
@@ -31,19 +31,21 @@ test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends,
   const out = a.pollActions()
   const data = out.filter((x) => x.type === 'sendFrame' && x.kind === FrameKind.DATA)
   t.deepEqual(data.map((x) => x.type === 'sendFrame' && x.sendId), [first])
+  t.not(a.pollTimeout(), undefined, 'heartbeat and liveness deadlines armed')
   a.transportDown(20, new Error('ECONNRESET'))
   const end = a.pollActions()
   t.deepEqual(
     end.map((x) => x.type),
-    ['rejectSends', 'cancelTimer', 'cancelTimer', 'event', 'transportClose', 'closed'],
+    ['rejectSends', 'event', 'transportClose', 'closed'],
   )
+  t.is(a.pollTimeout(), undefined, 'every deadline stopped at the end')
   const rej = end[0]
   t.true(rej?.type === 'rejectSends' && rej.ids[0] === second && rej.error.code === 'ERR_CONNECTION_DOWN')
-  const closed = end[5]
+  const closed = end[3]
   t.true(closed?.type === 'closed' && closed.outcome === 'forced' && closed.reason === 'transport-down')
   t.true(closed?.type === 'closed' && (closed.error?.cause as Error).message === 'ECONNRESET')
   // After the end: inputs are ignored, send() rejects at once with the terminal error.
-  a.timerFired(30, 'heartbeat')
+  a.handleTimeout(30)
   a.frameReceived(30, { kind: FrameKind.HEARTBEAT, credits: 0, payload: Buffer.alloc(0) })
   t.deepEqual(a.pollActions(), [])
   const late = a.send(30, Buffer.from('late'))
@@ -52,8 +54,8 @@ test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends,
 })
 
 test('events carry from/to/reason/at so connect and close durations are computable', (t) => {
-  const a = new Connection({ role: 'active', connectionId: 1 })
-  const b = new Connection({ role: 'passive', connectionId: 2 })
+  const a = new ProtocolConnection({ role: 'active', connectionId: 1 })
+  const b = new ProtocolConnection({ role: 'passive', connectionId: 2 })
   const logA: Action[] = []
   const logB: Action[] = []
   a.start(100)

@@ -1,7 +1,7 @@
 import test from 'ava'
 import fc from 'fast-check'
 
-import { Connection } from '../../src/protocol/connection'
+import { ProtocolConnection } from '../../src/protocol/connection'
 import { RdmaGracefulError } from '../../src/protocol/errors'
 import {
   checkFrameHeader,
@@ -90,12 +90,12 @@ test('malformed HELLO -> DOWN with ERR_PROTOCOL_VIOLATION, transport aborted onc
 })
 
 test('DATA before HELLO and HELLO with the same role are violations', (t) => {
-  const c = new Connection({ role: 'passive' })
+  const c = new ProtocolConnection({ role: 'passive' })
   c.start(0)
   c.frameReceived(1, { kind: FrameKind.DATA, credits: 0, payload: Buffer.from('sneaky') })
   t.is(c.state, 'DOWN')
   t.false(c.pollActions().some((a) => a.type === 'deliver'))
-  const d = new Connection({ role: 'passive' })
+  const d = new ProtocolConnection({ role: 'passive' })
   d.start(0)
   d.frameReceived(1, { kind: FrameKind.HELLO, credits: 0, payload: encodeHello({ version: 1, role: 'passive', capabilities: 15, connectionId: 1, generation: 0, receiveWindow: 4, maxMessageSize: 10, idleTimeoutMs: 0 }) })
   t.is(d.state, 'DOWN')

@@ -1,6 +1,6 @@
 import test from 'ava'
 
-import { Connection } from '../../src/protocol/connection'
+import { ProtocolConnection } from '../../src/protocol/connection'
 import { ALL_CAPABILITIES, Capability, encodeReady, FrameKind } from '../../src/protocol/frames'
 import { Sim } from './sim'
 
@@ -60,8 +60,8 @@ test('stale READY (wrong ids or generation) is dropped and counted, no reset; th
 })
 
 test('stale READY with mismatching queue-pair numbers is dropped when both sides know them', (t) => {
-  const a = new Connection({ role: 'active', connectionId: 0xa1, generation: 7 })
-  const b = new Connection({ role: 'passive', connectionId: 0xb2 })
+  const a = new ProtocolConnection({ role: 'active', connectionId: 0xa1, generation: 7 })
+  const b = new ProtocolConnection({ role: 'passive', connectionId: 0xb2 })
   a.start(0, { localQpn: 100, remoteQpn: 200 })
   b.start(0, { localQpn: 200, remoteQpn: 100 })
   const helloA = a.pollActions().find((x) => x.type === 'sendFrame')

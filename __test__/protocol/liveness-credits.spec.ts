@@ -1,6 +1,6 @@
 import test from 'ava'
 
-import { Connection } from '../../src/protocol/connection'
+import { ProtocolConnection } from '../../src/protocol/connection'
 import { FrameKind } from '../../src/protocol/frames'
 import { Sim } from './sim'
 
@@ -170,23 +170,23 @@ test('sends queued before OPEN on the active side flow after the handshake', (t)
   t.deepEqual(sim.B.delivered, ['before-start', 'during-handshake'])
 })
 
-test('timer fires that are stale or early are harmless', (t) => {
-  const c = new Connection({ role: 'active' })
+test('a timeout handled early is harmless: the deadline stands', (t) => {
+  const c = new ProtocolConnection({ role: 'active' })
   c.start(0)
   c.pollActions()
-  c.timerFired(10, 'close') // never armed
+  t.is(c.pollTimeout(), 5_000, 'the handshake deadline')
+  c.handleTimeout(10) // early (or stale): nothing is due
   t.deepEqual(c.pollActions(), [])
-  c.timerFired(10, 'handshake') // early: re-armed for its real time
-  t.deepEqual(c.pollActions(), [{ type: 'setTimer', id: 'handshake', at: 5_000 }])
+  t.is(c.pollTimeout(), 5_000, 'still armed for its real time')
   t.is(c.state, 'HELLO_SENT')
 })
 
 test('options are validated at construction', (t) => {
-  t.throws(() => new Connection({ role: 'active', receiveWindow: 0 }), { instanceOf: RangeError })
-  t.throws(() => new Connection({ role: 'active', receiveWindow: 40_000 }), { instanceOf: RangeError })
-  t.throws(() => new Connection({ role: 'passive', ackTimeoutMs: -1 }), { instanceOf: RangeError })
-  t.throws(() => new Connection({ role: 'x' as never }), { instanceOf: RangeError })
-  const c = new Connection({ role: 'active', ackTimeoutMs: 3 * 365 * 24 * 3600 * 1000 })
+  t.throws(() => new ProtocolConnection({ role: 'active', receiveWindow: 0 }), { instanceOf: RangeError })
+  t.throws(() => new ProtocolConnection({ role: 'active', receiveWindow: 40_000 }), { instanceOf: RangeError })
+  t.throws(() => new ProtocolConnection({ role: 'passive', ackTimeoutMs: -1 }), { instanceOf: RangeError })
+  t.throws(() => new ProtocolConnection({ role: 'x' as never }), { instanceOf: RangeError })
+  const c = new ProtocolConnection({ role: 'active', ackTimeoutMs: 3 * 365 * 24 * 3600 * 1000 })
   t.is(c.options.ackTimeoutMs, 94_608_000_000)
   t.true(c.connectionId > 0 && c.connectionId <= 0xffffffff)
 })

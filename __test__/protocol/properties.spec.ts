@@ -73,7 +73,7 @@ function checkAlways(p: Peer, other: Peer): string | undefined {
   if (p.conn.isTerminal) {
     if (p.closedCount !== 1) return `${p.side}: closed ${p.closedCount} times`
     if (p.transportCloseCount !== 1) return `${p.side}: transportClose ${p.transportCloseCount} times`
-    if (p.timers.size !== 0) return `${p.side}: timers left armed: ${[...p.timers.keys()]}`
+    if (p.conn.pollTimeout() !== undefined) return `${p.side}: a timer left armed, for ${p.conn.pollTimeout()}`
     // Every send settled exactly once.
     for (const id of p.sends.keys()) if (!p.written.includes(id) && !p.rejected.has(id)) return `${p.side}: send ${id} never settled`
     if (p.closed?.outcome === 'forced' && p.closed.error === undefined) return `${p.side}: forced without error`

@@ -1,15 +1,16 @@
 /**
  * Deterministic simulation of two protocol engines: a fake clock, an ordered channel per direction
  * with injectable faults (loss, duplication, extra delay), peer crash (stops processing, optionally
- * with a transport reset seen by the other side), and timers that fire by fake time.
+ * with a transport reset seen by the other side), and each engine's earliest deadline
+ * (`pollTimeout()`), handled by fake time.
  *
  * The channel never reorders: the real transports are ordered. Loss and duplication model what the
  * close retries exist for (a stalled or vanished peer); they are applied only to control frames unless
  * a test asks otherwise, because a live transport never loses or repeats DATA.
  */
 
-import type { Action, StateChange, TimerId } from '../../src/protocol/actions'
-import { Connection } from '../../src/protocol/connection'
+import type { Action, StateChange } from '../../src/protocol/actions'
+import { ProtocolConnection } from '../../src/protocol/connection'
 import type { RdmaGracefulError } from '../../src/protocol/errors'
 import { type Frame, FrameKind } from '../../src/protocol/frames'
 import type { ConnectionOptions } from '../../src/protocol/options'
@@ -39,8 +40,7 @@ const MAX_EVENTS_PER_RUN = 200_000
 type Wire = { at: number; seq: number; what: 'frame'; frame: Frame } | { at: number; seq: number; what: 'down' }
 
 export class Peer {
-  readonly conn: Connection
-  readonly timers = new Map<TimerId, number>()
+  readonly conn: ProtocolConnection
   readonly delivered: string[] = []
   readonly events: StateChange[] = []
   readonly log: Action[] = []
@@ -60,7 +60,7 @@ export class Peer {
   framesAfterTransportClose = 0
 
   constructor(readonly side: Side, options: ConnectionOptions) {
-    this.conn = new Connection(options)
+    this.conn = new ProtocolConnection(options)
   }
 
   /** Payloads this side wrote to the transport, in order. */
@@ -181,7 +181,7 @@ export class Sim {
     }
   }
 
-  /** The earliest pending wire event or timer: wires before timers at equal times, A before B. */
+  /** The earliest pending wire event or deadline: wires before deadlines at equal times, A before B. */
   private nextEvent(): { at: number; run: () => void } | undefined {
     let best: { at: number; rank: number; run: () => void } | undefined
     const consider = (at: number, rank: number, run: () => void): void => {
@@ -193,12 +193,8 @@ export class Sim {
     }
     for (const p of [this.A, this.B]) {
       if (p.crashed) continue
-      for (const [id, at] of p.timers) {
-        consider(at, p.side === 'A' ? 2 : 3, () => {
-          p.timers.delete(id)
-          this.input(p.side, (c) => c.timerFired(this.now, id))
-        })
-      }
+      const at = p.conn.pollTimeout()
+      if (at !== undefined) consider(at, p.side === 'A' ? 2 : 3, () => this.input(p.side, (c) => c.handleTimeout(this.now)))
     }
     return best
   }
@@ -219,7 +215,7 @@ export class Sim {
   }
 
   // ------------------------------------------------------------------ action plumbing
-  private input(s: Side, f: (c: Connection) => void): void {
+  private input(s: Side, f: (c: ProtocolConnection) => void): void {
     const p = this.peer(s)
     if (p.crashed) return
     f(p.conn)
@@ -252,12 +248,6 @@ export class Sim {
         }
         return
       }
-      case 'setTimer':
-        p.timers.set(a.id, a.at)
-        return
-      case 'cancelTimer':
-        p.timers.delete(a.id)
-        return
       case 'deliver':
         p.delivered.push(a.payload.toString())
         return

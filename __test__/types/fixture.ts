@@ -22,7 +22,7 @@ import {
   type StateChange,
 } from 'rdma-graceful'
 // @ts-expect-error internals are not part of the package: no deep imports
-import type { Hub } from 'rdma-graceful/dist/reactor'
+import type { Hub } from 'rdma-graceful/dist/hub'
 
 export async function typed(): Promise<void> {
   const server: Server = await listen({ port: 0 })

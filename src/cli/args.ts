@@ -19,7 +19,7 @@ export class UsageError extends Error {
  * - ERR_REPLY_TIMEOUT: an echo did not come back within the deadline.
  * - ERR_ECHO_MISMATCH: an echo came back different from what was sent.
  * - ERR_CLOSE_FORCED: the close handshake did not complete (the close result's reason says why).
- * - ERR_DEADLINE: a wait of the command line's own (a shutdown, draining echoes) passed its deadline.
+ * - ERR_DEADLINE: a wait of the command line's own (a shutdown, the last echoes) passed its deadline.
  * - ERR_RDMA_UNUSABLE: doctor found that rdma cannot run here (the reasons are listed).
  */
 export type CliErrorCode = 'ERR_REPLY_TIMEOUT' | 'ERR_ECHO_MISMATCH' | 'ERR_CLOSE_FORCED' | 'ERR_DEADLINE' | 'ERR_RDMA_UNUSABLE'

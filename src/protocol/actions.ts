@@ -1,6 +1,7 @@
 /**
  * What the engine asks its driver to do. The engine never performs I/O; after every input the driver
- * drains `pollActions()` and carries the actions out in order.
+ * takes `pollActions()` and carries the actions out in order. Deadlines are not actions: the driver
+ * asks `pollTimeout()` for the earliest one (src/protocol/timers.ts).
  */
 
 import type { RdmaGracefulError } from './errors'
@@ -27,16 +28,6 @@ export type CloseState =
   | 'FIN_RECEIVED'
   | 'COMPLETED'
 
-/**
- * Timer ids. At most one timer per id is armed; `setTimer` with an armed id re-arms it.
- * - handshake: setup deadline (HELLO, READY)
- * - heartbeat: send a HEARTBEAT if nothing was sent for the interval
- * - liveness:  go DOWN if nothing was received for the timeout
- * - close:     the current close-handshake deadline (flush, ACK, drain, FIN, linger)
- * - grace:     passive side's shutdown grace period
- */
-export type TimerId = 'handshake' | 'heartbeat' | 'liveness' | 'close' | 'grace'
-
 export type Outcome = 'graceful' | 'forced'
 
 export interface StateChange {
@@ -53,9 +44,6 @@ export interface StateChange {
 export type Action =
   /** Hand a frame to the transport. `sendId` is set on DATA frames: that send() is now written. */
   | { type: 'sendFrame'; kind: number; credits: number; payload: Buffer; sendId?: number }
-  /** Arm (or re-arm) timer `id` to fire at absolute time `at`; call timerFired(now, id) then. */
-  | { type: 'setTimer'; id: TimerId; at: number }
-  | { type: 'cancelTimer'; id: TimerId }
   /** A DATA message for the application, in order. */
   | { type: 'deliver'; payload: Buffer }
   /** The peer sends no more data (its REQ arrived): end the app's read stream after the delivered data. */

@@ -29,7 +29,7 @@ export function closeTransitionAllowed(from: CloseState, to: CloseState): boolea
   return ALLOWED[from].includes(to)
 }
 
-/** Book-keeping of one close handshake. Frame handling lives in Connection, which owns the timers. */
+/** Book-keeping of one close handshake. Frame handling lives in ProtocolConnection, which owns the timers. */
 export class CloseHandshake {
   state: CloseState = 'NONE'
   /** Retries done for the message we are waiting on an answer to (REQ as closer, ACK as responder). */

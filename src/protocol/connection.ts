@@ -1,15 +1,16 @@
 /**
- * Connection: the sans-IO lifecycle engine of one connection (quinn-proto style).
+ * ProtocolConnection: the sans-IO lifecycle engine of one connection (quinn-proto style).
  *
- * The driver owns the transport, the clock and the real timers. It feeds every input together with the
- * current time `now` (ms, any monotonic clock), then drains `pollActions()` and performs the actions in
- * order. The engine does no I/O, reads no clock, arms no timers, and never throws at the driver for
- * anything the peer sends (bad frames become a protocol-violation DOWN).
+ * The driver owns the transport, the clock and the one real timer. It feeds every input together with
+ * the current time `now` (ms, any monotonic clock), then takes `pollActions()` and performs the
+ * actions in order, then arms its timer for `pollTimeout()`. The engine keeps its own deadlines (a
+ * TimerTable), does no I/O, reads no clock, and never throws at the driver for anything the peer sends
+ * (bad frames become a protocol-violation DOWN).
  *
- *   const c = new Connection({ role: 'active' })
+ *   const c = new ProtocolConnection({ role: 'active' })
  *   c.start(now)                         // transport connected (active) / accepted (passive)
  *   c.frameReceived(now, frame)          // every frame the transport delivers, in order
- *   c.timerFired(now, id)                // a timer armed by a setTimer action reached its time
+ *   c.handleTimeout(now)                 // the driver's timer reached pollTimeout()
  *   const id = c.send(now, payload)      // app send; settles by a sendFrame{sendId} or a rejectSends
  *   c.consumed(now, n)                   // only with creditGrant 'on-consume'
  *   c.end(now) / c.close(now)            // graceful: this side sends no more, run REQ/ACK/FIN
@@ -17,12 +18,13 @@
  *   c.transportDown(now, err?)           // transport reports reset/closed/fatal error
  *   c.shutdownNotice(now, graceMs)       // passive: polite server-side close (SHUTDOWN_NOTICE)
  *   c.graceEnded(now)                    // passive: server-wide grace over, force
- *   for (const a of c.pollActions()) ... // sendFrame, setTimer, cancelTimer, deliver, event, ...
+ *   for (const a of c.pollActions()) ... // sendFrame, deliver, event, rejectSends, ...
+ *   c.pollTimeout()                      // earliest deadline (absolute ms), undefined when none
  *
  * Inputs after the terminal state are ignored, except send(), which is rejected with the terminal error.
  */
 
-import type { Action, CloseState, ConnectionState, Outcome, TimerId } from './actions'
+import type { Action, CloseState, ConnectionState, Outcome } from './actions'
 import { CloseHandshake } from './close'
 import { CreditLedger } from './credits'
 import {
@@ -53,13 +55,14 @@ import {
   encodeReady,
   type Frame,
   FrameKind,
-  type Hello,
+  type HelloPayload,
   kindName,
   PROTOCOL_VERSION,
 } from './frames'
 import { negotiate, type Negotiated, readyMatches } from './handshake'
 import { Liveness } from './liveness'
 import { type ConnectionOptions, resolveOptions, type ResolvedOptions } from './options'
+import { TIMER_IDS, type TimerId, TimerTable } from './timers'
 
 export interface ConnectionStats {
   framesSent: number
@@ -95,7 +98,7 @@ export interface StartInfo {
 
 const TERMINAL: ReadonlySet<ConnectionState> = new Set(['CLOSED', 'DOWN'])
 
-export class Connection {
+export class ProtocolConnection {
   readonly options: ResolvedOptions
   readonly stats: ConnectionStats = {
     framesSent: 0,
@@ -119,11 +122,11 @@ export class Connection {
   private readonly credits: CreditLedger
   private readonly liveness = new Liveness()
   private actions: Action[] = []
-  /** Armed timers and their deadlines: a fire for an id not armed here (or early) is stale. */
-  private readonly timers = new Map<TimerId, number>()
+  /** Armed deadlines; the driver sees only the earliest (pollTimeout). */
+  private readonly timers = new TimerTable()
   private queue: QueuedSend[] = []
   private nextSendId = 1
-  private peer: Hello | undefined
+  private peer: HelloPayload | undefined
   private features: Negotiated | undefined
   private localQpn = 0
   private remoteQpn = 0
@@ -158,7 +161,7 @@ export class Connection {
     return TERMINAL.has(this.lifecycle)
   }
   /** The peer's HELLO, once received. */
-  get peerHello(): Readonly<Hello> | undefined {
+  get peerHello(): Readonly<HelloPayload> | undefined {
     return this.peer
   }
   /** Features both sides have, once HELLOs are exchanged. */
@@ -179,6 +182,16 @@ export class Connection {
     const out = this.actions
     this.actions = []
     return out
+  }
+
+  /**
+   * The earliest deadline (absolute ms, on the clock of the `now` arguments), or undefined when
+   * nothing is armed (always after the terminal state). The driver keeps one timer armed for it and
+   * calls handleTimeout() when it is reached; it asks again after every input, as any input may
+   * arm, move or stop a deadline.
+   */
+  pollTimeout(): number | undefined {
+    return this.isTerminal ? undefined : this.timers.next()
   }
 
   // ============================================================================ inputs
@@ -250,39 +263,40 @@ export class Connection {
     this.flush(now)
   }
 
-  timerFired(now: number, id: TimerId): void {
-    if (this.isTerminal) return
-    const at = this.timers.get(id)
-    if (at === undefined) return // cancelled or already handled: a stale fire is harmless
-    if (now < at) {
-      this.actions.push({ type: 'setTimer', id, at }) // fired early: re-arm for the real deadline
-      return
+  /**
+   * Handles every deadline at or before `now`, in a fixed order. A call before any deadline (a timer
+   * that fired early, or one the driver did not re-arm in time) does nothing.
+   */
+  handleTimeout(now: number): void {
+    for (const id of TIMER_IDS) {
+      if (this.isTerminal) return
+      if (!this.timers.isExpired(id, now)) continue
+      this.timers.stop(id)
+      this.onTimeout(now, id)
+      this.flush(now)
     }
-    this.timers.delete(id)
+  }
+
+  private onTimeout(now: number, id: TimerId): void {
     switch (id) {
       case 'handshake':
-        this.onHandshakeDeadline(now)
-        break
+        return this.onHandshakeDeadline(now)
       case 'heartbeat':
         if (now >= this.liveness.nextHeartbeatAt()) {
           this.stats.heartbeatsSent++
           this.sendControl(now, FrameKind.HEARTBEAT, Buffer.alloc(0))
         }
-        this.armTimer('heartbeat', this.liveness.nextHeartbeatAt())
-        break
+        return this.armTimer('heartbeat', this.liveness.nextHeartbeatAt())
       case 'liveness':
         if (now >= this.liveness.deadline()) {
           return this.fail(now, 'heartbeat-timeout', new ConnectionDownError('heartbeat-timeout'))
         }
-        this.armTimer('liveness', this.liveness.deadline())
-        break
+        return this.armTimer('liveness', this.liveness.deadline())
       case 'close':
-        this.onCloseDeadline(now)
-        break
+        return this.onCloseDeadline(now)
       case 'grace':
         return this.fail(now, 'grace-expired', new GraceExpiredError())
     }
-    this.flush(now)
   }
 
   /**
@@ -377,7 +391,7 @@ export class Connection {
 
   // ============================================================================ handshake
 
-  private ownHello(): Hello {
+  private ownHello(): HelloPayload {
     const o = this.options
     return {
       version: PROTOCOL_VERSION,
@@ -437,7 +451,7 @@ export class Connection {
     const decoded = decodeReady(payload)
     if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
     if (!this.features?.readyGate) return this.diagnostic(now, 'ready-ignored', 'READY without negotiated READY_GATE')
-    const peer = this.peer as Hello
+    const peer = this.peer as HelloPayload
     const expected = {
       activeConnectionId: peer.connectionId,
       passiveConnectionId: this.connectionId,
@@ -508,7 +522,7 @@ export class Connection {
 
     while (this.queue.length > 0 && this.dataMayFlow() && this.credits.canSendData()) {
       const next = this.queue.shift() as QueuedSend
-      const peerMax = (this.peer as Hello).maxMessageSize
+      const peerMax = (this.peer as HelloPayload).maxMessageSize
       if (next.payload.length > peerMax) {
         this.reject([next.id], new MessageTooLargeError(next.payload.length, peerMax))
         continue
@@ -738,7 +752,7 @@ export class Connection {
       this.reject(this.queue.map((q) => q.id), terminalError)
       this.queue = []
     }
-    for (const id of [...this.timers.keys()]) this.cancelTimer(id)
+    this.timers.stopAll()
     this.setState(now, outcome === 'graceful' ? 'CLOSED' : 'DOWN', reason)
     this.actions.push({ type: 'transportClose', graceful: outcome === 'graceful' })
     this.actions.push(
@@ -767,11 +781,10 @@ export class Connection {
 
   private armTimer(id: TimerId, at: number): void {
     this.timers.set(id, at)
-    this.actions.push({ type: 'setTimer', id, at })
   }
 
   private cancelTimer(id: TimerId): void {
-    if (this.timers.delete(id)) this.actions.push({ type: 'cancelTimer', id })
+    this.timers.stop(id)
   }
 
   private setState(now: number, to: ConnectionState, reason: string): void {

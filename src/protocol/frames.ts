@@ -74,7 +74,8 @@ export function checkFrameHeader(frame: unknown): Decoded<Frame> {
 // u32 generation, u32 receiveWindow, u32 maxMessageSize, u32 idleTimeoutMs (0 = no liveness timeout;
 // saturates at 2^32-1)
 // ---------------------------------------------------------------------------------------------------
-export interface Hello {
+/** The decoded HELLO frame payload (not the rdma transport's connect-time Hello in crates/rdma/src/handshake.rs). */
+export interface HelloPayload {
   version: number
   role: 'active' | 'passive'
   capabilities: number
@@ -88,7 +89,7 @@ export const HELLO_SIZE = 26
 
 const u32 = (n: number): number => (n >= 0xffffffff ? 0xffffffff : Math.max(0, Math.floor(n)))
 
-export function encodeHello(h: Hello): Buffer {
+export function encodeHello(h: HelloPayload): Buffer {
   const b = Buffer.alloc(HELLO_SIZE)
   b.writeUInt8(h.version, 0)
   b.writeUInt8(h.role === 'active' ? 0 : 1, 1)
@@ -101,7 +102,7 @@ export function encodeHello(h: Hello): Buffer {
   return b
 }
 
-export function decodeHello(p: Buffer): Decoded<Hello> {
+export function decodeHello(p: Buffer): Decoded<HelloPayload> {
   if (p.length < HELLO_SIZE) return fail(`HELLO payload is ${p.length} bytes, needs ${HELLO_SIZE}`)
   const version = p.readUInt8(0)
   if (version < 1) return fail(`HELLO version ${version} is not supported`)
@@ -129,7 +130,7 @@ export function decodeHello(p: Buffer): Decoded<Hello> {
 // READY (20 bytes): u32 activeConnectionId, u32 passiveConnectionId, u32 generation, u32 activeQpn,
 // u32 passiveQpn (queue-pair numbers; 0 = not known, not checked)
 // ---------------------------------------------------------------------------------------------------
-export interface Ready {
+export interface ReadyPayload {
   activeConnectionId: number
   passiveConnectionId: number
   generation: number
@@ -138,7 +139,7 @@ export interface Ready {
 }
 export const READY_SIZE = 20
 
-export function encodeReady(r: Ready): Buffer {
+export function encodeReady(r: ReadyPayload): Buffer {
   const b = Buffer.alloc(READY_SIZE)
   b.writeUInt32BE(r.activeConnectionId >>> 0, 0)
   b.writeUInt32BE(r.passiveConnectionId >>> 0, 4)
@@ -148,7 +149,7 @@ export function encodeReady(r: Ready): Buffer {
   return b
 }
 
-export function decodeReady(p: Buffer): Decoded<Ready> {
+export function decodeReady(p: Buffer): Decoded<ReadyPayload> {
   if (p.length < READY_SIZE) return fail(`READY payload is ${p.length} bytes, needs ${READY_SIZE}`)
   return {
     ok: true,

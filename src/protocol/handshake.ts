@@ -8,7 +8,7 @@
  * matching READY arrives (WAIT_READY).
  */
 
-import { Capability, type Hello, type Ready, PROTOCOL_VERSION } from './frames'
+import { Capability, type HelloPayload, type ReadyPayload, PROTOCOL_VERSION } from './frames'
 
 /** Features both sides have. A feature one side lacks falls back to the old behaviour (docs/protocol.md). */
 export interface Negotiated {
@@ -19,7 +19,7 @@ export interface Negotiated {
   credits: boolean
 }
 
-export function negotiate(ownCapabilities: number, peer: Hello): Negotiated {
+export function negotiate(ownCapabilities: number, peer: HelloPayload): Negotiated {
   // Unknown bits from a newer peer simply never match a known feature.
   const both = ownCapabilities & peer.capabilities
   return {
@@ -36,7 +36,7 @@ export function negotiate(ownCapabilities: number, peer: Hello): Negotiated {
  * number is only compared when both the READY and our side know it (non-zero). Anything else is stale:
  * a leftover of an earlier incarnation, dropped without resetting the connection.
  */
-export function readyMatches(got: Ready, expected: Ready): boolean {
+export function readyMatches(got: ReadyPayload, expected: ReadyPayload): boolean {
   const qpnOk = (a: number, b: number): boolean => a === 0 || b === 0 || a === b
   return (
     got.activeConnectionId === expected.activeConnectionId &&

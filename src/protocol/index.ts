@@ -1,7 +1,8 @@
 /** Public surface of the sans-IO protocol engine; the driver imports from here. */
-export { Connection } from './connection'
+export { ProtocolConnection } from './connection'
 export type { ConnectionStats, StartInfo } from './connection'
-export type { Action, CloseState, ConnectionState, Outcome, StateChange, TimerId } from './actions'
+export type { Action, CloseState, ConnectionState, Outcome, StateChange } from './actions'
+export type { TimerId } from './timers'
 export type { ConnectionOptions, CreditGrantMode, Role } from './options'
 export { DEFAULTS, randomConnectionId } from './options'
 export { ALL_CAPABILITIES, Capability, FrameKind, kindName, PROTOCOL_VERSION } from './frames'

@@ -41,7 +41,10 @@ export interface ConnectionOptions {
   maxCloseRetries?: number
   /** Closer: queued DATA must leave (credits permitting) within this after close()/end(). Default 5000. */
   flushTimeoutMs?: number
-  /** Responder: after REQ arrived, our own last data and ACK must go out within this. Default 20000. */
+  /**
+   * Responder: after REQ arrived, our send queue must drain (our own last data written) and ACK go
+   * out within this. Default 20000. ('drain' in this code means only that: a send queue emptied.)
+   */
   drainTimeoutMs?: number
   /** Closer: stay in FIN_SENT this long to re-FIN duplicate ACKs (0 = COMPLETED at once). Default 0. */
   finLingerMs?: number

@@ -1,5 +1,5 @@
 /**
- * One native transport per transport kind per thread (main or worker: each has its own event
+ * Hub: one native transport per transport kind per thread (main or worker: each has its own event
  * loop), and the routing of its event batches to the connection or listener each event belongs
  * to. The native side runs on this thread's loop; its handle keeps the loop alive exactly while
  * something is open, and the transport stops as soon as nothing is open, so that no native
