@@ -25,6 +25,9 @@ pub struct Link {
     prepared: Vec<(u64, ibv_sge, u32)>,
     /// The payload so far of a frame whose first fragments arrived.
     assembling: Option<Vec<u8>>,
+    /// Something (a fragment or an UPDATE) found no free send slot in the pool: the connection
+    /// must be pumped again when a slot comes back, since no completion of its own may come.
+    pub wants_slot: bool,
 }
 
 /// What a received message was.
@@ -37,7 +40,7 @@ pub enum Received {
 
 impl Link {
     pub fn new(qp: Qp, credits: Credits, fragment: usize) -> Link {
-        Link { qp, credits, fragment, sends_in_flight: 0, prepared: Vec::new(), assembling: None }
+        Link { qp, credits, fragment, sends_in_flight: 0, prepared: Vec::new(), assembling: None, wants_slot: false }
     }
 
     fn sq_room(&self) -> bool {
@@ -50,7 +53,10 @@ impl Link {
     pub fn prepare(&mut self, pool: &mut Pool, frame_imm: u32, payload: &[u8], mut next: usize) -> usize {
         let total = link::fragments(payload.len(), self.fragment);
         while next < total && self.credits.can_send_fragment() && self.sq_room() {
-            let Some(slot) = pool.take_send_slot() else { break };
+            let Some(slot) = pool.take_send_slot() else {
+                self.wants_slot = true;
+                break;
+            };
             let start = next * self.fragment;
             let chunk = &payload[start.min(payload.len())..(start + self.fragment).min(payload.len())];
             let sge = pool.fill_send_slot(slot, chunk);
@@ -66,7 +72,10 @@ impl Link {
         if !self.credits.wants_update() || !self.sq_room() {
             return;
         }
-        let Some(slot) = pool.take_send_slot() else { return };
+        let Some(slot) = pool.take_send_slot() else {
+            self.wants_slot = true;
+            return;
+        };
         let grant = self.credits.send_update();
         let sge = pool.fill_send_slot(slot, &[]);
         self.prepared.push((SEND_TAG | slot as u64, sge, link::update_imm(grant)));

@@ -150,6 +150,7 @@ impl Reactor {
             return;
         };
         let pool = &mut entry.pool;
+        link.wants_slot = false;
         let mut failure = None;
         // Frames waiting in the queue follow those already in slots, as credits and slots come back.
         while let Some(f) = c.sendq.front() {
@@ -170,12 +171,12 @@ impl Reactor {
             pool.release(n);
         }
         link.prepare_update(pool);
-        let starved =
-            !c.sendq.is_empty() && link.credits.can_send_fragment() && link.sends_in_flight < crate::SEND_DEPTH;
         if failure.is_none() && link.has_prepared() {
             failure = link.post_prepared(pool).err();
         }
-        if starved && !self.slot_waiters.contains(&id) {
+        // A fragment or a credit update found no free send slot: no completion of this connection
+        // may come to retry it, so it waits for any slot of the pool to come back.
+        if link.wants_slot && !self.slot_waiters.contains(&id) {
             self.slot_waiters.push(id);
         }
         let done_closing = matches!(c.phase, Phase::Closing) && c.sendq.is_empty() && link.sends_in_flight == 0;
