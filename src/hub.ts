@@ -41,6 +41,9 @@ export interface ListenerEvents {
 
 const hubs = new Map<TransportKind, Hub>()
 
+/** The least time between two `pump()`s that poll the native side (see `pump`). */
+export const PUMP_MIN_INTERVAL_MS = 2
+
 export class Hub {
   static for(kind: TransportKind): Hub {
     let hub = hubs.get(kind)
@@ -55,6 +58,7 @@ export class Hub {
   private readonly conns = new Map<number, ConnectionEvents>()
   private readonly listeners = new Map<number, ListenerEvents>()
   private stopped = false
+  private lastPumpAt = Number.NEGATIVE_INFINITY
   private flushQueued = false
   /** Connections and listeners that must not keep the process alive (`unref()`). */
   private readonly unrefed = new Set<number>()
@@ -140,9 +144,18 @@ export class Hub {
    * Routes every event the native side has queued, now. The driver calls it before a timer reaches
    * the protocol: after the event loop was blocked, libuv runs expired timers before the I/O
    * callbacks, so a liveness deadline would otherwise fire while proof of life already waits here.
+   *
+   * At most once per PUMP_MIN_INTERVAL_MS: thousands of connections' timers expire in the same
+   * timers phase, and a poll each (every connection's I/O, each time) made that phase quadratic:
+   * 2,000 connection ends in an emulated guest held the phase for 3 s, long enough for heartbeats
+   * to miss their peers' deadlines. Input at most that old is still proof of life.
    */
   pump(): void {
-    if (!this.stopped) this.dispatch(this.native.pollNow())
+    if (this.stopped) return
+    const t = performance.now()
+    if (t - this.lastPumpAt < PUMP_MIN_INTERVAL_MS) return
+    this.lastPumpAt = t
+    this.dispatch(this.native.pollNow())
   }
 
   private dispatch(events: BindingEvent[]): void {

@@ -193,6 +193,44 @@ fn idle_connections_cost_their_window_not_their_message_size() {
     assert_rdma_zero("after 402 connection ends");
 }
 
+/// Many connections, each end sending a small frame now and then (heartbeat-like traffic, both
+/// ends in this process so their pool's send slots and credits are shared): every frame arrives,
+/// round after round. A link-credit or send-slot stall would leave some connection silent.
+#[test]
+fn many_connections_keep_exchanging_small_frames() {
+    let Some((_g, mut el)) = setup() else { return };
+    let (_lid, port) =
+        el.transport.listen(&ListenOptions { host: ip(), max_payload: 1024, ..Default::default() }).unwrap();
+    let pairs: Vec<_> = (0..500).map(|_| contract::pair(&mut el, &ip(), port, 1024)).collect();
+    let mut got: std::collections::HashMap<rdma_graceful_core::ConnId, u32> = Default::default();
+    for round in 0..12u32 {
+        for &(c, s) in &pairs {
+            el.transport.send(c, 1, 0, &round.to_be_bytes()).unwrap();
+            el.transport.send(s, 1, 0, &round.to_be_bytes()).unwrap();
+        }
+        let end = Instant::now() + WAIT;
+        let want = (round + 1) * 2 * pairs.len() as u32;
+        while got.values().sum::<u32>() < want {
+            assert!(
+                Instant::now() < end,
+                "round {round}: {} of {want} frames arrived; silent ends: {:?}",
+                got.values().sum::<u32>(),
+                pairs
+                    .iter()
+                    .flat_map(|&(c, s)| [c, s])
+                    .filter(|id| got.get(id).copied().unwrap_or(0) <= round)
+                    .take(10)
+                    .collect::<Vec<_>>()
+            );
+            if let Some(Event::Frames { conn, count, .. }) =
+                el.take(Duration::from_millis(50), |e| matches!(e, Event::Frames { .. }))
+            {
+                *got.entry(conn).or_default() += count;
+            }
+        }
+    }
+}
+
 /// The peer half of `a_killed_peer_is_detected`: run as a child process of the test binary.
 #[test]
 #[ignore = "child process of a_killed_peer_is_detected"]
