@@ -8,7 +8,7 @@ import type { TransportError } from './errors'
 import { TypedEmitter, type ServerEventMap } from './events'
 import type { BindingListenOptions } from './native'
 import { invalid } from './options'
-import { Hub, type TransportKind } from './hub'
+import type { Hub, TransportKind } from './hub'
 
 export interface ServerCloseResult {
   /** Connections that completed the close handshake. */

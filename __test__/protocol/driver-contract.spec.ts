@@ -43,7 +43,7 @@ test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends,
   t.true(rej?.type === 'rejectSends' && rej.ids[0] === second && rej.error.code === 'ERR_CONNECTION_DOWN')
   const closed = end[3]
   t.true(closed?.type === 'closed' && closed.outcome === 'forced' && closed.reason === 'transport-down')
-  t.true(closed?.type === 'closed' && (closed.error?.cause as Error).message === 'ECONNRESET')
+  t.true(closed?.type === 'closed' && (closed.error?.cause as Error | undefined)?.message === 'ECONNRESET')
   // After the end: inputs are ignored, send() rejects at once with the terminal error.
   a.handleTimeout(30)
   a.frameReceived(30, { kind: FrameKind.HEARTBEAT, credits: 0, payload: Buffer.alloc(0) })

@@ -7,7 +7,7 @@ import type { ExecutionContext } from 'ava'
 
 import { connect, listen, type CloseResult, type Connection } from '../../src/index'
 import { assertNoLiveResources, withDeadline } from '../helpers'
-import { has, settleCodes, sleep, startNode, type Line } from './util'
+import { has, settleCodes, sleep, startNode } from './util'
 
 export interface Env {
   transport: 'tcp' | 'rdma'
@@ -351,7 +351,8 @@ export async function zeroLossAtClose(t: ExecutionContext, e: Env, conns: number
     total += o.got.length
   }
   t.is(total, conns * perConn)
-  const serverSide = (await peer.waitFor((l: Line) => peer.lines.filter(has('down')).length >= conns, 'server-side closes', 10_000), peer.lines.filter(has('down')))
+  await peer.waitFor(() => peer.lines.filter(has('down')).length >= conns, 'server-side closes', 10_000)
+  const serverSide = peer.lines.filter(has('down'))
   t.deepEqual(serverSide.map((l) => l.down.outcome), Array(conns).fill('graceful'), 'the server side of every connection closed gracefully too')
   t.log(`${conns} connections x ${perConn} messages: ${total} echoes, all graceful, in ${ms.toFixed(0)} ms`)
   assertNoLiveResources(t)

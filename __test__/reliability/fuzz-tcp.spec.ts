@@ -7,7 +7,7 @@
 import test from 'ava'
 import fc from 'fast-check'
 
-import { connect, listen, type CloseResult, type Connection, TransportError } from '../../src/index'
+import { connect, listen, type CloseResult, type Connection, type TransportError } from '../../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../../src/protocol'
 import { decodeCloseMessage, decodeHello, encodeCloseMessage, encodeFin, encodeHello, encodeNotice, encodeReady } from '../../src/protocol/frames'
 import { assertNoLiveResources, withDeadline } from '../helpers'
@@ -91,6 +91,11 @@ const hello = (over: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer =>
  */
 async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string) => void): Promise<Expect> {
   const send = (kind: number, payload: Buffer | Uint8Array = Buffer.alloc(0)): void => peer.write(frameBytes(kind, WINDOW, Buffer.from(payload)))
+  /** Sends a frame the server must take as a protocol violation, and says so. */
+  const sendViolation = (kind: number, payload: Buffer | Uint8Array): Expect => {
+    send(kind, payload)
+    return violation
+  }
   const f = s.fault
   const byteFault = (step: number): Expect | undefined => {
     if (!('at' in f) || f.at !== step || f.type === 'dataEarly') return undefined
@@ -125,10 +130,10 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   // step 0: HELLO
   let r = byteFault(0)
   if (r) return r
-  if (f.type === 'dataEarly' && f.at === 0) return send(FrameKind.DATA, Buffer.from('early')), violation
-  if (f.type === 'helloWrongRole') return send(FrameKind.HELLO, hello({ role: 'passive' })), violation
-  if (f.type === 'helloVersion0') return send(FrameKind.HELLO, hello({ version: 0 })), violation
-  if (f.type === 'shortHello') return send(FrameKind.HELLO, hello().subarray(0, 25)), violation
+  if (f.type === 'dataEarly' && f.at === 0) return sendViolation(FrameKind.DATA, Buffer.from('early'))
+  if (f.type === 'helloWrongRole') return sendViolation(FrameKind.HELLO, hello({ role: 'passive' }))
+  if (f.type === 'helloVersion0') return sendViolation(FrameKind.HELLO, hello({ version: 0 }))
+  if (f.type === 'shortHello') return sendViolation(FrameKind.HELLO, hello().subarray(0, 25))
   send(FrameKind.HELLO, hello())
   const theirHello = await peer.take(FrameKind.HELLO, 2000)
   check(theirHello !== null, 'the server answered HELLO')
@@ -140,8 +145,8 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   // step 1: READY
   r = byteFault(1)
   if (r) return r
-  if (f.type === 'dataEarly') return send(FrameKind.DATA, Buffer.from('early')), violation
-  if (f.type === 'noticeToServer') return send(FrameKind.SHUTDOWN_NOTICE, encodeNotice(1000)), violation
+  if (f.type === 'dataEarly') return sendViolation(FrameKind.DATA, Buffer.from('early'))
+  if (f.type === 'noticeToServer') return sendViolation(FrameKind.SHUTDOWN_NOTICE, encodeNotice(1000))
   const ready = { activeConnectionId: 0x1234abcd, passiveConnectionId: h.value.connectionId, generation: 7, activeQpn: 0, passiveQpn: 0 }
   if (f.type === 'staleReady') {
     send(FrameKind.READY, encodeReady({ ...ready, generation: 6 }))
@@ -152,8 +157,8 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   // step 2: DATA with noise
   r = byteFault(2)
   if (r) return r
-  if (f.type === 'unsolicitedAck') return send(FrameKind.DISCONNECT_ACK, encodeCloseMessage({ dataCount: 0, attempt: 0 })), violation
-  if (f.type === 'earlyFin') return send(FrameKind.DISCONNECT_FIN, encodeFin(0)), violation
+  if (f.type === 'unsolicitedAck') return sendViolation(FrameKind.DISCONNECT_ACK, encodeCloseMessage({ dataCount: 0, attempt: 0 }))
+  if (f.type === 'earlyFin') return sendViolation(FrameKind.DISCONNECT_FIN, encodeFin(0))
   s.messages.forEach((m, i) => {
     for (const n of s.noise[i]) send(n.kind, n.payload)
     send(FrameKind.DATA, m)
@@ -163,9 +168,9 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   // step 3: DISCONNECT_REQ
   r = byteFault(3)
   if (r) return r
-  if (f.type === 'badReqCount') return send(FrameKind.DISCONNECT_REQ, encodeCloseMessage({ dataCount: s.messages.length + 1, attempt: 0 })), violation
+  if (f.type === 'badReqCount') return sendViolation(FrameKind.DISCONNECT_REQ, encodeCloseMessage({ dataCount: s.messages.length + 1, attempt: 0 }))
   send(FrameKind.DISCONNECT_REQ, encodeCloseMessage({ dataCount: s.messages.length, attempt: 0 }))
-  if (f.type === 'dataAfterReq') return send(FrameKind.DATA, Buffer.from('late')), violation
+  if (f.type === 'dataAfterReq') return sendViolation(FrameKind.DATA, Buffer.from('late'))
   const ack = await peer.take(FrameKind.DISCONNECT_ACK, 2000)
   check(ack !== null, 'DISCONNECT_ACK arrived')
   if (!ack) return { outcome: 'forced', anyTyped: true }

@@ -41,7 +41,8 @@ netnsTest(`tcp partition (veth between two namespaces, link cut): both sides DOW
 
   const cutAt = wall()
   ns('cut')
-  const isDown = (l: Record<string, any>): boolean => 'down' in l && l.down.at > cutAt // eslint-disable-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: a JSON line of the peer process
+  const isDown = (l: Record<string, any>): boolean => 'down' in l && l.down.at > cutAt
   const [s, c] = await Promise.all([server.waitFor(isDown, 'server DOWN', bound + 5000), client.waitFor(isDown, 'client DOWN', bound + 5000)])
   const serverMs = s.down.at - cutAt
   const clientMs = c.down.at - cutAt

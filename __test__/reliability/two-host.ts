@@ -59,7 +59,7 @@ class Tail {
 }
 
 function agentCommand(cmd: Record<string, unknown>): void {
-  appendFileSync(path.join(shared(), 'cmds.jsonl'), JSON.stringify(cmd) + '\n')
+  appendFileSync(path.join(shared(), 'cmds.jsonl'), `${JSON.stringify(cmd)}\n`)
 }
 
 /** Polls `tail` every 5 ms until a line matches. */
@@ -150,7 +150,7 @@ export class Wire {
   }
   private async batch(lines: string[]): Promise<number> {
     const at = wall()
-    this.tc.stdin!.write(lines.join('\n') + '\n')
+    this.tc.stdin!.write(`${lines.join('\n')}\n`)
     await sleep(20) // tc applies each line as it reads it: a few ms in the guest
     return at
   }

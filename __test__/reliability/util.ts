@@ -7,7 +7,8 @@ import type { ExecutionContext } from 'ava'
 
 import { withDeadline } from '../helpers'
 
-export type Line = Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: JSON lines of peer processes, read field by field in the tests
+export type Line = Record<string, any>
 
 export interface Node {
   child: ChildProcess
@@ -60,7 +61,7 @@ export function startNode(t: ExecutionContext, args: string[], env: Record<strin
       if (seen) return Promise.resolve(seen)
       return withDeadline(new Promise<Line>((resolve) => waiting.push({ match, resolve })), ms, `peer line ${what}`)
     },
-    command: (line) => void child.stdin!.write(line + '\n'),
+    command: (line) => void child.stdin!.write(`${line}\n`),
   }
 }
 

@@ -30,7 +30,12 @@ export const massClose: Bench = {
         conns.push(...batch)
       }
       // every connection carries one message first, so that both sides are open and have read
-      await Promise.all(conns.map(async (c) => (await c.send('x'), await c.read())))
+      await Promise.all(
+        conns.map(async (c) => {
+          await c.send('x')
+          await c.read()
+        }),
+      )
       const t0 = now()
       const results = await Promise.all(conns.map((c) => c.close()))
       const sresults = await Promise.all(serverClosed)

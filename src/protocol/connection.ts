@@ -36,7 +36,7 @@ import {
   HandshakeTimeoutError,
   MessageTooLargeError,
   ProtocolViolationError,
-  RdmaGracefulError,
+  type RdmaGracefulError,
   ReadyTimeoutError,
   SendAfterEndError,
   SendQueueFullError,
