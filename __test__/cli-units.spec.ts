@@ -92,7 +92,10 @@ test('GIDs as IP addresses: IPv4-mapped RoCE v2 GIDs as IPv4, others as compress
 })
 
 test('RLIMIT_MEMLOCK and CAP_IPC_LOCK from /proc text', (t) => {
-  t.deepEqual(parseMemlock('Max open files  1024  4096  files\nMax locked memory         65536                65536                bytes\n'), { soft: 65536, hard: 65536 })
+  t.deepEqual(parseMemlock('Max open files  1024  4096  files\nMax locked memory         65536                65536                bytes\n'), {
+    soft: 65536,
+    hard: 65536,
+  })
   t.deepEqual(parseMemlock('Max locked memory  unlimited  unlimited  bytes'), { soft: Infinity, hard: Infinity })
   t.deepEqual(parseMemlock(''), {})
   t.true(hasIpcLock('Name:\tnode\nCapEff:\t000001ffffffffff\n'))

@@ -39,11 +39,7 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   private graceEndsAt = 0
 
   /** @internal Use listen(). */
-  constructor(
-    hub: Hub,
-    opts: BindingListenOptions,
-    protocol: ProtocolOptions & DriverOptions,
-  ) {
+  constructor(hub: Hub, opts: BindingListenOptions, protocol: ProtocolOptions & DriverOptions) {
     super()
     this.transport = hub.kind
     this.host = opts.host

@@ -30,7 +30,10 @@ test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends,
   const second = a.send(10, Buffer.from('two')) // no credit left: queued
   const out = a.pollActions()
   const data = out.filter((x) => x.type === 'sendFrame' && x.kind === FrameKind.DATA)
-  t.deepEqual(data.map((x) => x.type === 'sendFrame' && x.sendId), [first])
+  t.deepEqual(
+    data.map((x) => x.type === 'sendFrame' && x.sendId),
+    [first],
+  )
   t.not(a.pollTimeout(), undefined, 'heartbeat and liveness deadlines armed')
   a.transportDown(20, new Error('ECONNRESET'))
   const end = a.pollActions()

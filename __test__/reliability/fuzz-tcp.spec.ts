@@ -49,19 +49,26 @@ const faultArb: fc.Arbitrary<Fault> = fc.oneof(
     bytes: fc.uint8Array({ minLength: 1, maxLength: 64 }),
     n: fc.integer({ min: 1, max: 255 }),
   }),
-  fc.record({ type: fc.constantFrom('helloWrongRole' as const, 'helloVersion0' as const, 'shortHello' as const, 'staleReady' as const, 'badReqCount' as const, 'dataAfterReq' as const) }),
+  fc.record({
+    type: fc.constantFrom(
+      'helloWrongRole' as const,
+      'helloVersion0' as const,
+      'shortHello' as const,
+      'staleReady' as const,
+      'badReqCount' as const,
+      'dataAfterReq' as const,
+    ),
+  }),
   fc.record({ type: fc.constant('dataEarly' as const), at: fc.constantFrom(0 as const, 1 as const) }),
   fc.record({ type: fc.constantFrom('unsolicitedAck' as const, 'earlyFin' as const, 'noticeToServer' as const) }),
 )
-const scriptArb: fc.Arbitrary<Script> = fc
-  .array(fc.uint8Array({ maxLength: 1024 }), { maxLength: 20 })
-  .chain((messages) =>
-    fc.record({
-      messages: fc.constant(messages),
-      noise: fc.array(fc.array(noiseArb, { maxLength: 3 }), { minLength: messages.length + 1, maxLength: messages.length + 1 }),
-      fault: faultArb,
-    }),
-  )
+const scriptArb: fc.Arbitrary<Script> = fc.array(fc.uint8Array({ maxLength: 1024 }), { maxLength: 20 }).chain((messages) =>
+  fc.record({
+    messages: fc.constant(messages),
+    noise: fc.array(fc.array(noiseArb, { maxLength: 3 }), { minLength: messages.length + 1, maxLength: messages.length + 1 }),
+    fault: faultArb,
+  }),
+)
 
 /** One script per fault kind and step, played first, so every kind is exercised in every run. */
 const msgs = [Uint8Array.from([1, 2, 3]), new Uint8Array(1024), new Uint8Array()]
@@ -70,7 +77,19 @@ const byteFaults = ['oversize', 'badKind', 'badFlags', 'truncate', 'silence', 'g
 const everyFault: Array<[Script]> = [
   plain({ type: 'none' }),
   ...byteFaults.flatMap((type) => STEPS.map((_, step) => plain({ type, at: step, bytes: Uint8Array.from([0, 1, 0, 0, 0, 0, 0, 9, 1]), n: 3 }))),
-  ...(['helloWrongRole', 'helloVersion0', 'shortHello', 'staleReady', 'badReqCount', 'dataAfterReq', 'unsolicitedAck', 'earlyFin', 'noticeToServer'] as const).map((type) => plain({ type })),
+  ...(
+    [
+      'helloWrongRole',
+      'helloVersion0',
+      'shortHello',
+      'staleReady',
+      'badReqCount',
+      'dataAfterReq',
+      'unsolicitedAck',
+      'earlyFin',
+      'noticeToServer',
+    ] as const
+  ).map((type) => plain({ type })),
   plain({ type: 'dataEarly', at: 0 }),
   plain({ type: 'dataEarly', at: 1 }),
 ]
@@ -83,7 +102,17 @@ type Expect =
 const violation: Expect = { outcome: 'forced', reason: 'protocol-violation', code: 'ERR_PROTOCOL_VIOLATION' }
 
 const hello = (over: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer =>
-  encodeHello({ version: 1, role: 'active', capabilities: ALL_CAPABILITIES, connectionId: 0x1234abcd, generation: 7, receiveWindow: WINDOW, maxMessageSize: 1 << 20, idleTimeoutMs: 0, ...over })
+  encodeHello({
+    version: 1,
+    role: 'active',
+    capabilities: ALL_CAPABILITIES,
+    connectionId: 0x1234abcd,
+    generation: 7,
+    receiveWindow: WINDOW,
+    maxMessageSize: 1 << 20,
+    idleTimeoutMs: 0,
+    ...over,
+  })
 
 /**
  * Plays `s` against the server from a raw socket and says what the server-side connection must end
@@ -189,9 +218,7 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   return { outcome: 'graceful' }
 }
 
-const KNOWN_CODES = new Set([
-  'ERR_CONNECTION_DOWN', 'ERR_PROTOCOL_VIOLATION', 'ERR_HANDSHAKE_TIMEOUT', 'ERR_READY_TIMEOUT', 'ERR_CLOSE_TIMEOUT',
-])
+const KNOWN_CODES = new Set(['ERR_CONNECTION_DOWN', 'ERR_PROTOCOL_VIOLATION', 'ERR_HANDSHAKE_TIMEOUT', 'ERR_READY_TIMEOUT', 'ERR_CLOSE_TIMEOUT'])
 
 function nextConnection(seen: Connection[]): Promise<Connection> {
   const known = seen.length
@@ -218,7 +245,13 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
   })
   // The well-behaved client ping-pongs throughout.
   const good = await connect({ port: server.port, ...opts })
-  await withDeadline((async () => { while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2)) })(), 2000, 'accept of the good client')
+  await withDeadline(
+    (async () => {
+      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2))
+    })(),
+    2000,
+    'accept of the good client',
+  )
   let pongs = 0
   let stop = false
   const goodLoop = (async () => {
@@ -288,7 +321,7 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
   t.true(pongs > 10, `the well-behaved client was served throughout (${pongs} round trips)`)
   t.is(good.state, 'OPEN')
   t.is((await good.close()).outcome, 'graceful')
-  t.deepEqual(await server.close({ graceMs: 200 }), { graceful: 1 + (tally_graceful(tally)), forced: accepted.length - 1 - tally_graceful(tally) })
+  t.deepEqual(await server.close({ graceMs: 200 }), { graceful: 1 + tally_graceful(tally), forced: accepted.length - 1 - tally_graceful(tally) })
   assertNoLiveResources(t)
 })
 
@@ -303,7 +336,9 @@ async function assertProperty<T>(p: fc.IAsyncProperty<T>, params: fc.Parameters<
 }
 
 function tally_graceful(tally: Record<string, number>): number {
-  return Object.entries(tally).filter(([k]) => k.startsWith('none:')).reduce((a, [, n]) => a + n, 0)
+  return Object.entries(tally)
+    .filter(([k]) => k.startsWith('none:'))
+    .reduce((a, [, n]) => a + n, 0)
 }
 
 test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never a connection; the server serves on', async (t) => {
@@ -319,7 +354,10 @@ test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never 
   server.on('clientError', (e: TransportError) => errors.push(e))
   const bad = fc.oneof(
     fc.uint8Array({ minLength: 8, maxLength: 40 }).filter((b) => !Buffer.from(b).subarray(0, 8).equals(PREAMBLE)),
-    fc.integer({ min: 0, max: 255 }).filter((v) => v !== 1).map((v) => Buffer.concat([PREAMBLE.subarray(0, 7), Buffer.from([v])])),
+    fc
+      .integer({ min: 0, max: 255 })
+      .filter((v) => v !== 1)
+      .map((v) => Buffer.concat([PREAMBLE.subarray(0, 7), Buffer.from([v])])),
   )
   t.teardown(async () => void (await server.close({ graceMs: 0 })))
   await assertProperty(
@@ -328,7 +366,13 @@ test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never 
       const peer = await RawPeer.open(server.port)
       peer.write(Buffer.from(bytes))
       await withDeadline(peer.closed, END_BOUND_MS, 'server closed the socket')
-      await withDeadline((async () => { while (errors.length === before) await new Promise((r) => setTimeout(r, 2)) })(), 2000, 'clientError')
+      await withDeadline(
+        (async () => {
+          while (errors.length === before) await new Promise((r) => setTimeout(r, 2))
+        })(),
+        2000,
+        'clientError',
+      )
       const e = errors[before]
       if (e.code !== 'ERR_MALFORMED_FRAME') throw new Error(`clientError ${e.code}: ${e.message}`)
       const versionByte = Buffer.from(bytes).subarray(0, 7).equals(PREAMBLE.subarray(0, 7))

@@ -48,13 +48,15 @@ class Tail {
     }
     const parts = this.partial.split('\n')
     this.partial = parts.pop()!
-    return parts.filter((l) => l.trim()).flatMap((l) => {
-      try {
-        return [JSON.parse(l) as Line]
-      } catch {
-        return []
-      }
-    })
+    return parts
+      .filter((l) => l.trim())
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Line]
+        } catch {
+          return []
+        }
+      })
   }
 }
 
@@ -156,7 +158,11 @@ export class Wire {
   }
   cut(): Promise<number> {
     this.isCut = true
-    return this.batch([`qdisc add dev ${this.dev} root netem loss 100%`, `qdisc add dev ${this.dev} ingress`, `filter add dev ${this.dev} ingress matchall action drop`])
+    return this.batch([
+      `qdisc add dev ${this.dev} root netem loss 100%`,
+      `qdisc add dev ${this.dev} ingress`,
+      `filter add dev ${this.dev} ingress matchall action drop`,
+    ])
   }
   heal(): Promise<number> {
     this.isCut = false

@@ -65,7 +65,10 @@ export function startNode(t: ExecutionContext, args: string[], env: Record<strin
   }
 }
 
-export const has = (key: string) => (l: Line): boolean => key in l
+export const has =
+  (key: string) =>
+  (l: Line): boolean =>
+    key in l
 
 /** Errors' codes, for counting how a batch of promises settled. */
 export async function settleCodes(ps: Array<Promise<unknown>>): Promise<Record<string, number>> {

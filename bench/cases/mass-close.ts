@@ -24,9 +24,7 @@ export const massClose: Bench = {
       const sampler = rssSampler(5)
       const conns: Connection[] = []
       for (let i = 0; i < n; i += 50) {
-        const batch = await Promise.all(
-          Array.from({ length: Math.min(50, n - i) }, () => connect({ ...ctx.baseOpts, port: server.port })),
-        )
+        const batch = await Promise.all(Array.from({ length: Math.min(50, n - i) }, () => connect({ ...ctx.baseOpts, port: server.port })))
         conns.push(...batch)
       }
       // every connection carries one message first, so that both sides are open and have read
