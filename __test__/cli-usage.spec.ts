@@ -85,7 +85,8 @@ test(`doctor: exit status and verdict match this machine (${unavailable === unde
   t.true(checks.some((c) => c.name === 'libibverbs.so.1') && checks.some((c) => c.name === 'librdmacm.so.1'))
   const memlock = checks.find((c) => c.name === 'RLIMIT_MEMLOCK')
   t.truthy(memlock)
-  t.is(memlock!.perConnection, (64 + 16) * 64 * 1024, 'one rdma connection registers 80 buffers of 64 KiB')
+  t.is(memlock!.firstConnection, (256 + 512) * 8 * 1024, 'a device pool registers 256 receive and 512 send buffers of 8 KiB')
+  t.is(memlock!.perConnection, 4 * 8 * 1024, 'each further rdma connection sets 4 buffers of 8 KiB aside')
   t.true(checks.some((c) => c.name === 'rdma probe'))
   if (unavailable !== undefined) {
     t.is(r.code, 1)

@@ -22,12 +22,13 @@ import { connectLatency } from './cases/connect'
 import { fairness } from './cases/fairness'
 import { massClose } from './cases/mass-close'
 import { pingPong } from './cases/ping-pong'
+import { scale as scaleBench } from './cases/scale'
 import { throughput } from './cases/throughput'
 import { type Bench, createContext, type Scale, type Transport } from './context'
 import { now, type Result } from './lib'
 
 /** In the order they run (and appear in the JSON and RESULTS.md). */
-const BENCHES: Bench[] = [pingPong, closeLatency, connectLatency, throughput, massClose, churn, fairness]
+const BENCHES: Bench[] = [pingPong, closeLatency, connectLatency, throughput, massClose, churn, fairness, scaleBench]
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`)

@@ -10,6 +10,7 @@ import { channel } from 'node:diagnostics_channel'
 
 import { ConnectionDownError, SendTimeoutError, TransportError } from './errors'
 import { TypedEmitter, type ConnectionEventMap } from './events'
+import { Fifo } from './protocol/fifo'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import {
   ProtocolConnection,
@@ -111,7 +112,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   /** Set while the timer's callback runs: it re-arms once, at its end. */
   private inTimer = false
   /** Sends that had to wait, oldest first, and when each gives up (`sendTimeoutMs` after it was made). */
-  private readonly sendDeadlines: Array<{ id: number; at: number }> = []
+  private readonly sendDeadlines = new Fifo<{ id: number; at: number }>()
   private readonly sends = new Map<number, PendingSend>()
   /** Sends whose frame the native side refused because it already let the connection go. */
   private readonly refusedSends: number[] = []
@@ -352,9 +353,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private rearm(): void {
     if (this.inTimer || this.finished) return
     const waiting = this.sendDeadlines
-    while (waiting.length > 0 && !this.sends.has(waiting[0].id)) waiting.shift() // settled meanwhile
+    while (waiting.peek() !== undefined && !this.sends.has(waiting.peek()!.id)) waiting.shift() // settled meanwhile
     const engineAt = this.engine.pollTimeout()
-    const sendAt = waiting[0]?.at
+    const sendAt = waiting.peek()?.at
     const at = engineAt === undefined || (sendAt !== undefined && sendAt < engineAt) ? sendAt : engineAt
     if (at === this.timerAt) return
     this.timer?.cancel()
@@ -375,7 +376,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       this.engine.handleTimeout(at)
       this.runActions()
       const waiting = this.sendDeadlines
-      while (waiting.length > 0 && waiting[0].at <= at) {
+      while (waiting.peek() !== undefined && waiting.peek()!.at <= at) {
         const { id } = waiting.shift()!
         if (this.sends.has(id)) this.withdrawSend(id, new SendTimeoutError(this.sendTimeoutMs))
       }
@@ -455,7 +456,8 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         if (sendId !== undefined) this.refusedSends.push(sendId)
         return
       }
-      // Refused for another reason (e.g. the rdma send queue is full): the connection is down.
+      // Refused for another reason (ERR_TRANSPORT_QUEUE_FULL, ...): the engine counted the frame as
+      // sent, so going on without it would break the close handshake's counts: the connection is down.
       this.engine.transportDown(now(), cause)
       if (sendId !== undefined) this.settleSend(sendId, new ConnectionDownError('transport-down', { cause }))
       return // the running action loop picks up what transportDown produced

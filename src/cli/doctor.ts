@@ -1,7 +1,7 @@
 /**
  * `rdma-graceful doctor`: what a person must know before RDMA works. rdma-core's libraries (path,
  * version, providers), the kernel side (modules, /dev/infiniband), the devices and ports in sysfs
- * with their GIDs and IP addresses, RLIMIT_MEMLOCK against what one connection registers (the
+ * with their GIDs and IP addresses, RLIMIT_MEMLOCK against what rdma connections register (the
  * classic cause of ibv_reg_mr ENOMEM), and a real probe: an rdma listener opened and closed through
  * the public API. Exit 0 when rdma is usable; otherwise 1 with every reason.
  */
@@ -31,7 +31,7 @@ export const DOCTOR_HELP = `usage: rdma-graceful doctor [--json]
 Checks whether the rdma transport can run here, and says why not:
 rdma-core libraries (path, version, providers), kernel modules and
 /dev/infiniband, RDMA devices and ports (state, link layer, GIDs with their
-IP addresses), RLIMIT_MEMLOCK against what one connection registers, and a
+IP addresses), RLIMIT_MEMLOCK against what rdma connections register, and a
 probe that opens an rdma listener. Prints which transport to use.
 
 options:
@@ -154,10 +154,14 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
   if (devices.length > 0 && active.length === 0) reasons.push('no RDMA port is ACTIVE')
 
   heading(out, 'memory')
+  // A device's pool registers its first receive chunk and its send slots with the first
+  // connection; each connection then sets its initial window aside (chunks grow as needed).
   let need: number | undefined
+  let perConnection: number | undefined
   try {
     const limits = rdmaLimits()
-    need = (limits.recvDepth + limits.sendDepth) * limits.suggestedMaxPayload
+    need = (limits.poolChunk + limits.sendPoolSlots) * limits.bufferSize
+    perConnection = limits.initialWindow * limits.bufferSize
   } catch (err) {
     add(
       { section: 'memory', name: 'native addon', status: 'fail', detail: `${codeOf(err)}: ${(err as Error).message}` },
@@ -168,9 +172,10 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
   const ipcLock = hasIpcLock(readText('/proc/self/status'))
   if (need !== undefined) {
     const soft = memlock.soft
-    const fits = soft === undefined ? undefined : soft === Infinity ? Infinity : Math.floor(soft / need)
+    const each = perConnection ?? need
+    const fits = soft === undefined ? undefined : soft === Infinity ? Infinity : soft < need ? 0 : 1 + Math.floor((soft - need) / each)
     const limitText = soft === undefined ? 'unreadable' : soft === Infinity ? 'unlimited' : bytes(soft)
-    const needText = `one connection registers ${bytes(need)}`
+    const needText = `the first connection on a device registers ${bytes(need)}, each further one about ${bytes(each)}`
     const status: Status = ipcLock || fits === Infinity || (fits !== undefined && fits >= 1) ? 'ok' : 'fail'
     add(
       {
@@ -181,9 +186,9 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
           ? `${limitText}, not applied (CAP_IPC_LOCK); ${needText}`
           : `${limitText}; ${needText}: ${fits === Infinity ? 'no limit' : `${fits ?? '?'} fit`}`,
         more: status === 'fail' ? ['raise it: ulimit -l unlimited, or memlock in /etc/security/limits.conf'] : undefined,
-        data: { soft: json(memlock.soft), hard: json(memlock.hard), perConnection: need, connectionsThatFit: json(fits), capIpcLock: ipcLock },
+        data: { soft: json(memlock.soft), hard: json(memlock.hard), firstConnection: need, perConnection: each, connectionsThatFit: json(fits), capIpcLock: ipcLock },
       },
-      `RLIMIT_MEMLOCK ${limitText} is below the ${bytes(need)} one rdma connection registers (ibv_reg_mr would fail with ENOMEM)`,
+      `RLIMIT_MEMLOCK ${limitText} is below the ${bytes(need)} the first rdma connection on a device registers (ibv_reg_mr would fail with ENOMEM)`,
     )
   }
 

@@ -60,6 +60,7 @@ import {
   PROTOCOL_VERSION,
 } from './frames'
 import { negotiate, type Negotiated, readyMatches } from './handshake'
+import { Fifo } from './fifo'
 import { Liveness } from './liveness'
 import { type ConnectionOptions, resolveOptions, type ResolvedOptions } from './options'
 import { TIMER_IDS, type TimerId, TimerTable } from './timers'
@@ -124,7 +125,7 @@ export class ProtocolConnection {
   private actions: Action[] = []
   /** Armed deadlines; the driver sees only the earliest (pollTimeout). */
   private readonly timers = new TimerTable()
-  private queue: QueuedSend[] = []
+  private readonly queue = new Fifo<QueuedSend>()
   private nextSendId = 1
   private peer: HelloPayload | undefined
   private features: Negotiated | undefined
@@ -330,9 +331,7 @@ export class ProtocolConnection {
    * false when it was already written or settled. The queue keeps its order; nothing else changes.
    */
   cancelSend(now: number, id: number): boolean {
-    const at = this.queue.findIndex((q) => q.id === id)
-    if (at < 0) return false
-    this.queue.splice(at, 1)
+    if (this.queue.remove((q) => q.id === id) === undefined) return false
     this.diagnostic(now, 'send-cancelled', `send ${id} withdrawn before it was written`)
     this.flush(now)
     return true
@@ -519,7 +518,7 @@ export class ProtocolConnection {
     if (this.lifecycle === 'OPEN' && this.ended) this.enterClosing(now, this.endReason)
 
     while (this.queue.length > 0 && this.dataMayFlow() && this.credits.canSendData()) {
-      const next = this.queue.shift() as QueuedSend
+      const next = this.queue.shift()!
       const peerMax = (this.peer as HelloPayload).maxMessageSize
       if (next.payload.length > peerMax) {
         this.reject([next.id], new MessageTooLargeError(next.payload.length, peerMax))
@@ -747,11 +746,7 @@ export class ProtocolConnection {
     const terminalError = error ?? new ConnectionClosedError(reason)
     this.terminalError = terminalError
     if (this.queue.length > 0) {
-      this.reject(
-        this.queue.map((q) => q.id),
-        terminalError,
-      )
-      this.queue = []
+      this.reject(this.queue.drain().map((q) => q.id), terminalError)
     }
     this.timers.stopAll()
     this.setState(now, outcome === 'graceful' ? 'CLOSED' : 'DOWN', reason)

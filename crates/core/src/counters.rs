@@ -18,9 +18,12 @@ pub enum Kind {
     RdmaQueuePairs,
     RdmaCmEventChannels,
     RdmaCmIds,
+    RdmaSharedReceiveQueues,
+    /// Bytes of memory registered with RDMA devices (pinned), not a count of objects.
+    RdmaRegisteredBytes,
 }
 
-pub const ALL: [Kind; 11] = [
+pub const ALL: [Kind; 13] = [
     Kind::TcpListeners,
     Kind::TcpConnections,
     Kind::TcpSendBuffers,
@@ -32,6 +35,8 @@ pub const ALL: [Kind; 11] = [
     Kind::RdmaQueuePairs,
     Kind::RdmaCmEventChannels,
     Kind::RdmaCmIds,
+    Kind::RdmaSharedReceiveQueues,
+    Kind::RdmaRegisteredBytes,
 ];
 
 static COUNTS: [AtomicI64; ALL.len()] = [const { AtomicI64::new(0) }; ALL.len()];
@@ -50,6 +55,8 @@ impl Kind {
             Kind::RdmaQueuePairs => "rdmaQueuePairs",
             Kind::RdmaCmEventChannels => "rdmaCmEventChannels",
             Kind::RdmaCmIds => "rdmaCmIds",
+            Kind::RdmaSharedReceiveQueues => "rdmaSharedReceiveQueues",
+            Kind::RdmaRegisteredBytes => "rdmaRegisteredBytes",
         }
     }
 
@@ -62,20 +69,24 @@ impl Kind {
     }
 }
 
-/// Counts one live resource of `kind` for as long as it exists.
+/// Counts one live resource of `kind` (or an amount of it, e.g. bytes) for as long as it exists.
 #[derive(Debug)]
-pub struct Live(Kind);
+pub struct Live(Kind, i64);
 
 impl Live {
     pub fn new(kind: Kind) -> Live {
-        kind.slot().fetch_add(1, Ordering::SeqCst);
-        Live(kind)
+        Live::amount(kind, 1)
+    }
+
+    pub fn amount(kind: Kind, n: i64) -> Live {
+        kind.slot().fetch_add(n, Ordering::SeqCst);
+        Live(kind, n)
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0.slot().fetch_sub(1, Ordering::SeqCst);
+        self.0.slot().fetch_sub(self.1, Ordering::SeqCst);
     }
 }
 

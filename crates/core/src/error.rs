@@ -29,6 +29,12 @@ pub enum ErrorCode {
     Unavailable,
     /// Address already in use, or the listener could not be created.
     ListenFailed,
+    /// A resource limit stopped the transport: locked memory (RLIMIT_MEMLOCK) too small for the
+    /// buffers to register, or a device's buffer pool full.
+    ResourceLimit,
+    /// The transport's own send queue for the connection is full: the frame was not queued (the
+    /// connection stays up).
+    QueueFull,
     /// An operating-system or verbs call failed in a way not covered above.
     Io,
 }
@@ -47,6 +53,8 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "ERR_INVALID_ARGUMENT",
             ErrorCode::Unavailable => "ERR_TRANSPORT_UNAVAILABLE",
             ErrorCode::ListenFailed => "ERR_LISTEN_FAILED",
+            ErrorCode::ResourceLimit => "ERR_RESOURCE_LIMIT",
+            ErrorCode::QueueFull => "ERR_TRANSPORT_QUEUE_FULL",
             ErrorCode::Io => "ERR_IO",
         }
     }

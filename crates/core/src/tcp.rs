@@ -39,6 +39,10 @@ const READ_BUDGET: usize = 16 * READ_CHUNK;
 /// (one syscall and one TCP segment for many small frames, as Nagle would, without its delays);
 /// a connection with this many bytes gathered writes at once instead.
 const CORK_LIMIT: usize = 64 * 1024;
+/// Bytes a connection keeps that the kernel has not taken yet; `send` fails with QueueFull past
+/// it. The lifecycle layer's credits keep far below it: reaching it means a peer that stopped
+/// reading while something sent without credits.
+pub const SEND_QUEUE_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 /// Listener tokens live above every connection id (ids are u32).
 const LISTENER_TOKEN: u64 = 1 << 32;
 
@@ -683,6 +687,15 @@ impl Transport for TcpTransport {
             }
         }
         validate_outgoing(kind, payload.len(), c.max_payload)?;
+        if c.unsent_len() + payload.len() > SEND_QUEUE_LIMIT_BYTES {
+            return Err(TransportError::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "connection {id} has {} bytes the peer has not taken yet: send queue full ({SEND_QUEUE_LIMIT_BYTES} bytes)",
+                    c.unsent_len()
+                ),
+            ));
+        }
         let header = encode_header(kind, credits, payload.len() as u32);
         if c.has_unsent() || c.corked || header.len() + payload.len() < CORK_LIMIT {
             // Gathered for `flush` (or behind bytes the kernel did not take yet).

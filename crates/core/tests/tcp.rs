@@ -133,3 +133,30 @@ fn a_silent_client_is_dropped_at_the_handshake_deadline() {
         _ => unreachable!(),
     }
 }
+
+#[test]
+fn a_peer_that_never_reads_fills_the_send_queue_to_its_bound_not_memory() {
+    let (_s, mut el) = setup();
+    let raw_listener = std::net::TcpListener::bind((HOST, 0)).unwrap();
+    let port = raw_listener.local_addr().unwrap().port();
+    let max = 1024 * 1024;
+    let opts = rdma_graceful_core::ConnectOptions { host: HOST.into(), port, max_payload: max, ..Default::default() };
+    let c = el.transport.connect(&opts).unwrap();
+    let (mut raw, _) = raw_listener.accept().unwrap();
+    raw.write_all(&PREAMBLE).unwrap();
+    el.expect("Connected", WAIT, |e| matches!(e, Event::Connected { conn, .. } if *conn == c));
+    let frame = vec![7u8; max as usize];
+    let mut accepted = 0usize;
+    let err = loop {
+        match el.transport.send(c, 1, 0, &frame) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 200, "200 MiB queued for a peer that never reads");
+    };
+    assert_eq!(err.code, ErrorCode::QueueFull, "{err}");
+    assert!(accepted * max as usize >= rdma_graceful_core::tcp::SEND_QUEUE_LIMIT_BYTES, "{accepted} MiB");
+    // Refused, not failed: the connection is still there.
+    assert!(el.take(Duration::from_millis(100), |e| matches!(e, Event::Closed { .. })).is_none());
+    drop(raw);
+}

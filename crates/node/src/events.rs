@@ -31,6 +31,10 @@ pub enum BindingErrorCode {
     Unavailable,
     #[napi(value = "ERR_LISTEN_FAILED")]
     ListenFailed,
+    #[napi(value = "ERR_RESOURCE_LIMIT")]
+    ResourceLimit,
+    #[napi(value = "ERR_TRANSPORT_QUEUE_FULL")]
+    QueueFull,
     #[napi(value = "ERR_IO")]
     Io,
 }
@@ -49,6 +53,8 @@ impl From<ErrorCode> for BindingErrorCode {
             ErrorCode::InvalidArgument => BindingErrorCode::InvalidArgument,
             ErrorCode::Unavailable => BindingErrorCode::Unavailable,
             ErrorCode::ListenFailed => BindingErrorCode::ListenFailed,
+            ErrorCode::ResourceLimit => BindingErrorCode::ResourceLimit,
+            ErrorCode::QueueFull => BindingErrorCode::QueueFull,
             ErrorCode::Io => BindingErrorCode::Io,
         }
     }

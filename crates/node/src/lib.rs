@@ -254,20 +254,35 @@ pub fn live_counts() -> HashMap<String, i64> {
 
 #[napi(object)]
 pub struct RdmaLimits {
-    /// Receive buffers posted per rdma connection: the peer may never have more frames in flight.
+    /// The largest lifecycle-protocol credit window on rdma, control reserve included.
     pub recv_depth: u32,
-    /// Send buffers registered per rdma connection (frames posted to the hardware at once).
+    /// Work requests one connection posts to the hardware at once (its QP's send queue).
     pub send_depth: u32,
-    /// Default largest message on rdma (each connection registers buffers of this size).
+    /// Default largest message on rdma (it bounds reassembly; it costs no registered memory).
     pub suggested_max_payload: u32,
+    /// Size of every registered buffer: larger messages go as fragments of this size.
+    pub buffer_size: u32,
+    /// Buffers each connection sets aside for its peer at first (its link window).
+    pub initial_window: u32,
+    /// Receive buffers a device pool registers at a time, and at most.
+    pub pool_chunk: u32,
+    pub pool_max_buffers: u32,
+    /// Registered send buffers per device pool.
+    pub send_pool_slots: u32,
 }
 
-/// Fixed sizes of the rdma transport that the protocol's credit window must respect.
+/// Fixed sizes of the rdma transport (the protocol's credit window and `doctor`'s memory estimate).
 #[napi]
 pub fn rdma_limits() -> RdmaLimits {
+    use rdma_graceful_rdma as r;
     RdmaLimits {
-        recv_depth: rdma_graceful_rdma::RECV_DEPTH,
-        send_depth: rdma_graceful_rdma::SEND_DEPTH,
-        suggested_max_payload: rdma_graceful_rdma::SUGGESTED_MAX_PAYLOAD,
+        recv_depth: r::RECV_DEPTH,
+        send_depth: r::SEND_DEPTH,
+        suggested_max_payload: r::SUGGESTED_MAX_PAYLOAD,
+        buffer_size: r::BUFFER_SIZE,
+        initial_window: r::INITIAL_WINDOW,
+        pool_chunk: r::POOL_CHUNK,
+        pool_max_buffers: r::POOL_MAX_BUFFERS,
+        send_pool_slots: r::SEND_POOL_SLOTS,
     }
 }

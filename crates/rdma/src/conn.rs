@@ -1,5 +1,5 @@
-//! One connection's state as the reactor sees it: where it is in its life, its resources and its
-//! software send queue. The transitions live in `reactor`.
+//! One connection's state as the reactor sees it: where it is in its life, its link (QP and
+//! credits) and its software send queue. The transitions live in `reactor`.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -8,7 +8,7 @@ use rdma_graceful_core::event::QpInfo;
 use rdma_graceful_core::{ConnId, Frame, ListenerId, TransportError};
 
 use crate::cm::CmId;
-use crate::verbs::Resources;
+use crate::verbs::Link;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -27,7 +27,7 @@ pub enum Phase {
     Open,
     /// Local `close`: sending what is queued, then disconnecting.
     Closing,
-    /// QP in ERR, waiting for the flush completions of every posted work request.
+    /// QP in ERR, waiting for the flush completions of its posted sends.
     Draining {
         error: Option<TransportError>,
         deliver: bool,
@@ -39,14 +39,18 @@ pub struct Conn {
     pub role: Role,
     pub phase: Phase,
     /// Dropped before `cm` (field order): the QP hangs off the CM id.
-    pub res: Option<Resources>,
+    pub link: Option<Link>,
     pub cm: CmId,
+    /// The device pool (its context's address) the link uses; its window is set aside there.
+    pub pool: Option<usize>,
     pub local_max: u32,
     /// The peer's receive-buffer size: the largest frame we may send.
     pub peer_max: u32,
     pub peer: String,
     pub remote_qpn: u32,
     pub sendq: VecDeque<Frame>,
+    /// Fragments of the frame at the front of `sendq` already prepared.
+    pub front_sent: usize,
     /// Listed in the reactor's `corked`: frames wait for its next `flush`.
     pub corked: bool,
     /// Frames (wire format) that arrived before ESTABLISHED was reported (the peer's QP reaches
@@ -67,13 +71,15 @@ impl Conn {
             id,
             role,
             phase,
-            res: None,
+            link: None,
             cm,
+            pool: None,
             local_max,
             peer_max: 0,
             peer,
             remote_qpn: 0,
             sendq: Default::default(),
+            front_sent: 0,
             corked: false,
             early: Vec::new(),
             early_count: 0,
@@ -88,6 +94,6 @@ impl Conn {
     }
 
     pub fn qp_info(&self) -> Option<QpInfo> {
-        self.res.as_ref().map(|r| QpInfo { local_qpn: r.qp.qpn(), remote_qpn: self.remote_qpn })
+        self.link.as_ref().map(|l| QpInfo { local_qpn: l.qp.qpn(), remote_qpn: self.remote_qpn })
     }
 }

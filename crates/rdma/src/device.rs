@@ -33,6 +33,10 @@ impl Device {
         dev
     }
 
+    pub fn lib(&self) -> &'static Lib {
+        self.lib
+    }
+
     pub fn ctx(&self) -> *mut ibv_context {
         self.ctx
     }

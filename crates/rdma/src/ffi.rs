@@ -16,7 +16,7 @@ macro_rules! opaque {
     ($($name:ident),*) => { $( #[repr(C)] pub struct $name { _p: [u8; 0] } )* };
 }
 
-opaque!(ibv_device, ibv_pd, ibv_srq);
+opaque!(ibv_device, ibv_pd);
 
 /// `struct ibv_context`: we need its ops table (the fast-path calls are inline functions in the
 /// header that jump through it) and the async event fd.
@@ -34,18 +34,37 @@ pub type PollCqFn = unsafe extern "C" fn(*mut ibv_cq, c_int, *mut ibv_wc) -> c_i
 pub type ReqNotifyCqFn = unsafe extern "C" fn(*mut ibv_cq, c_int) -> c_int;
 pub type PostSendFn = unsafe extern "C" fn(*mut ibv_qp, *mut ibv_send_wr, *mut *mut ibv_send_wr) -> c_int;
 pub type PostRecvFn = unsafe extern "C" fn(*mut ibv_qp, *mut ibv_recv_wr, *mut *mut ibv_recv_wr) -> c_int;
+pub type PostSrqRecvFn = unsafe extern "C" fn(*mut ibv_srq, *mut ibv_recv_wr, *mut *mut ibv_recv_wr) -> c_int;
 
 /// `struct ibv_context_ops`: 32 function pointers; the provider fills poll_cq (slot 11),
-/// req_notify_cq (12), post_send (25) and post_recv (26). The other slots are legacy.
+/// req_notify_cq (12), post_srq_recv (20), post_send (25) and post_recv (26). The other slots are
+/// legacy.
 #[repr(C)]
 pub struct ibv_context_ops {
     _compat0: [usize; 11],
     pub poll_cq: Option<PollCqFn>,
     pub req_notify_cq: Option<ReqNotifyCqFn>,
-    _compat1: [usize; 12],
+    _compat1: [usize; 7],
+    pub post_srq_recv: Option<PostSrqRecvFn>,
+    _compat2: [usize; 4],
     pub post_send: Option<PostSendFn>,
     pub post_recv: Option<PostRecvFn>,
-    _compat2: [usize; 5],
+    _compat3: [usize; 5],
+}
+
+/// `struct ibv_srq`: only `context` is read (to reach the ops table).
+#[repr(C)]
+pub struct ibv_srq {
+    pub context: *mut ibv_context,
+}
+
+/// `struct ibv_srq_init_attr` with its `struct ibv_srq_attr`.
+#[repr(C)]
+pub struct ibv_srq_init_attr {
+    pub srq_context: *mut c_void,
+    pub max_wr: u32,
+    pub max_sge: u32,
+    pub srq_limit: u32,
 }
 
 #[repr(C)]
@@ -124,7 +143,7 @@ impl ibv_send_wr {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct ibv_wc {
     pub wr_id: u64,
     pub status: c_uint,
@@ -242,6 +261,7 @@ pub const IBV_EVENT_QP_FATAL: c_uint = 1;
 pub const IBV_EVENT_QP_REQ_ERR: c_uint = 2;
 pub const IBV_EVENT_QP_ACCESS_ERR: c_uint = 3;
 pub const IBV_EVENT_DEVICE_FATAL: c_uint = 8;
+pub const IBV_EVENT_SRQ_ERR: c_uint = 14;
 
 pub const RDMA_PS_TCP: c_int = 0x0106;
 
@@ -266,6 +286,7 @@ const _: () = {
     assert!(offset_of!(ibv_context, ops) == 8);
     assert!(offset_of!(ibv_context, ops) + offset_of!(ibv_context_ops, poll_cq) == 96);
     assert!(offset_of!(ibv_context, ops) + offset_of!(ibv_context_ops, req_notify_cq) == 104);
+    assert!(offset_of!(ibv_context, ops) + offset_of!(ibv_context_ops, post_srq_recv) == 168);
     assert!(offset_of!(ibv_context, ops) + offset_of!(ibv_context_ops, post_send) == 208);
     assert!(offset_of!(ibv_context, ops) + offset_of!(ibv_context_ops, post_recv) == 216);
     assert!(offset_of!(ibv_context, async_fd) == 268);
@@ -283,6 +304,9 @@ const _: () = {
     assert!(offset_of!(ibv_wc, imm_data) == 24);
     assert!(offset_of!(ibv_wc, wc_flags) == 36);
     assert!(size_of::<ibv_qp_init_attr>() == 64);
+    assert!(offset_of!(ibv_qp_init_attr, srq) == 24);
+    assert!(size_of::<ibv_srq_init_attr>() == 24);
+    assert!(offset_of!(ibv_srq_init_attr, srq_limit) == 16);
     assert!(offset_of!(ibv_qp_init_attr, cap) == 32);
     assert!(offset_of!(ibv_qp_init_attr, qp_type) == 52);
     assert!(size_of::<ibv_qp_attr>() == 144);

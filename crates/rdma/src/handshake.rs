@@ -1,22 +1,27 @@
 //! The private data both sides put in the rdma-cm connect request and reply: it proves the peer
-//! is an rdma-graceful endpoint and tells each side how large the other's receive buffers are.
-//! 16 bytes: it must fit the 20 bytes rdma-cm leaves for a connect request over IP.
+//! is an rdma-graceful endpoint, and tells the other side the largest frame it takes, how many
+//! of its buffers it sets aside for the other (the first link credits, `link`) and how large they
+//! are (the fragment size). 16 bytes: it must fit the 20 bytes rdma-cm leaves for a connect
+//! request over IP. Version 1 (per-connection buffers, no fragments) is refused with its number.
 //!
 //! ```text
-//!  0      4        5          8                 12                16
-//!  | RDGR | version | reserved | max_payload (BE) | recv_depth (BE) |
+//!  0      4         5          8                 12              14                16
+//!  | RDGR | version | reserved | max_payload (BE) | credits (BE) | buffer KiB (BE) |
 //! ```
 
 use rdma_graceful_core::{ErrorCode, TransportError};
 
 const MAGIC: &[u8; 4] = b"RDGR";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 pub const LEN: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
     pub max_payload: u32,
-    pub recv_depth: u32,
+    /// Buffers set aside for the peer: the link credits it starts with.
+    pub credits: u16,
+    /// The size of each of those buffers, in bytes (a multiple of 1 KiB).
+    pub buffer_size: u32,
 }
 
 impl Hello {
@@ -25,7 +30,8 @@ impl Hello {
         b[..4].copy_from_slice(MAGIC);
         b[4] = VERSION;
         b[8..12].copy_from_slice(&self.max_payload.to_be_bytes());
-        b[12..16].copy_from_slice(&self.recv_depth.to_be_bytes());
+        b[12..14].copy_from_slice(&self.credits.to_be_bytes());
+        b[14..16].copy_from_slice(&((self.buffer_size / 1024) as u16).to_be_bytes());
         b
     }
 
@@ -44,11 +50,16 @@ impl Hello {
             ));
         }
         let max_payload = u32::from_be_bytes(b[8..12].try_into().unwrap());
-        let recv_depth = u32::from_be_bytes(b[12..16].try_into().unwrap());
-        if max_payload == 0 || recv_depth == 0 {
-            return Err(TransportError::new(ErrorCode::MalformedFrame, "peer announced zero receive buffers"));
+        let credits = u16::from_be_bytes(b[12..14].try_into().unwrap());
+        let buffer_size = u16::from_be_bytes(b[14..16].try_into().unwrap()) as u32 * 1024;
+        // Two credits at least: one is always kept for a credit update (`link`).
+        if max_payload == 0 || credits < 2 || buffer_size == 0 {
+            return Err(TransportError::new(
+                ErrorCode::MalformedFrame,
+                format!("peer announced unusable receive buffers ({credits} of {buffer_size} bytes)"),
+            ));
         }
-        Ok(Hello { max_payload, recv_depth })
+        Ok(Hello { max_payload, credits, buffer_size })
     }
 }
 
@@ -58,7 +69,7 @@ mod tests {
 
     #[test]
     fn round_trips_with_rdma_cm_padding() {
-        let h = Hello { max_payload: 4096, recv_depth: 64 };
+        let h = Hello { max_payload: 4096, credits: 4, buffer_size: 8192 };
         let mut b = h.encode().to_vec();
         b.extend_from_slice(&[0; 4]);
         assert_eq!(Hello::decode(&b).unwrap(), h);
@@ -67,9 +78,11 @@ mod tests {
     #[test]
     fn strangers_and_other_versions_are_refused() {
         assert_eq!(Hello::decode(b"GET / HTTP/1.1\r\n").unwrap_err().code, ErrorCode::MalformedFrame);
-        let mut b = Hello { max_payload: 1, recv_depth: 1 }.encode();
-        b[4] = 9;
-        assert!(Hello::decode(&b).unwrap_err().message.contains("version 9"));
+        let mut b = Hello { max_payload: 1, credits: 2, buffer_size: 1024 }.encode();
+        b[4] = 1;
+        assert!(Hello::decode(&b).unwrap_err().message.contains("version 1"));
+        let b = Hello { max_payload: 1, credits: 1, buffer_size: 1024 }.encode();
+        assert!(Hello::decode(&b).unwrap_err().message.contains("unusable"));
         assert!(Hello::decode(&[]).is_err());
     }
 }

@@ -5,9 +5,10 @@
 //! and runs on machines without rdma-core; there `RdmaTransport::new` returns `Unavailable`.
 //!
 //! One Rust type owns each verbs resource and its Drop releases it: `Device` (a device context in
-//! use), `Pd`, `CompChannel`, `Cq`, `Mr`, `Qp`, `EventChannel`, `CmId`. `verbs::Resources` holds a
-//! connection's set in teardown order; the reactor (`reactor`) owns every object, drives rdma-cm
-//! and completions from their fds in one epoll set that the caller's loop watches, and reports
+//! use), `Pd`, `CompChannel`, `Cq`, `Srq`, `Mr`, `Qp`, `EventChannel`, `CmId`. What connections on
+//! one device share lives in a `pool::Pool` (field order = teardown order); a connection adds its
+//! QP and link state (`verbs::Link`). The reactor (`reactor`) owns every object, drives rdma-cm and
+//! completions from their fds in one epoll set that the caller's loop watches, and reports
 //! `Event`s. No thread of its own.
 
 mod cm;
@@ -16,29 +17,45 @@ mod cq;
 mod device;
 mod ffi;
 mod handshake;
+mod link;
 mod loader;
 mod mr;
 mod pd;
+mod pool;
 mod qp;
 mod reactor;
+mod srq;
 mod sys;
 mod transport;
 mod verbs;
 
 pub use transport::RdmaTransport;
 
-/// Receive buffers posted per connection, each `max_payload` bytes. A peer may have at most this
-/// many frames in flight toward us: the lifecycle layer's credit scheme must never grant more
-/// (counting its reserved control credits within it), so no send ever finds no receive posted.
+/// The largest lifecycle-protocol credit window on rdma, control reserve included (the JS side
+/// allows `receiveWindow` up to this less its control reserve). No longer a count of buffers:
+/// those are the link layer's (`link`), from the device pool.
 pub const RECV_DEPTH: u32 = 64;
-/// Sends posted to the hardware at once per connection (registered send slots of `max_payload`).
-/// More frames wait in a software queue of up to `SEND_QUEUE_LIMIT` frames.
-pub const SEND_DEPTH: u32 = 16;
-/// Frames a connection queues in software beyond `SEND_DEPTH`; `send` fails past it.
+/// Work requests one connection's QP has posted at once (its send queue); fragments beyond wait.
+pub const SEND_DEPTH: u32 = 64;
+/// Frames a connection queues in software; `send` fails with QueueFull past it.
 pub const SEND_QUEUE_LIMIT: usize = 4096;
-/// A suggested `max_payload` for rdma: each connection registers
-/// (RECV_DEPTH + SEND_DEPTH) * max_payload bytes, 5 MiB at this size (80 MiB at the 1 MiB default).
+/// A suggested `max_payload` for rdma. Frames are sent as fragments of at most `BUFFER_SIZE`, so
+/// this costs nothing per connection; it bounds one frame's reassembly.
 pub const SUGGESTED_MAX_PAYLOAD: u32 = 64 * 1024;
+/// Size of every registered buffer (receive and send): one message, a frame or a fragment of one.
+/// 8 KiB: most messages fit in one, and a connection's minimum window costs 32 KiB.
+pub const BUFFER_SIZE: u32 = 8 * 1024;
+/// Buffers each connection starts with for its peer (its link window); a window grows, doubling,
+/// while its peer uses it up, to `MAX_WINDOW`, and shrinks back when the pool runs short.
+pub const INITIAL_WINDOW: u32 = 4;
+/// The largest link window: 1 MiB in flight per connection at `BUFFER_SIZE`.
+pub const MAX_WINDOW: u32 = 128;
+/// Receive buffers registered at a time when a pool grows (2 MiB at `BUFFER_SIZE`).
+pub const POOL_CHUNK: u32 = 256;
+/// The most receive buffers one device pool holds (the SRQ's size; 128 MiB at `BUFFER_SIZE`).
+pub const POOL_MAX_BUFFERS: u32 = 16 * 1024;
+/// Registered send slots per device pool (4 MiB at `BUFFER_SIZE`), shared by its connections.
+pub const SEND_POOL_SLOTS: u32 = 512;
 /// How long a teardown waits for flush completions after moving the QP to ERR.
 pub const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// How long `close` waits for queued frames to be sent before giving up and aborting.

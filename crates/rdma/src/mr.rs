@@ -1,9 +1,10 @@
-//! A registered buffer pool: `slots` fixed-size slots in one allocation, registered once with
-//! LOCAL access only (the peer can never read or write it; data moves by send/receive). The
-//! registration is released before the memory (Drop order inside this type).
+//! A registered buffer: `slots` fixed-size slots in one allocation, registered once with LOCAL
+//! access only (the peer can never read or write it; data moves by send/receive). The
+//! registration is released before the memory (Drop order inside this type). Registered bytes are
+//! counted (`rdmaRegisteredBytes`), and a registration refused for lack of locked memory says so.
 
 use rdma_graceful_core::counters::{Kind, Live};
-use rdma_graceful_core::TransportError;
+use rdma_graceful_core::{ErrorCode, TransportError};
 
 use crate::ffi::*;
 use crate::loader::Lib;
@@ -17,6 +18,7 @@ pub struct Mr {
     // Freed only after Drop::drop has deregistered it (fields drop after the drop body).
     buf: Box<[u8]>,
     _live: Live,
+    _bytes: Live,
 }
 
 impl Mr {
@@ -26,17 +28,10 @@ impl Mr {
         // SAFETY: buf outlives the registration (deregistered in Drop before buf is freed).
         let mr = unsafe { (lib.verbs.ibv_reg_mr)(pd, buf.as_mut_ptr().cast(), buf.len(), IBV_ACCESS_LOCAL_WRITE) };
         if mr.is_null() {
-            return Err(verbs_error("ibv_reg_mr"));
+            return Err(registration_error(buf.len()));
         }
-        Ok(Mr { lib, mr, slot_size, slots, buf, _live: Live::new(Kind::RdmaMemoryRegions) })
-    }
-
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-
-    pub fn slot_size(&self) -> usize {
-        self.slot_size
+        let bytes = Live::amount(Kind::RdmaRegisteredBytes, buf.len() as i64);
+        Ok(Mr { lib, mr, slot_size, slots, buf, _live: Live::new(Kind::RdmaMemoryRegions), _bytes: bytes })
     }
 
     /// The scatter/gather entry covering the first `len` bytes of `slot`.
@@ -54,6 +49,37 @@ impl Mr {
     pub fn slot_mut(&mut self, slot: usize) -> &mut [u8] {
         &mut self.buf[slot * self.slot_size..(slot + 1) * self.slot_size]
     }
+}
+
+/// ibv_reg_mr failed. ENOMEM/EPERM there almost always mean RLIMIT_MEMLOCK: say how much was
+/// asked, what is registered already and what the limit is, and how to raise it.
+fn registration_error(asked: usize) -> TransportError {
+    let err = std::io::Error::last_os_error();
+    let errno = err.raw_os_error().unwrap_or(0);
+    if errno != libc::ENOMEM && errno != libc::EPERM && errno != libc::EAGAIN {
+        return verbs_error("ibv_reg_mr");
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: lim is a valid out-parameter.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0 {
+        if lim.rlim_cur == libc::RLIM_INFINITY {
+            "unlimited".to_string()
+        } else {
+            format!("{} bytes", lim.rlim_cur)
+        }
+    } else {
+        "unknown".to_string()
+    };
+    let registered = Kind::RdmaRegisteredBytes.get();
+    TransportError::new(
+        ErrorCode::ResourceLimit,
+        format!(
+            "cannot register {asked} bytes of buffers with the RDMA device ({err}): this process has \
+             {registered} bytes registered and RLIMIT_MEMLOCK (locked memory) is {limit}; raise it to at \
+             least {} bytes (ulimit -l, LimitMEMLOCK= in a systemd unit, --ulimit memlock= for docker)",
+            registered as u64 + asked as u64
+        ),
+    )
 }
 
 impl Drop for Mr {

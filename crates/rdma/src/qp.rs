@@ -1,6 +1,6 @@
 //! The RC queue pair of one connection, created through rdma-cm on the connection's CM id so
-//! rdma-cm moves it through INIT/RTR/RTS during accept/connect. Receives can be posted as soon as
-//! it exists (INIT), which is how receive buffers are in place before the peer can send.
+//! rdma-cm moves it through INIT/RTR/RTS during accept/connect. It receives through its device
+//! pool's shared receive queue, whose buffers are posted before any peer can send.
 
 use std::ptr;
 
@@ -25,17 +25,17 @@ impl Qp {
         id: *mut rdma_cm_id,
         pd: *mut ibv_pd,
         cq: *mut ibv_cq,
+        srq: *mut ibv_srq,
         send_depth: u32,
-        recv_depth: u32,
     ) -> Result<Qp, TransportError> {
         let mut attr = ibv_qp_init_attr {
             qp_context: ptr::null_mut(),
             send_cq: cq,
             recv_cq: cq,
-            srq: ptr::null_mut(),
+            srq,
             cap: ibv_qp_cap {
                 max_send_wr: send_depth,
-                max_recv_wr: recv_depth,
+                max_recv_wr: 0,
                 max_send_sge: 1,
                 max_recv_sge: 1,
                 max_inline_data: 0,
@@ -43,7 +43,7 @@ impl Qp {
             qp_type: IBV_QPT_RC,
             sq_sig_all: 0,
         };
-        // SAFETY: id, pd and cq are live and belong to the same device context.
+        // SAFETY: id, pd, cq and srq are live and belong to the same device context.
         let rc = unsafe { (lib.cm.rdma_create_qp)(id, pd, &mut attr) };
         if rc != 0 {
             return Err(verbs_error("rdma_create_qp"));
@@ -77,22 +77,7 @@ impl Qp {
         Ok(())
     }
 
-    pub fn post_recv(&self, wr_id: u64, sge: ibv_sge) -> Result<(), TransportError> {
-        let mut sge = sge;
-        let mut wr = ibv_recv_wr { wr_id, next: ptr::null_mut(), sg_list: &mut sge, num_sge: 1 };
-        let mut bad: *mut ibv_recv_wr = ptr::null_mut();
-        // SAFETY: qp is live; wr and sge live across the call (the provider copies them).
-        let rc = unsafe {
-            match (*(*self.qp).context).ops.post_recv {
-                Some(f) => f(self.qp, &mut wr, &mut bad),
-                None => libc::ENOSYS,
-            }
-        };
-        posted("ibv_post_recv", rc)
-    }
-
-    /// Posts one signaled SEND_WITH_IMM of `sge` (length may be zero).
-    /// Posts SEND_WITH_IMM work requests, `(wr_id, sge, imm)` each, chained into one
+    /// Posts signaled SEND_WITH_IMM work requests, `(wr_id, sge, imm)` each, chained into one
     /// ibv_post_send (one doorbell). Returns how many were posted: all, or those before the first
     /// the provider refused, with its error.
     pub fn post_sends(&self, reqs: &[(u64, ibv_sge, u32)]) -> (usize, Result<(), TransportError>) {

@@ -33,6 +33,12 @@ impl RdmaTransport {
         }
         Ok(RdmaTransport { reactor: Reactor::new(lib)? })
     }
+
+    /// The device pools' receive buffers: (posted in the shared receive queues, set aside for
+    /// peers as link windows, pools). Registered bytes are in the live counters.
+    pub fn pool_usage(&self) -> (u32, u32, usize) {
+        self.reactor.pool_usage()
+    }
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, TransportError> {

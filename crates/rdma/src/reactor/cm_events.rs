@@ -50,68 +50,89 @@ impl Reactor {
         };
         let id = rdma_graceful_core::ids::next_id();
         cm.set_ack_timeout(ack_timeout);
-        let built = self.build_resources(id, &cm, local_max).and_then(|res| {
-            cm.accept(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode())?;
-            Ok(res)
-        });
-        let res = match built {
-            Ok(r) => r,
-            Err(e) => {
-                cm.reject(b"RDGR: accept failed");
-                drop(cm);
-                self.release_devices();
-                self.emit(Event::AcceptFailed { listener, peer, error: e });
-                return;
-            }
-        };
-        self.owners.insert(cm.as_ptr() as usize, Owner::Conn(id));
         let mut conn = Conn::new(id, Role::Passive { listener }, Phase::Accepting, cm, local_max, peer, handshake_ms);
-        conn.res = Some(res);
+        let built = self.build_link(&mut conn, Some(&hello)).and_then(|()| conn.cm.accept(&our_hello(local_max)));
+        if let Err(e) = built {
+            conn.cm.reject(b"RDGR: accept failed");
+            let peer = std::mem::take(&mut conn.peer);
+            self.discard(conn);
+            self.emit(Event::AcceptFailed { listener, peer, error: e });
+            return;
+        }
+        self.owners.insert(conn.cm.as_ptr() as usize, Owner::Conn(id));
         conn.peer_max = hello.max_payload;
         conn.remote_qpn = ev.remote_qpn;
         self.conns.insert(id, conn);
     }
 
-    /// Creates a connection's verbs resources on the id's device and watches its completions.
-    pub(super) fn build_resources(
-        &mut self,
-        id: ConnId,
-        cm: &CmId,
-        max_payload: u32,
-    ) -> Result<Resources, TransportError> {
-        let ctx = cm.verbs();
+    /// Creates the connection's QP on its id's device pool (made on first use) and sets its
+    /// window aside there. `peer`: the peer's Hello when known (passive side); the active side
+    /// learns it at ESTABLISHED. On failure the caller discards the connection (`discard`).
+    pub(super) fn build_link(&mut self, conn: &mut Conn, peer: Option<&Hello>) -> Result<(), TransportError> {
+        let ctx = conn.cm.verbs();
         if ctx.is_null() {
             return Err(TransportError::new(ErrorCode::Io, "rdma-cm bound the id to no device"));
         }
-        let device = self.device_for(ctx)?;
-        let res = Resources::new(self.lib, cm, device, max_payload)?;
-        self.poller
-            .add(res.channel.fd(), TOKEN_CONN | id as u64, READABLE)
-            .map_err(|e| TransportError::from_io("epoll_ctl(completion channel)", &e))?;
-        Ok(res)
-    }
-
-    pub(super) fn device_for(&mut self, ctx: *mut ibv_context) -> Result<Rc<Device>, TransportError> {
-        if let Some((_, d)) = self.devices.get(&(ctx as usize)) {
-            return Ok(d.clone());
+        let key = self.pool_for(ctx)?;
+        let entry = self.pools.get_mut(&key).expect("pool_for made it");
+        let pool = &mut entry.pool;
+        let made = pool.reserve(crate::INITIAL_WINDOW).and_then(|()| {
+            let qp =
+                Qp::new(self.lib, conn.cm.as_ptr(), pool.pd(), pool.cq.as_ptr(), pool.srq.as_ptr(), crate::SEND_DEPTH);
+            if qp.is_err() {
+                pool.release(crate::INITIAL_WINDOW);
+            }
+            qp
+        });
+        let qp = match made {
+            Ok(qp) => qp,
+            Err(e) => {
+                self.release_pools();
+                return Err(e);
+            }
+        };
+        pool.users += 1;
+        conn.pool = Some(key);
+        self.by_qpn.insert(qp.qpn(), conn.id);
+        let mut link = Link::new(qp, Credits::new(crate::INITIAL_WINDOW, 0), crate::BUFFER_SIZE as usize);
+        if let Some(h) = peer {
+            learn(&mut link, h);
         }
-        let d = Rc::new(Device::new(self.lib, ctx));
-        let token = TOKEN_DEVICE | self.next_device_token;
-        self.next_device_token += 1;
-        self.poller
-            .add(d.async_fd(), token, READABLE)
-            .map_err(|e| TransportError::from_io("epoll_ctl(async fd)", &e))?;
-        self.devices.insert(ctx as usize, (token, d.clone()));
-        Ok(d)
+        conn.link = Some(link);
+        Ok(())
     }
 
-    /// Drops our handle on every device no connection uses any more.
-    pub(super) fn release_devices(&mut self) {
+    /// The pool of a device context, made (PD, SRQ, CQ, buffers) on first use.
+    pub(super) fn pool_for(&mut self, ctx: *mut ibv_context) -> Result<usize, TransportError> {
+        let key = ctx as usize;
+        if self.pools.contains_key(&key) {
+            return Ok(key);
+        }
+        let pool = Pool::new(self.lib, Device::new(self.lib, ctx))?;
+        let number = self.next_pool_number;
+        self.next_pool_number += 1;
+        let watched = self
+            .poller
+            .add(pool.channel.fd(), TOKEN_CQ | number, READABLE)
+            .and_then(|()| self.poller.add(pool.device.async_fd(), TOKEN_DEVICE | number, READABLE));
+        if let Err(e) = watched {
+            self.poller.remove(pool.channel.fd());
+            return Err(TransportError::from_io("epoll_ctl(rdma pool)", &e));
+        }
+        self.pools.insert(key, PoolEntry { pool, number });
+        Ok(key)
+    }
+
+    /// Frees every pool no connection uses and no listener is bound on.
+    pub(super) fn release_pools(&mut self) {
+        let listening: Vec<usize> = self.listeners.values().map(|l| l.cm.verbs() as usize).collect();
         let unused: Vec<usize> =
-            self.devices.iter().filter(|(_, (_, d))| Rc::strong_count(d) == 1).map(|(k, _)| *k).collect();
+            self.pools.iter().filter(|(k, e)| e.pool.users == 0 && !listening.contains(k)).map(|(k, _)| *k).collect();
         for k in unused {
-            if let Some((_, d)) = self.devices.remove(&k) {
-                self.poller.remove(d.async_fd());
+            if let Some(e) = self.pools.remove(&k) {
+                self.poller.remove(e.pool.channel.fd());
+                self.poller.remove(e.pool.device.async_fd());
+                self.more_cq.retain(|p| *p != k);
             }
         }
     }
@@ -126,14 +147,11 @@ impl Reactor {
                 }
             }
             RDMA_CM_EVENT_ROUTE_RESOLVED if matches!(c.phase, Phase::Resolving) => {
-                let local_max = c.local_max;
-                // Build with the CM id borrowed out of the map entry (resources need &mut self).
+                // Build with the connection out of the map (the pool needs &mut self).
                 let Some(mut conn) = self.conns.remove(&id) else { return };
-                let result = self.build_resources(id, &conn.cm, local_max).and_then(|res| {
-                    conn.res = Some(res);
-                    conn.cm
-                        .connect(&Hello { max_payload: local_max, recv_depth: RECV_DEPTH }.encode(), conn.retry_count)
-                });
+                let result = self
+                    .build_link(&mut conn, None)
+                    .and_then(|()| conn.cm.connect(&our_hello(conn.local_max), conn.retry_count));
                 conn.phase = Phase::Connecting;
                 self.conns.insert(id, conn);
                 if let Err(e) = result {
@@ -167,6 +185,9 @@ impl Reactor {
                     Ok(h) => {
                         c.peer_max = h.max_payload;
                         c.remote_qpn = ev.remote_qpn;
+                        if let Some(link) = c.link.as_mut() {
+                            learn(link, &h);
+                        }
                         self.established(id);
                     }
                     Err(e) => self.fail_setup(id, e),
@@ -188,7 +209,9 @@ impl Reactor {
                         self.fail_setup(id, TransportError::new(ErrorCode::ConnectionReset, msg));
                     }
                     Phase::Closing
-                        if !removal && c.sendq.is_empty() && c.res.as_ref().is_some_and(|r| r.sends_in_flight == 0) =>
+                        if !removal
+                            && c.sendq.is_empty()
+                            && c.link.as_ref().is_some_and(|l| l.sends_in_flight == 0) =>
                     {
                         // We asked to close and everything was delivered: the peer just got there first.
                         self.teardown(id, None, true);
@@ -224,7 +247,18 @@ impl Reactor {
         if count > 0 {
             self.emit(Event::Frames { conn: id, data, count });
         }
-        // Completions may have arrived before ESTABLISHED; and queued sends may now go.
-        self.on_cq_ready_all(id);
+        // Queued sends may now go.
+        self.pump(id);
     }
+}
+
+/// The Hello this side sends: its largest frame, the window it sets aside and its buffer size.
+fn our_hello(local_max: u32) -> [u8; crate::handshake::LEN] {
+    Hello { max_payload: local_max, credits: crate::INITIAL_WINDOW as u16, buffer_size: crate::BUFFER_SIZE }.encode()
+}
+
+/// What the peer's Hello tells the link: its first credits and the size of its buffers.
+fn learn(link: &mut Link, h: &Hello) {
+    link.credits.granted(h.credits as u32);
+    link.fragment = (h.buffer_size as usize).min(crate::BUFFER_SIZE as usize);
 }

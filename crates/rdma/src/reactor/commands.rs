@@ -1,5 +1,6 @@
-//! The caller's commands: listen, connect, send (queued, posted by `flush` in one chain), close,
-//! abort.
+//! The caller's commands: listen, connect, send (fragments copied into pool send slots, posted by
+//! `flush` in one chain per connection), close, abort; and `pump`, the send path they share with
+//! completions (credits and slots coming back).
 
 use super::*;
 
@@ -22,16 +23,24 @@ impl Reactor {
         validate_outgoing(kind, payload.len(), c.local_max.min(c.peer_max))?;
         if c.sendq.len() >= SEND_QUEUE_LIMIT {
             return Err(TransportError::new(
-                ErrorCode::Io,
+                ErrorCode::QueueFull,
                 format!("rdma connection {id} has {SEND_QUEUE_LIMIT} frames queued: send queue full"),
             ));
         }
-        // Straight into a registered send slot when one is free and nothing waits ahead of it (one
-        // copy); otherwise behind the others in the software queue.
+        // Straight into registered send slots when credits and slots allow and nothing waits ahead
+        // of it (one copy); what is left waits behind the others in the software queue.
         let imm = imm_of(kind, credits);
-        let prepared = c.sendq.is_empty() && c.res.as_mut().is_some_and(|r| r.prepare(imm, payload));
-        if !prepared {
+        let mut sent = 0;
+        if c.sendq.is_empty() {
+            if let (Some(link), Some(pool)) = (c.link.as_mut(), c.pool.and_then(|k| self.pools.get_mut(&k))) {
+                sent = link.prepare(&mut pool.pool, imm, payload, 0);
+            }
+        }
+        if sent < link::fragments(payload.len(), c.link.as_ref().map_or(usize::MAX, |l| l.fragment)) {
             c.sendq.push_back(Frame::new(kind, credits, payload.to_vec()));
+            if c.sendq.len() == 1 {
+                c.front_sent = sent;
+            }
         }
         // Posted by the next flush (the caller's, once per turn of its loop, or the next poll's),
         // together with the other frames of this turn.
@@ -103,6 +112,7 @@ impl Reactor {
             self.fail_setup(c, TransportError::new(ErrorCode::ConnectionReset, "listener closed during the handshake"));
         }
         drop(l);
+        self.release_pools();
         self.emit(Event::ListenerClosed { listener: id, error: None });
         Ok(())
     }
@@ -128,30 +138,48 @@ impl Reactor {
         self.conns.insert(id, conn);
     }
 
-    /// Posts queued frames while send slots are free, chained into one post (rxe rings a doorbell
-    /// per post); finishes a local close once all is sent.
+    /// Prepares queued fragments while credits, the QP's send queue and the pool's send slots
+    /// allow, then a credit update if one is due, and posts them chained into one post (rxe rings
+    /// a doorbell per post); finishes a local close once all is sent and acknowledged.
     pub(super) fn pump(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(&id) else { return };
         if !matches!(c.phase, Phase::Open | Phase::Closing) {
             return;
         }
-        let Some(res) = c.res.as_mut() else { return };
+        let (Some(link), Some(entry)) = (c.link.as_mut(), c.pool.and_then(|k| self.pools.get_mut(&k))) else {
+            return;
+        };
+        let pool = &mut entry.pool;
+        link.wants_slot = false;
         let mut failure = None;
-        // Frames waiting in the queue follow those already in slots, as slots free up.
+        // Frames waiting in the queue follow those already in slots, as credits and slots come back.
         while let Some(f) = c.sendq.front() {
             if f.payload.len() as u64 > c.peer_max as u64 {
                 failure = Some(too_large_for_peer(f, c.peer_max));
                 break;
             }
-            if !res.prepare(f.imm(), &f.payload) {
+            c.front_sent = link.prepare(pool, f.imm(), &f.payload, c.front_sent);
+            if c.front_sent < link::fragments(f.payload.len(), link.fragment) {
                 break;
             }
             c.sendq.pop_front();
+            c.front_sent = 0;
         }
-        if failure.is_none() && res.has_prepared() {
-            failure = res.post_prepared().err();
+        // A pool short of memory takes back what this connection's peer need not hold.
+        if pool.under_pressure() {
+            let n = link.credits.shrink(crate::INITIAL_WINDOW, u32::MAX);
+            pool.release(n);
         }
-        let done_closing = matches!(c.phase, Phase::Closing) && c.sendq.is_empty() && res.sends_in_flight == 0;
+        link.prepare_update(pool);
+        if failure.is_none() && link.has_prepared() {
+            failure = link.post_prepared(pool).err();
+        }
+        // A fragment or a credit update found no free send slot: no completion of this connection
+        // may come to retry it, so it waits for any slot of the pool to come back.
+        if link.wants_slot && !self.slot_waiters.contains(&id) {
+            self.slot_waiters.push(id);
+        }
+        let done_closing = matches!(c.phase, Phase::Closing) && c.sendq.is_empty() && link.sends_in_flight == 0;
         if let Some(e) = failure {
             return self.teardown(id, Some(e), false);
         }

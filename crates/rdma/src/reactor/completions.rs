@@ -1,32 +1,41 @@
-//! Completions and device async events: frames out of the CQ (one `Frames` event per poll),
-//! send slots back, failures taking the connection down.
+//! Completions and device async events. A pool's CQ holds the completions of every connection on
+//! the device: each is matched to its connection by QP number; received frames are gathered into
+//! one `Frames` event per connection per turn, send slots and credits go back, and a failure takes
+//! its connection down.
 
 use super::*;
 
+/// What one turn's completions did to one connection.
+#[derive(Default)]
+struct Touched {
+    frames: Vec<u8>,
+    count: u32,
+    /// The first failure: the cause (flushes that follow it are its consequence). Nothing after
+    /// it is added to `frames`.
+    failure: Option<TransportError>,
+}
+
 impl Reactor {
-    pub(super) fn on_device_ready(&mut self, token: u64) {
-        let Some((_, dev)) = self.devices.values().find(|(t, _)| *t == token).cloned() else { return };
-        for ev in dev.read_async_events() {
-            let name = dev.event_name(ev.kind);
+    pub(super) fn on_device_ready(&mut self, key: usize) {
+        let Some(entry) = self.pools.get(&key) else { return };
+        let events = entry.pool.device.read_async_events();
+        for ev in events {
+            let Some(entry) = self.pools.get(&key) else { return };
+            let name = entry.pool.device.event_name(ev.kind);
+            let pool_wide = match ev.kind {
+                IBV_EVENT_CQ_ERR => ev.element == entry.pool.cq.as_ptr() as usize,
+                IBV_EVENT_SRQ_ERR => ev.element == entry.pool.srq.as_ptr() as usize,
+                IBV_EVENT_DEVICE_FATAL => true,
+                _ => false,
+            };
             let victims: Vec<ConnId> = match ev.kind {
                 IBV_EVENT_QP_FATAL | IBV_EVENT_QP_REQ_ERR | IBV_EVENT_QP_ACCESS_ERR => self
                     .conns
                     .values()
-                    .filter(|c| c.res.as_ref().is_some_and(|r| r.qp.as_ptr() as usize == ev.element))
+                    .filter(|c| c.link.as_ref().is_some_and(|l| l.qp.as_ptr() as usize == ev.element))
                     .map(|c| c.id)
                     .collect(),
-                IBV_EVENT_CQ_ERR => self
-                    .conns
-                    .values()
-                    .filter(|c| c.res.as_ref().is_some_and(|r| r.cq.as_ptr() as usize == ev.element))
-                    .map(|c| c.id)
-                    .collect(),
-                IBV_EVENT_DEVICE_FATAL => self
-                    .conns
-                    .values()
-                    .filter(|c| c.res.as_ref().is_some_and(|r| Rc::ptr_eq(&r.device, &dev)))
-                    .map(|c| c.id)
-                    .collect(),
+                _ if pool_wide => self.conns.values().filter(|c| c.pool == Some(key)).map(|c| c.id).collect(),
                 _ => Vec::new(),
             };
             for id in victims {
@@ -44,72 +53,148 @@ impl Reactor {
         }
     }
 
-    /// Takes everything the connection's CQ holds (setup and teardown paths).
-    pub(super) fn on_cq_ready_all(&mut self, id: ConnId) {
+    /// Takes everything a pool's CQ holds (teardown and shutdown paths).
+    pub(super) fn on_cq_ready_all(&mut self, key: usize) {
         let mut unbounded = usize::MAX;
-        self.on_cq_ready(id, &mut unbounded);
+        self.on_cq_ready(key, &mut unbounded);
     }
 
-    /// Takes what the connection's CQ holds, at most `budget` bytes of frames (what is left is
-    /// taken on the next turn: `more_cq` and a wake, since no channel event will come for it).
-    pub(super) fn on_cq_ready(&mut self, id: ConnId, budget: &mut usize) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
-        let Some(res) = c.res.as_mut() else { return };
-        let draining = matches!(c.phase, Phase::Draining { .. });
-        let early = matches!(c.phase, Phase::Accepting | Phase::Connecting);
-        let (mut out, mut data) = (Vec::new(), Vec::new());
-        let polled = res.poll(!draining, &mut out, &mut data, *budget);
-        *budget = budget.saturating_sub(data.len());
-        let mut failure: Option<TransportError> = None;
-        let mut kept = data.len();
-        let mut count = 0u32;
-        for comp in out {
-            match comp {
-                Completed::Received if failure.is_none() => count += 1,
-                Completed::Received | Completed::Sent => {}
-                // The first failure is the cause; flushes that follow it are its consequence.
-                Completed::Failed { error, at } => {
-                    if failure.is_none() && !draining {
-                        failure = Some(error);
-                        kept = at;
+    /// Takes what a pool's CQ holds, at most `budget` bytes of frames (what is left is taken on
+    /// the next turn: `more_cq` and a wake, since no channel event will come for it). Arming
+    /// before polling means a completion that lands during the poll still wakes us.
+    pub(super) fn on_cq_ready(&mut self, key: usize, budget: &mut usize) {
+        let Some(entry) = self.pools.get(&key) else { return };
+        if entry.pool.cq.take_events() {
+            if let Err(e) = entry.pool.cq.arm() {
+                crate::report(&format!("re-arming a completion queue: {e}"));
+            }
+        }
+        let mut touched: Vec<(ConnId, Touched)> = Vec::new();
+        let mut slots_freed = false;
+        let mut taken = 0usize;
+        let mut more = false;
+        let mut wc = [ibv_wc::default(); 32];
+        loop {
+            let Some(entry) = self.pools.get(&key) else { return };
+            let n = match entry.pool.cq.poll(&mut wc) {
+                Ok(n) => n,
+                Err(e) => {
+                    crate::report(&format!("polling a completion queue: {e}"));
+                    break;
+                }
+            };
+            for w in &wc[..n] {
+                slots_freed |= w.wr_id & SEND_TAG != 0;
+                taken += self.on_completion(key, w, &mut touched);
+            }
+            if n < wc.len() {
+                break;
+            }
+            if taken >= *budget {
+                more = true;
+                break;
+            }
+        }
+        *budget = budget.saturating_sub(taken);
+        if more {
+            self.more_cq.push(key);
+            self.poller.wake();
+        }
+        for (id, t) in touched {
+            self.after_completions(id, t);
+        }
+        if slots_freed {
+            for id in std::mem::take(&mut self.slot_waiters) {
+                self.pump(id);
+            }
+        }
+    }
+
+    /// One completion: the send slot or receive buffer goes back to the pool at once, whatever
+    /// became of its connection; what it means for the connection is noted in `touched`. Returns
+    /// the bytes of frames it added.
+    fn on_completion(&mut self, key: usize, w: &ibv_wc, touched: &mut Vec<(ConnId, Touched)>) -> usize {
+        let is_send = w.wr_id & SEND_TAG != 0;
+        let Some(entry) = self.pools.get_mut(&key) else { return 0 };
+        let pool = &mut entry.pool;
+        let conn = self.by_qpn.get(&w.qp_num).and_then(|id| self.conns.get_mut(id));
+        let t = conn.as_ref().map(|c| c.id).map(|id| match touched.iter().position(|(t, _)| *t == id) {
+            Some(i) => i,
+            None => {
+                touched.push((id, Touched::default()));
+                touched.len() - 1
+            }
+        });
+        if is_send {
+            pool.put_send_slot((w.wr_id & !SEND_TAG) as u32);
+            let (Some(c), Some(t)) = (conn, t) else { return 0 };
+            if let Some(link) = c.link.as_mut() {
+                link.sends_in_flight = link.sends_in_flight.saturating_sub(1);
+            }
+            if w.status != IBV_WC_SUCCESS {
+                let t = &mut touched[t].1;
+                t.failure.get_or_insert(crate::verbs::wc_error(self.lib, w, true));
+            }
+            return 0;
+        }
+        let buf = w.wr_id as u32;
+        let mut added = 0;
+        if let (Some(c), Some(t)) = (conn, t) {
+            let t = &mut touched[t].1;
+            let accepting = !matches!(c.phase, Phase::Draining { .. }) && t.failure.is_none();
+            if let (Some(link), true) = (c.link.as_mut(), accepting) {
+                if w.status != IBV_WC_SUCCESS {
+                    t.failure = Some(crate::verbs::wc_error(self.lib, w, false));
+                } else {
+                    let before = t.frames.len();
+                    match link.receive(pool, buf, w, c.local_max, &mut t.frames) {
+                        Ok(Received::Frame) => t.count += 1,
+                        Ok(Received::Nothing) => {}
+                        Err(e) => t.failure = Some(e),
+                    }
+                    added = t.frames.len() - before;
+                    link.credits.consumed();
+                    // The peer sends as fast as its window lets it: double the window while the pool
+                    // has room (granted with the next message).
+                    let window = link.credits.window();
+                    if link.credits.peer_is_limited() && window < crate::MAX_WINDOW {
+                        let extra = window.min(crate::MAX_WINDOW - window);
+                        if pool.try_reserve(extra) {
+                            link.credits.grow(extra);
+                        }
                     }
                 }
             }
         }
-        let more = match polled {
-            Ok(more) => more,
-            Err(e) => {
-                failure.get_or_insert(e);
-                false
+        // The buffer goes back into the SRQ whatever became of its message.
+        if let Err(e) = pool.repost(buf) {
+            crate::report(&format!("re-posting a receive buffer: {e}"));
+        }
+        added
+    }
+
+    /// Hands out what one turn's completions brought a connection, then lets it send (credits
+    /// and slots may have come back) or ends it.
+    fn after_completions(&mut self, id: ConnId, t: Touched) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Touched { frames, count, failure } = t;
+        let draining = matches!(c.phase, Phase::Draining { .. });
+        if count > 0 {
+            if matches!(c.phase, Phase::Accepting | Phase::Connecting) {
+                // Frames that arrived before ESTABLISHED was reported (the peer's QP reaches RTS first).
+                c.early.extend_from_slice(&frames);
+                c.early_count += count;
+            } else if matches!(c.phase, Phase::Open | Phase::Closing | Phase::Draining { deliver: true, .. }) {
+                self.emit(Event::Frames { conn: id, data: frames, count });
             }
-        };
-        data.truncate(kept);
-        let deliver = matches!(c.phase, Phase::Open | Phase::Closing | Phase::Draining { deliver: true, .. });
-        if count > 0 && early {
-            // Frames that arrived before ESTABLISHED was reported (the peer's QP reaches RTS first).
-            c.early.extend_from_slice(&data);
-            c.early_count += count;
         }
-        let setup = c.is_setup();
-        if count > 0 && deliver {
-            self.emit(Event::Frames { conn: id, data, count });
+        let setup = self.conns.get(&id).is_some_and(|c| c.is_setup());
+        match failure {
+            Some(_) if draining => self.maybe_finish(id),
+            Some(e) if setup => self.fail_setup(id, e),
+            Some(e) => self.teardown(id, Some(e), false),
+            None if draining => self.maybe_finish(id),
+            None => self.pump(id),
         }
-        if more && failure.is_none() {
-            self.more_cq.push(id);
-            self.poller.wake();
-        }
-        if let Some(e) = failure {
-            if draining {
-                return self.maybe_finish(id);
-            }
-            if setup {
-                return self.fail_setup(id, e);
-            }
-            return self.teardown(id, Some(e), false);
-        }
-        if draining {
-            return self.maybe_finish(id);
-        }
-        self.pump(id);
     }
 }

@@ -11,7 +11,7 @@ impl Reactor {
         let role = c.role;
         let peer = c.peer.clone();
         drop(c);
-        self.release_devices();
+        self.release_pools();
         match role {
             Role::Active => self.emit(Event::ConnectFailed { conn: id, error }),
             Role::Passive { listener } => self.emit(Event::AcceptFailed { listener, peer, error }),
@@ -19,7 +19,8 @@ impl Reactor {
     }
 
     /// Starts the end of an established connection: disconnect (DREQ; rdma-cm moves the QP to
-    /// ERR), then wait for the flush completions of every posted work request, bounded.
+    /// ERR), then wait for the flush completions of its posted sends, bounded. (Its receives are
+    /// the SRQ's: a QP in ERR takes no more of them.)
     pub(super) fn teardown(&mut self, id: ConnId, error: Option<TransportError>, deliver: bool) {
         let Some(c) = self.conns.get_mut(&id) else { return };
         if matches!(c.phase, Phase::Draining { .. }) {
@@ -27,27 +28,29 @@ impl Reactor {
         }
         c.sendq.clear();
         c.cm.disconnect();
-        if let Some(res) = &c.res {
-            if let Err(e) = res.qp.to_error() {
+        c.front_sent = 0;
+        if let Some(link) = &c.link {
+            if let Err(e) = link.qp.to_error() {
                 crate::report(&format!("connection {id}: {e}"));
             }
         }
         c.phase = Phase::Draining { error, deliver };
         c.deadline = Some(Instant::now() + Duration::from_millis(DRAIN_TIMEOUT_MS));
-        // Flushes may already be waiting in the CQ without a new channel event.
-        self.on_cq_ready_all(id);
+        // The flushes arrive on the pool's CQ (its channel wakes us); nothing posted: done now.
+        self.maybe_finish(id);
     }
 
     pub(super) fn maybe_finish(&mut self, id: ConnId) {
         let Some(c) = self.conns.get(&id) else { return };
-        let drained = c.res.as_ref().is_none_or(|r| r.recvs_posted == 0 && r.sends_in_flight == 0);
+        let drained = c.link.as_ref().is_none_or(|l| l.sends_in_flight == 0);
         if drained {
             self.finish(id);
         }
     }
 
-    /// Frees everything the connection holds (QP, CQ, channel, MRs, PD, then the CM id), then
-    /// reports Closed: counters are already down when the event is seen.
+    /// Frees everything the connection holds (its QP, its window in the pool, then the CM id; the
+    /// pool too if nothing else uses it), then reports Closed: counters are already down when the
+    /// event is seen.
     pub(super) fn finish(&mut self, id: ConnId) {
         let Some(c) = self.remove(id) else { return };
         let error = match &c.phase {
@@ -55,18 +58,37 @@ impl Reactor {
             _ => None,
         };
         drop(c);
-        self.release_devices();
+        self.release_pools();
         self.emit(Event::Closed { conn: id, error });
     }
 
+    /// Takes a connection out of the registry with its QP destroyed and its window back in the
+    /// pool; the caller drops it (the CM id) and releases pools.
     pub(super) fn remove(&mut self, id: ConnId) -> Option<Conn> {
         let mut c = self.conns.remove(&id)?;
         self.owners.remove(&(c.cm.as_ptr() as usize));
-        if let Some(res) = c.res.take() {
-            self.poller.remove(res.channel.fd());
-            drop(res);
-        }
+        self.unlink(&mut c);
         Some(c)
+    }
+
+    /// Destroys the connection's QP and gives its window back to its pool.
+    pub(super) fn unlink(&mut self, c: &mut Conn) {
+        self.slot_waiters.retain(|w| *w != c.id);
+        let Some(link) = c.link.take() else { return };
+        self.by_qpn.remove(&link.qp.qpn());
+        let window = link.credits.window();
+        drop(link);
+        if let Some(entry) = c.pool.take().and_then(|k| self.pools.get_mut(&k)) {
+            entry.pool.release(window);
+            entry.pool.users -= 1;
+        }
+    }
+
+    /// Frees a connection that never entered the registry (its accept failed).
+    pub(super) fn discard(&mut self, mut c: Conn) {
+        self.unlink(&mut c);
+        drop(c);
+        self.release_pools();
     }
 
     pub(super) fn on_deadlines(&mut self) {
@@ -89,10 +111,9 @@ impl Reactor {
                     self.teardown(id, Some(TransportError::new(ErrorCode::Timeout, msg)), false);
                 }
                 Phase::Draining { .. } => {
-                    let pending = c.res.as_ref().map(|r| (r.recvs_posted, r.sends_in_flight)).unwrap_or_default();
+                    let pending = c.link.as_ref().map_or(0, |l| l.sends_in_flight);
                     crate::report(&format!(
-                        "connection {id}: {} receives and {} sends not flushed within {DRAIN_TIMEOUT_MS} ms; destroying the QP anyway",
-                        pending.0, pending.1
+                        "connection {id}: {pending} sends not flushed within {DRAIN_TIMEOUT_MS} ms; destroying the QP anyway"
                     ));
                     self.finish(id);
                 }
@@ -114,9 +135,9 @@ impl Reactor {
         }
         let deadline = Instant::now() + Duration::from_millis(DRAIN_TIMEOUT_MS);
         while !self.conns.is_empty() && Instant::now() < deadline {
-            let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-            for id in ids {
-                self.on_cq_ready_all(id);
+            let pools: Vec<usize> = self.pools.keys().copied().collect();
+            for key in pools {
+                self.on_cq_ready_all(key);
             }
             if !self.conns.is_empty() {
                 std::thread::sleep(Duration::from_millis(2));

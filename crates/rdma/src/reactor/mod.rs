@@ -1,13 +1,13 @@
-//! The reactor: owns every listener and connection, and watches the CM event channel, each
-//! device's async event fd and each connection's completion channel in one epoll set (`Poller`),
+//! The reactor: owns every listener, connection and device pool, and watches the CM event channel
+//! and each pool's completion channel and device async event fd in one epoll set (`Poller`),
 //! whose fd the caller's loop watches (Node's, through the binding). Commands run on the caller's
 //! thread, and a send is posted before the call returns: no thread, no hand-off, no busy polling.
 
 //!
 //! Split by concern: this file holds the registry (listeners, connections, owners of CM ids,
-//! devices) and the turn (`poll`); `commands` the caller's calls, `cm_events` connection setup and
-//! rdma-cm events, `completions` completion queues and device async events, `endings` teardown,
-//! deadlines and shutdown.
+//! device pools) and the turn (`poll`); `commands` the caller's calls and the send path,
+//! `cm_events` connection setup and rdma-cm events, `completions` the pools' completion queues and
+//! device async events, `endings` teardown, deadlines and shutdown.
 
 mod cm_events;
 mod commands;
@@ -15,11 +15,10 @@ mod completions;
 mod endings;
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rdma_graceful_core::frame::{imm_of, validate_outgoing};
-use rdma_graceful_core::poll::{Poller, READABLE, WAKE};
+use rdma_graceful_core::poll::{Poller, READABLE};
 use rdma_graceful_core::{ConnId, ErrorCode, Event, Frame, ListenOptions, ListenerId, TransportError};
 
 use crate::cm::{CmEvent, CmId, EventChannel};
@@ -27,16 +26,21 @@ use crate::conn::{Conn, Phase, Role};
 use crate::device::Device;
 use crate::ffi::*;
 use crate::handshake::Hello;
+use crate::link::{self, Credits};
 use crate::loader::Lib;
-use crate::verbs::{Completed, Resources};
-use crate::{CLOSE_SEND_TIMEOUT_MS, DRAIN_TIMEOUT_MS, RECV_DEPTH, SEND_QUEUE_LIMIT};
+use crate::pool::Pool;
+use crate::qp::Qp;
+use crate::verbs::{Link, Received, SEND_TAG};
+use crate::{CLOSE_SEND_TIMEOUT_MS, DRAIN_TIMEOUT_MS, SEND_QUEUE_LIMIT};
 
 /// Bytes of frames one turn takes out of the completion queues, all connections together.
 const POLL_BUDGET: usize = 1 << 20;
 
 const TOKEN_CM: u64 = 1;
+/// A pool's device async event fd; the low bits are the pool's number.
 const TOKEN_DEVICE: u64 = 1 << 40;
-const TOKEN_CONN: u64 = 2 << 40;
+/// A pool's completion channel.
+const TOKEN_CQ: u64 = 2 << 40;
 const TOKEN_MASK: u64 = (1 << 40) - 1;
 
 /// IB CM reject reason "invalid service ID": nothing listens on that port.
@@ -54,6 +58,12 @@ struct Listener {
     opts: ListenOptions,
 }
 
+/// A device pool and the number its epoll tokens carry.
+struct PoolEntry {
+    pool: Pool,
+    number: u64,
+}
+
 pub(crate) struct Reactor {
     lib: &'static Lib,
     poller: Poller,
@@ -62,13 +72,18 @@ pub(crate) struct Reactor {
     polling: bool,
     /// Connections with frames queued since the last `flush`.
     corked: Vec<ConnId>,
-    /// Connections whose CQ still held completions when a turn's budget ran out.
-    more_cq: Vec<ConnId>,
+    /// Pools (context addresses) whose CQ still held completions when a turn's budget ran out.
+    more_cq: Vec<usize>,
+    /// Connections that stopped sending for want of a free send slot in their pool.
+    slot_waiters: Vec<ConnId>,
     listeners: HashMap<ListenerId, Listener>,
     conns: HashMap<ConnId, Conn>,
     owners: HashMap<usize, Owner>,
-    devices: HashMap<usize, (u64, Rc<Device>)>,
-    next_device_token: u64,
+    /// Which connection a completion is for: QP number to connection.
+    by_qpn: HashMap<u32, ConnId>,
+    /// One pool per device context (its address), while a connection or listener uses it.
+    pools: HashMap<usize, PoolEntry>,
+    next_pool_number: u64,
     // Declared last: dropped after every CM id above (rdma_destroy_event_channel needs that).
     channel: EventChannel,
 }
@@ -85,11 +100,13 @@ impl Reactor {
             polling: false,
             corked: Vec::new(),
             more_cq: Vec::new(),
+            slot_waiters: Vec::new(),
             listeners: HashMap::new(),
             conns: HashMap::new(),
             owners: HashMap::new(),
-            devices: HashMap::new(),
-            next_device_token: 0,
+            by_qpn: HashMap::new(),
+            pools: HashMap::new(),
+            next_pool_number: 0,
             channel,
         })
     }
@@ -108,8 +125,7 @@ impl Reactor {
     }
 
     /// One turn: CM events first (a DISCONNECTED read here explains flush completions seen
-    /// below), then device events and completions, then deadlines. Each completion queue is
-    /// polled until empty, which its depth bounds.
+    /// below), then device events and completions, then deadlines.
     pub fn poll(&mut self, out: &mut Vec<Event>) {
         self.polling = true;
         self.flush();
@@ -121,14 +137,14 @@ impl Reactor {
         // Frames are taken up to a budget per turn (the rest on the next turn, after the caller's
         // timers ran): a flooding connection cannot hold the loop.
         let mut budget = POLL_BUDGET;
-        for id in std::mem::take(&mut self.more_cq) {
-            self.on_cq_ready(id, &mut budget);
+        for key in std::mem::take(&mut self.more_cq) {
+            self.on_cq_ready(key, &mut budget);
         }
         for &(t, _) in ready.iter() {
-            match t {
-                WAKE | TOKEN_CM => {}
-                t if t & !TOKEN_MASK == TOKEN_DEVICE => self.on_device_ready(t),
-                t if t & !TOKEN_MASK == TOKEN_CONN => self.on_cq_ready((t & TOKEN_MASK) as ConnId, &mut budget),
+            let Some(key) = self.pool_of_token(t & TOKEN_MASK) else { continue };
+            match t & !TOKEN_MASK {
+                TOKEN_DEVICE => self.on_device_ready(key),
+                TOKEN_CQ => self.on_cq_ready(key, &mut budget),
                 _ => {}
             }
         }
@@ -139,6 +155,20 @@ impl Reactor {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         self.conns.values().filter_map(|c| c.deadline).min()
+    }
+
+    fn pool_of_token(&self, number: u64) -> Option<usize> {
+        self.pools.iter().find(|(_, e)| e.number == number).map(|(k, _)| *k)
+    }
+
+    /// Buffers registered and set aside in every pool: (receive buffers posted, set aside for
+    /// peers, pools).
+    pub fn pool_usage(&self) -> (u32, u32, usize) {
+        let (posted, committed) = self.pools.values().fold((0, 0), |(p, c), e| {
+            let (ep, ec) = e.pool.usage();
+            (p + ep, c + ec)
+        });
+        (posted, committed, self.pools.len())
     }
 }
 

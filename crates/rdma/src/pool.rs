@@ -1,0 +1,149 @@
+//! What every connection on one device shares: a protection domain, one completion queue (sends
+//! and receives of every QP, told apart by QP number), one shared receive queue fed from a pool of
+//! registered buffers that grows by chunks, and a pool of registered send slots. A connection adds
+//! only its QP and a window of buffers set aside for its peer (`link::Credits`).
+//!
+//! The guarantee against RNR: `committed` (the sum of every connection's window) never exceeds
+//! `posted` (buffers in the SRQ, each posted again as soon as its message is copied out).
+//!
+//! Field order is the teardown order (Rust drops fields in declaration order): SRQ (every QP on it
+//! is gone: the reactor drops a pool only when no connection uses it), CQ, completion channel,
+//! receive buffers, send buffers, PD, and last the device handle.
+
+use rdma_graceful_core::{ErrorCode, TransportError};
+
+use crate::cq::{CompChannel, Cq};
+use crate::device::Device;
+use crate::ffi::*;
+use crate::loader::Lib;
+use crate::mr::Mr;
+use crate::pd::Pd;
+use crate::srq::Srq;
+use crate::{BUFFER_SIZE, POOL_CHUNK, POOL_MAX_BUFFERS, SEND_POOL_SLOTS};
+
+pub struct Pool {
+    pub srq: Srq,
+    pub cq: Cq,
+    pub channel: CompChannel,
+    recv: Vec<Mr>,
+    send: Mr,
+    pd: Pd,
+    pub device: Device,
+    free_send: Vec<u32>,
+    posted: u32,
+    committed: u32,
+    /// Connections using the pool (it is freed when the last one ends and no listener is on it).
+    pub users: usize,
+}
+
+impl Pool {
+    pub fn new(lib: &'static Lib, device: Device) -> Result<Pool, TransportError> {
+        let ctx = device.ctx();
+        let pd = Pd::new(lib, ctx)?;
+        let srq = Srq::new(lib, pd.as_ptr(), POOL_MAX_BUFFERS, POOL_CHUNK)?;
+        let channel = CompChannel::new(lib, ctx)?;
+        // Room for every completion that can be outstanding: one per posted receive, one per send slot.
+        let cq = Cq::new(lib, ctx, &channel, (srq.capacity() + SEND_POOL_SLOTS) as usize)?;
+        let send = Mr::new(lib, pd.as_ptr(), BUFFER_SIZE as usize, SEND_POOL_SLOTS as usize)?;
+        let mut pool = Pool {
+            srq,
+            cq,
+            channel,
+            recv: Vec::new(),
+            send,
+            pd,
+            device,
+            free_send: (0..SEND_POOL_SLOTS).rev().collect(),
+            posted: 0,
+            committed: 0,
+            users: 0,
+        };
+        pool.grow()?;
+        Ok(pool)
+    }
+
+    pub fn pd(&self) -> *mut ibv_pd {
+        self.pd.as_ptr()
+    }
+
+    /// Sets `n` buffers aside for a peer, registering another chunk when the posted ones are all
+    /// set aside. Fails with ResourceLimit when the SRQ is full or registration is refused.
+    pub fn reserve(&mut self, n: u32) -> Result<(), TransportError> {
+        while self.posted - self.committed < n {
+            self.grow()?;
+        }
+        self.committed += n;
+        Ok(())
+    }
+
+    /// As `reserve`, for growing a window: false instead of an error, and never into the last
+    /// eighth of the SRQ (kept for new connections).
+    pub fn try_reserve(&mut self, n: u32) -> bool {
+        if (self.committed + n) * 8 > self.srq.capacity() * 7 {
+            return false;
+        }
+        self.reserve(n).is_ok()
+    }
+
+    pub fn release(&mut self, n: u32) {
+        debug_assert!(n <= self.committed);
+        self.committed -= n.min(self.committed);
+    }
+
+    /// Most of what the SRQ can hold is set aside: windows shrink back as they are granted.
+    pub fn under_pressure(&self) -> bool {
+        self.committed * 8 > self.srq.capacity() * 7
+    }
+
+    fn grow(&mut self) -> Result<(), TransportError> {
+        if self.posted + POOL_CHUNK > self.srq.capacity() {
+            return Err(TransportError::new(
+                ErrorCode::ResourceLimit,
+                format!(
+                    "the rdma receive pool of this device is full: {} buffers of {BUFFER_SIZE} bytes, all set \
+                     aside for the connections open on it; close some, or open them on another device",
+                    self.posted
+                ),
+            ));
+        }
+        let chunk = Mr::new(self.device.lib(), self.pd.as_ptr(), BUFFER_SIZE as usize, POOL_CHUNK as usize)?;
+        let base = self.recv.len() as u32 * POOL_CHUNK;
+        self.recv.push(chunk);
+        for i in base..base + POOL_CHUNK {
+            self.repost(i)?;
+            self.posted += 1;
+        }
+        Ok(())
+    }
+
+    /// Posts receive buffer `i` (again) in the SRQ.
+    pub fn repost(&self, i: u32) -> Result<(), TransportError> {
+        let mr = &self.recv[(i / POOL_CHUNK) as usize];
+        self.srq.post_recv(i as u64, mr.sge((i % POOL_CHUNK) as usize, BUFFER_SIZE as usize))
+    }
+
+    /// The first `len` bytes received into buffer `i`.
+    pub fn received(&self, i: u32, len: usize) -> &[u8] {
+        let slot = self.recv[(i / POOL_CHUNK) as usize].slot((i % POOL_CHUNK) as usize);
+        &slot[..len.min(slot.len())]
+    }
+
+    pub fn take_send_slot(&mut self) -> Option<u32> {
+        self.free_send.pop()
+    }
+
+    pub fn put_send_slot(&mut self, slot: u32) {
+        self.free_send.push(slot);
+    }
+
+    /// Copies `data` into send slot `slot` and returns the entry that sends it.
+    pub fn fill_send_slot(&mut self, slot: u32, data: &[u8]) -> ibv_sge {
+        self.send.slot_mut(slot as usize)[..data.len()].copy_from_slice(data);
+        self.send.sge(slot as usize, data.len())
+    }
+
+    /// Buffers posted, and set aside for peers.
+    pub fn usage(&self) -> (u32, u32) {
+        (self.posted, self.committed)
+    }
+}
