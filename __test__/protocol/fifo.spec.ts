@@ -26,7 +26,7 @@ test('Fifo: order kept through shifts, removals from the middle and the compacti
     if (q.length !== model.length || q.peek() !== model[0]) t.fail(`step ${step}: ${q.length} vs ${model.length}`)
   }
   t.is(q.remove(() => false), undefined)
-  t.deepEqual(q.drain(), model)
+  t.deepEqual(q.takeAll(), model)
   t.is(q.length, 0)
   t.is(q.shift(), undefined)
 })
