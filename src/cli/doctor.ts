@@ -186,7 +186,14 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
           ? `${limitText}, not applied (CAP_IPC_LOCK); ${needText}`
           : `${limitText}; ${needText}: ${fits === Infinity ? 'no limit' : `${fits ?? '?'} fit`}`,
         more: status === 'fail' ? ['raise it: ulimit -l unlimited, or memlock in /etc/security/limits.conf'] : undefined,
-        data: { soft: json(memlock.soft), hard: json(memlock.hard), firstConnection: need, perConnection: each, connectionsThatFit: json(fits), capIpcLock: ipcLock },
+        data: {
+          soft: json(memlock.soft),
+          hard: json(memlock.hard),
+          firstConnection: need,
+          perConnection: each,
+          connectionsThatFit: json(fits),
+          capIpcLock: ipcLock,
+        },
       },
       `RLIMIT_MEMLOCK ${limitText} is below the ${bytes(need)} the first rdma connection on a device registers (ibv_reg_mr would fail with ENOMEM)`,
     )

@@ -746,7 +746,10 @@ export class ProtocolConnection {
     const terminalError = error ?? new ConnectionClosedError(reason)
     this.terminalError = terminalError
     if (this.queue.length > 0) {
-      this.reject(this.queue.takeAll().map((q) => q.id), terminalError)
+      this.reject(
+        this.queue.takeAll().map((q) => q.id),
+        terminalError,
+      )
     }
     this.timers.stopAll()
     this.setState(now, outcome === 'graceful' ? 'CLOSED' : 'DOWN', reason)
