@@ -97,7 +97,11 @@ rdmaTest('rdma: SIGINT on serve: ping closes gracefully on the notice, a straggl
 
 rdmaTest('rdma: bench against serve: figures, every connection closed gracefully', async (t) => {
   const serve = await startServe(t, on)
-  const bench = await runCli(t, ['bench', '--json', ...on, '--port', String(serve.port), '--duration', '1.5', '--connections', '2', '--size', '4096'], 90_000)
+  const bench = await runCli(
+    t,
+    ['bench', '--json', ...on, '--port', String(serve.port), '--duration', '1.5', '--connections', '2', '--size', '4096'],
+    90_000,
+  )
   t.is(bench.code, 0, bench.stderr)
   const result = ofKind(bench.events, 'result')[0]
   t.log(JSON.stringify(result))

@@ -104,7 +104,12 @@ test('serve + ping (people): steps in words, ping-like figures, no colour off a 
   t.deepEqual(await withDeadline(serve.exited, 20_000, 'serve exit'), { code: 0, signal: null })
   const served = serve.lines.join('\n')
   t.log(served)
-  for (const expected of ['transport accepted, waiting for the client HELLO', 'READY matched ids and generation: OPEN', '[3/3] DISCONNECT_FIN received', 'SIGINT: shutdown']) {
+  for (const expected of [
+    'transport accepted, waiting for the client HELLO',
+    'READY matched ids and generation: OPEN',
+    '[3/3] DISCONNECT_FIN received',
+    'SIGINT: shutdown',
+  ]) {
     t.true(served.includes(expected), `serve prints "${expected}"`)
   }
   for (const line of [...ping.stdout, ...serve.lines]) {
@@ -146,8 +151,14 @@ test('SIGINT on serve: SHUTDOWN_NOTICE, ping closes itself gracefully, a straggl
   const exit = await withDeadline(serve.cli.exited, 30_000, 'serve exit')
   t.deepEqual(exit, { code: 0, signal: null }, serve.cli.stderr())
   const outcomes = ofKind(serve.cli.events, 'closed')
-  t.like(outcomes.find((e) => e.conn === 1), { outcome: 'graceful', reason: 'close-complete', echoed: pingResult.received })
-  t.like(outcomes.find((e) => e.conn === 2), { outcome: 'forced', reason: 'grace-expired', code: 'ERR_GRACE_EXPIRED', echoed: 0 })
+  t.like(
+    outcomes.find((e) => e.conn === 1),
+    { outcome: 'graceful', reason: 'close-complete', echoed: pingResult.received },
+  )
+  t.like(
+    outcomes.find((e) => e.conn === 2),
+    { outcome: 'forced', reason: 'grace-expired', code: 'ERR_GRACE_EXPIRED', echoed: 0 },
+  )
   t.deepEqual(
     ofKind(serve.cli.events, 'note')
       .filter((e) => e.code === 'notice-sent')
@@ -179,7 +190,11 @@ test('a second SIGINT forces every connection at once (exit 130), without waitin
 
 test('bench (--json): progress each second, figures, every connection closed gracefully; serve echoed each message', async (t) => {
   const serve = await startServe(t, ['--host', '127.0.0.1'])
-  const bench = await runCli(t, ['bench', '--json', '--port', String(serve.port), '--duration', '2.5', '--connections', '3', '--size', '1024', '--inflight', '8'], 45_000)
+  const bench = await runCli(
+    t,
+    ['bench', '--json', '--port', String(serve.port), '--duration', '2.5', '--connections', '3', '--size', '1024', '--inflight', '8'],
+    45_000,
+  )
   t.is(bench.code, 0, bench.stderr)
   t.is(bench.events.length, bench.stdout.length)
   t.like(ofKind(bench.events, 'connected')[0], { connections: 3 })
@@ -194,7 +209,9 @@ test('bench (--json): progress each second, figures, every connection closed gra
   t.true(min > 0 && min <= p50 && p50 <= p99 && p99 <= max, JSON.stringify(result.latencyMs))
 
   // The other side: three connections, each closed gracefully, echoing exactly what bench counted.
-  const closed = await Promise.all([1, 2, 3].map((n) => serve.cli.waitFor((e) => e.event === 'closed' && e.conn === n, 20_000, `serve: #${n} closed`)))
+  const closed = await Promise.all(
+    [1, 2, 3].map((n) => serve.cli.waitFor((e) => e.event === 'closed' && e.conn === n, 20_000, `serve: #${n} closed`)),
+  )
   t.true(closed.every((e) => e.outcome === 'graceful'))
   t.is(
     closed.reduce((sum, e) => sum + (e.echoed as number), 0),
@@ -207,12 +224,18 @@ test('bench off a TTY: plain progress lines (no carriage returns), then the figu
   const bench = await runCli(t, ['bench', '--port', String(serve.port), '--duration', '1.5'], 45_000)
   t.is(bench.code, 0, bench.stderr)
   t.log(bench.stdout.join('\n'))
-  t.true(bench.stdout.some((l) => /^\s+\d+\.\d s \/ 1\.5 s\s+\d+ msg\/s/.test(l)), 'a plain progress line')
+  t.true(
+    bench.stdout.some((l) => /^\s+\d+\.\d s \/ 1\.5 s\s+\d+ msg\/s/.test(l)),
+    'a plain progress line',
+  )
   t.false(bench.stdout.some((l) => l.includes('\r') || l.includes('\x1b')))
   t.true(bench.stdout.some((l) => /^result: \d+ round trips of 4 KiB in \d+\.\d\d s$/.test(l)))
   t.true(bench.stdout.some((l) => /latency\s+min\/p50\/p99\/max = [\d.]+\/[\d.]+\/[\d.]+\/[\d.]+ ms/.test(l)))
   t.true(bench.stdout.some((l) => l.includes('close       1 graceful, 0 forced')))
-  t.true(bench.stdout.every((l) => l.length <= 80), 'fits 80 columns')
+  t.true(
+    bench.stdout.every((l) => l.length <= 80),
+    'fits 80 columns',
+  )
 })
 
 test('runtime failures print their error code and exit 1: nothing listening', async (t) => {

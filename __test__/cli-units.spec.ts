@@ -10,7 +10,7 @@ import path from 'node:path'
 import test from 'ava'
 
 import { wrap } from '../src/cli/doctor'
-import { fit, Output, wantsColour } from '../src/cli/output'
+import { fitWidth, Output, wantsColour } from '../src/cli/output'
 import { percentile, summarize } from '../src/cli/stats'
 import { findLibrary, findProviders, gidToIp, hasIpcLock, loadedModules, parseMemlock, readDevices } from '../src/cli/sysinfo'
 
@@ -41,11 +41,11 @@ test('colour only on a TTY, and never with NO_COLOR set', (t) => {
 })
 
 test('human lines are cut at 80 visible columns; colour codes take none', (t) => {
-  t.is(fit('x'.repeat(80)), 'x'.repeat(80))
-  t.is(fit('x'.repeat(81)), 'x'.repeat(79) + '…')
+  t.is(fitWidth('x'.repeat(80)), 'x'.repeat(80))
+  t.is(fitWidth('x'.repeat(81)), `${'x'.repeat(79)}…`)
   const coloured = `\x1b[32m${'x'.repeat(75)}\x1b[39m`
-  t.is(fit(coloured), coloured, 'escape codes do not count')
-  t.deepEqual(wrap('a'.repeat(30) + ' ' + 'b'.repeat(30), 40), ['a'.repeat(30), 'b'.repeat(30)])
+  t.is(fitWidth(coloured), coloured, 'escape codes do not count')
+  t.deepEqual(wrap(`${'a'.repeat(30)} ${'b'.repeat(30)}`, 40), ['a'.repeat(30), 'b'.repeat(30)])
   t.deepEqual(wrap('/'.repeat(50), 20), ['/'.repeat(20), '/'.repeat(20), '/'.repeat(10)])
 })
 
@@ -92,7 +92,10 @@ test('GIDs as IP addresses: IPv4-mapped RoCE v2 GIDs as IPv4, others as compress
 })
 
 test('RLIMIT_MEMLOCK and CAP_IPC_LOCK from /proc text', (t) => {
-  t.deepEqual(parseMemlock('Max open files  1024  4096  files\nMax locked memory         65536                65536                bytes\n'), { soft: 65536, hard: 65536 })
+  t.deepEqual(parseMemlock('Max open files  1024  4096  files\nMax locked memory         65536                65536                bytes\n'), {
+    soft: 65536,
+    hard: 65536,
+  })
   t.deepEqual(parseMemlock('Max locked memory  unlimited  unlimited  bytes'), { soft: Infinity, hard: Infinity })
   t.deepEqual(parseMemlock(''), {})
   t.true(hasIpcLock('Name:\tnode\nCapEff:\t000001ffffffffff\n'))
@@ -107,7 +110,7 @@ test('devices, ports and GIDs from a sysfs tree (Soft-RoCE rxe0 shape)', (t) => 
   const port = path.join(root, 'rxe0', 'ports', '1')
   const write = (rel: string, text: string): void => {
     fs.mkdirSync(path.dirname(path.join(port, rel)), { recursive: true })
-    fs.writeFileSync(path.join(port, rel), text + '\n')
+    fs.writeFileSync(path.join(port, rel), `${text}\n`)
   }
   fs.mkdirSync(port, { recursive: true })
   fs.writeFileSync(path.join(root, 'rxe0', 'node_type'), '1: CA\n')

@@ -47,8 +47,14 @@ test('--help for each command: its usage on stdout, exit 0, within 80 columns', 
     const r = await runCli(t, [command, '--help'])
     t.is(r.code, 0)
     t.is(r.stdout[0], `usage: rdma-graceful ${command} ${command === 'doctor' ? '[--json]' : '[options]'}`)
-    t.true(r.stdout.some((l) => /^exit status:/.test(l)), `${command} --help names its exit status`)
-    t.true(r.stdout.every((l) => l.length <= 80), `${command} --help fits 80 columns`)
+    t.true(
+      r.stdout.some((l) => /^exit status:/.test(l)),
+      `${command} --help names its exit status`,
+    )
+    t.true(
+      r.stdout.every((l) => l.length <= 80),
+      `${command} --help fits 80 columns`,
+    )
   }
   const top = await runCli(t, ['--help'])
   t.is(top.code, 0)
@@ -86,7 +92,10 @@ test(`doctor: exit status and verdict match this machine (${unavailable === unde
     t.is(r.code, 1)
     t.like(result, { usable: false, transport: 'tcp', code: 'ERR_RDMA_UNUSABLE' })
     t.true(result.reasons.length > 0)
-    t.true(result.reasons.some((reason) => reason.startsWith('rdma probe failed: ERR_TRANSPORT_UNAVAILABLE')), result.reasons.join('; '))
+    t.true(
+      result.reasons.some((reason) => reason.startsWith('rdma probe failed: ERR_TRANSPORT_UNAVAILABLE')),
+      result.reasons.join('; '),
+    )
     if (!fs.existsSync('/sys/class/infiniband')) t.true(result.reasons.includes('no RDMA device'))
     t.like(ofKind(r.events, 'error')[0], { code: 'ERR_RDMA_UNUSABLE' })
     t.regex(r.stderr, /^rdma-graceful doctor: ERR_RDMA_UNUSABLE: rdma is not usable here: /)

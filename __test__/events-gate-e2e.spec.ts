@@ -35,8 +35,7 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
   t.is((await conn.close()).outcome, 'graceful')
   await server.close({ graceMs: 100 })
 
-  const path = (id: number): string[] =>
-    published.filter((e) => e.connectionId === id).map((e) => `${e.machine}:${e.from}->${e.to}`)
+  const path = (id: number): string[] => published.filter((e) => e.connectionId === id).map((e) => `${e.machine}:${e.from}->${e.to}`)
   t.deepEqual(path(conn.id), [
     'connection:INIT->HELLO_SENT',
     'connection:HELLO_SENT->OPEN',
@@ -72,9 +71,13 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
 
 test.serial('an old peer without capabilities still connects, exchanges data and closes', async (t) => {
   const server = await listen({ port: 0 })
-  server.on('connection', (c: Connection) => void (async () => {
-    for await (const m of c) await c.send(m)
-  })().catch(() => {}))
+  server.on(
+    'connection',
+    (c: Connection) =>
+      void (async () => {
+        for await (const m of c) await c.send(m)
+      })().catch(() => {}),
+  )
   const old = await connect({ port: server.port, capabilities: 0 })
   await old.send('from the past')
   t.is((await old.read())?.toString(), 'from the past')

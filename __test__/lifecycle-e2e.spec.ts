@@ -27,7 +27,10 @@ test.serial('close() with thousands of messages in flight both ways loses none (
   await reading
   t.deepEqual(result, { outcome: 'graceful', reason: 'close-complete' })
   t.is(echoes.length, total, 'every echo arrived before the close completed')
-  t.deepEqual(echoes, Array.from({ length: total }, (_, i) => `request ${i}`))
+  t.deepEqual(
+    echoes,
+    Array.from({ length: total }, (_, i) => `request ${i}`),
+  )
   t.true(conn.timings.closeMs! >= 0)
   assertNoLiveResources(t)
 })
@@ -42,9 +45,7 @@ test.serial('server shutdown: 45 clients finish in-flight work and close gracefu
       }
     })().catch(() => {})
   })
-  const clients = await Promise.all(
-    Array.from({ length: 50 }, (_, i) => connect({ port: server.port, closeOnShutdownNotice: i >= 5 })),
-  )
+  const clients = await Promise.all(Array.from({ length: 50 }, (_, i) => connect({ port: server.port, closeOnShutdownNotice: i >= 5 })))
   const notices = clients.map((c) => new Promise<number>((resolve) => c.once('shutdown', (e: { graceMs: number }) => resolve(e.graceMs))))
   // Every client has 5 requests in flight when the server starts shutting down.
   const replies = clients.map(async (c, i) => {
@@ -62,10 +63,17 @@ test.serial('server shutdown: 45 clients finish in-flight work and close gracefu
   const elapsed = performance.now() - started
 
   t.deepEqual(tally, { graceful: 45, forced: 5 })
-  t.true((await Promise.all(notices)).every((g) => g > 0 && g <= graceMs), 'every client got SHUTDOWN_NOTICE with the grace left')
+  t.true(
+    (await Promise.all(notices)).every((g) => g > 0 && g <= graceMs),
+    'every client got SHUTDOWN_NOTICE with the grace left',
+  )
   for (let i = 5; i < 50; i++) {
     t.is(results[i].outcome, 'graceful', `client ${i}`)
-    t.deepEqual(await replies[i], Array.from({ length: 5 }, (_, n) => `re: client ${i} request ${n}`), `client ${i} lost no response`)
+    t.deepEqual(
+      await replies[i],
+      Array.from({ length: 5 }, (_, n) => `re: client ${i} request ${n}`),
+      `client ${i} lost no response`,
+    )
   }
   for (let i = 0; i < 5; i++) {
     t.is(results[i].outcome, 'forced', `client ${i} ignored the notice`)
@@ -106,7 +114,13 @@ test.serial('a frozen peer (SIGSTOP: its kernel still acks TCP) is DOWN within t
 
 test.serial('timeouts beyond 2^31-1 ms are honoured, not fired at once', async (t) => {
   const server = await listen({ port: 0, heartbeatTimeoutMs: 2 ** 33, heartbeatIntervalMs: 2 ** 32 })
-  server.on('connection', (c: Connection) => void (async () => { for await (const _ of c); })().catch(() => {}))
+  server.on(
+    'connection',
+    (c: Connection) =>
+      void (async () => {
+        for await (const _ of c);
+      })().catch(() => {}),
+  )
   const conn = await connect({ port: server.port, heartbeatTimeoutMs: 2 ** 33, heartbeatIntervalMs: 2 ** 32, readyTimeoutMs: 2 ** 32 })
   await sleep(300)
   t.is(conn.state, 'OPEN', 'a 99-day heartbeat timeout did not fire early')
@@ -170,27 +184,32 @@ test.serial('a blocked event loop is not a dead peer: frames that arrived meanwh
   assertNoLiveResources(t)
 })
 
-test.serial("closeOnShutdownNotice: false leaves the close to the application: it hears 'shutdown' with the grace and closes gracefully; one that does not is forced at grace end", async (t) => {
-  const server = await listen({ port: 0 })
-  const serverSide: Array<Promise<CloseResult>> = []
-  server.on('connection', (c) => {
-    serverSide.push(c.closed)
-    void (async () => { for await (const m of c) await c.send(m) })().catch(() => {})
-  })
-  const polite = await connect({ port: server.port, closeOnShutdownNotice: false })
-  const ignoring = await connect({ port: server.port, closeOnShutdownNotice: false })
-  const heard = new Promise<{ graceMs: number }>((resolve) => polite.once('shutdown', resolve))
-  const closing = server.close({ graceMs: 1500 })
-  const notice = await withDeadline(heard, 5000, "the 'shutdown' event")
-  t.true(notice.graceMs > 0 && notice.graceMs <= 1500)
-  // Nothing closed on its own: the application still finishes its work first.
-  t.is(polite.state, 'OPEN')
-  await polite.send('last request')
-  t.is((await polite.read())?.toString(), 'last request')
-  t.is((await polite.close()).outcome, 'graceful')
-  const forced = await ignoring.closed
-  t.is(forced.outcome, 'forced') // the server aborted it: transport-down, seen from here
-  t.deepEqual(await closing, { graceful: 1, forced: 1 })
-  t.deepEqual((await Promise.all(serverSide)).map((r) => r.reason).sort(), ['close-complete', 'grace-expired'])
-  assertNoLiveResources(t)
-})
+test.serial(
+  "closeOnShutdownNotice: false leaves the close to the application: it hears 'shutdown' with the grace and closes gracefully; one that does not is forced at grace end",
+  async (t) => {
+    const server = await listen({ port: 0 })
+    const serverSide: Array<Promise<CloseResult>> = []
+    server.on('connection', (c) => {
+      serverSide.push(c.closed)
+      void (async () => {
+        for await (const m of c) await c.send(m)
+      })().catch(() => {})
+    })
+    const polite = await connect({ port: server.port, closeOnShutdownNotice: false })
+    const ignoring = await connect({ port: server.port, closeOnShutdownNotice: false })
+    const heard = new Promise<{ graceMs: number }>((resolve) => polite.once('shutdown', resolve))
+    const closing = server.close({ graceMs: 1500 })
+    const notice = await withDeadline(heard, 5000, "the 'shutdown' event")
+    t.true(notice.graceMs > 0 && notice.graceMs <= 1500)
+    // Nothing closed on its own: the application still finishes its work first.
+    t.is(polite.state, 'OPEN')
+    await polite.send('last request')
+    t.is((await polite.read())?.toString(), 'last request')
+    t.is((await polite.close()).outcome, 'graceful')
+    const forced = await ignoring.closed
+    t.is(forced.outcome, 'forced') // the server aborted it: transport-down, seen from here
+    t.deepEqual(await closing, { graceful: 1, forced: 1 })
+    t.deepEqual((await Promise.all(serverSide)).map((r) => r.reason).sort(), ['close-complete', 'grace-expired'])
+    assertNoLiveResources(t)
+  },
+)

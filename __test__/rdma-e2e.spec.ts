@@ -34,7 +34,10 @@ rdmaTest('rdma: 1,000 messages each way in order, graceful close, every verbs re
   await Promise.all(sends)
   await reading
   t.deepEqual(result, { outcome: 'graceful', reason: 'close-complete' })
-  t.deepEqual(echoes, Array.from({ length: total }, (_, i) => `rdma message ${i}`))
+  t.deepEqual(
+    echoes,
+    Array.from({ length: total }, (_, i) => `rdma message ${i}`),
+  )
   t.log(`connect ${conn.timings.connectMs?.toFixed(2)} ms, close ${conn.timings.closeMs?.toFixed(2)} ms`)
   assertNoLiveResources(t)
 })
@@ -79,9 +82,13 @@ rdmaTest('rdma: the demo runs clean (gate, echoes, three-way close, shutdown wit
 
 rdmaTest('rdma: a server shutdown serves in-flight work, then closes; a straggler is forced', async (t) => {
   const server = await listen({ transport: 'rdma', host: rdmaHost, port: 0 })
-  server.on('connection', (c: Connection) => void (async () => {
-    for await (const m of c) await c.send(m)
-  })().catch(() => {}))
+  server.on(
+    'connection',
+    (c: Connection) =>
+      void (async () => {
+        for await (const m of c) await c.send(m)
+      })().catch(() => {}),
+  )
   const polite = await connect({ transport: 'rdma', host: rdmaHost, port: server.port })
   const straggler = await connect({ transport: 'rdma', host: rdmaHost, port: server.port, closeOnShutdownNotice: false })
   const replies = (async () => {

@@ -52,13 +52,17 @@ rdmaTest('rdma: 1,000 connections at once, one flooding while 999 trickle: nothi
   const t0 = performance.now()
   // 50 at a time: rdma-cm's listen backlog holds connect requests not yet taken off its channel.
   while (conns.length < n) {
-    conns.push(...(await withDeadline(Promise.all(Array.from({ length: Math.min(50, n - conns.length) }, () => connect(opts))), 120_000, 'connecting 50')))
+    conns.push(
+      ...(await withDeadline(Promise.all(Array.from({ length: Math.min(50, n - conns.length) }, () => connect(opts))), 120_000, 'connecting 50')),
+    )
   }
   const connectMs = performance.now() - t0
   const open = liveCounts()
   t.is(open.rdmaQueuePairs, n)
   t.is(open.rdmaSharedReceiveQueues, 1, 'one shared receive queue for all of them')
-  t.log(`${n} connections in ${(connectMs / 1000).toFixed(1)} s; ${(open.rdmaRegisteredBytes / 2 ** 20).toFixed(1)} MiB registered here (${Math.round(open.rdmaRegisteredBytes / n)} bytes per connection)`)
+  t.log(
+    `${n} connections in ${(connectMs / 1000).toFixed(1)} s; ${(open.rdmaRegisteredBytes / 2 ** 20).toFixed(1)} MiB registered here (${Math.round(open.rdmaRegisteredBytes / n)} bytes per connection)`,
+  )
   t.true(open.rdmaRegisteredBytes <= 64 * 2 ** 20, `${open.rdmaRegisteredBytes} bytes registered for ${n} connections`)
 
   // One connection floods: 2,000 messages of 4 KiB, each carrying its number, read back in order.
@@ -93,7 +97,11 @@ rdmaTest('rdma: 1,000 connections at once, one flooding while 999 trickle: nothi
     '999 connections trickling',
   )
   const echoes = await withDeadline(flooding, 180_000, 'the flood')
-  t.deepEqual(echoes, Array.from({ length: flood }, (_, i) => i), 'every flooded message came back once, in order')
+  t.deepEqual(
+    echoes,
+    Array.from({ length: flood }, (_, i) => i),
+    'every flooded message came back once, in order',
+  )
   const worst = Math.max(...trickles)
   t.log(`trickle round trips during the flood: worst ${worst.toFixed(0)} ms`)
 

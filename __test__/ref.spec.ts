@@ -37,11 +37,11 @@ test('a process with an open server and connection stays alive (heartbeats flowi
 })
 
 test('once the server and both ends are unref()ed, the process exits by itself', async (t) => {
-  const body = setup.replace('UNREF_ACCEPTED', 'c.unref()') + 'server.unref(); conn.unref()'
+  const body = `${setup.replace('UNREF_ACCEPTED', 'c.unref()')}server.unref(); conn.unref()`
   t.is(await run(body, 10_000), 0)
 })
 
 test('ref() undoes unref(): one ref()ed connection keeps the process alive', async (t) => {
-  const body = setup.replace('UNREF_ACCEPTED', 'c.unref()') + 'server.unref(); conn.unref(); conn.ref()'
+  const body = `${setup.replace('UNREF_ACCEPTED', 'c.unref()')}server.unref(); conn.unref(); conn.ref()`
   t.is(await run(body, 1500), 'alive')
 })

@@ -90,11 +90,7 @@ test.serial('garbage bytes and an oversized frame get clear errors; other client
   const raw = net.connect(server.port, '127.0.0.1')
   raw.on('error', () => {})
   raw.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
-  await withDeadline(
-    new Promise<void>((resolve) => server.once('clientError', () => resolve())),
-    5000,
-    'clientError',
-  )
+  await withDeadline(new Promise<void>((resolve) => server.once('clientError', () => resolve())), 5000, 'clientError')
   t.is(clientErrors[0].code, 'ERR_MALFORMED_FRAME')
   t.regex(clientErrors[0].message, /not an rdma-graceful endpoint/)
 
@@ -147,7 +143,13 @@ test.serial('bad input from the application is a typed error, never a crash or a
   await t.throwsAsync(connect({ port: 1, receiveWindow: 0 }), { code: 'ERR_INVALID_ARGUMENT', message: /receiveWindow/ })
 
   const server = await listen({ port: 0 })
-  server.on('connection', (c: Connection) => void (async () => { for await (const _ of c); })().catch(() => {}))
+  server.on(
+    'connection',
+    (c: Connection) =>
+      void (async () => {
+        for await (const _ of c);
+      })().catch(() => {}),
+  )
   // Sending after end().
   const a = await connect({ port: server.port })
   a.end()
@@ -228,7 +230,12 @@ test.serial('send() with something that is not a Buffer, Uint8Array or string re
   const conn = await connect({ port: server.port })
   for (const bad of [undefined, null, 42, { a: 1 }, new ArrayBuffer(4), [1, 2]]) {
     let p: Promise<void> | undefined
-    t.notThrows(() => void (p = conn.send(bad as never)), `send(${String(bad)}) must not throw`)
+    t.notThrows(
+      () => {
+        p = conn.send(bad as never)
+      },
+      `send(${String(bad)}) must not throw`,
+    )
     const err = await t.throwsAsync(p!)
     t.is((err as TransportError).code, 'ERR_INVALID_ARGUMENT')
     t.regex(err!.message, /send\(\) takes a Buffer, a Uint8Array or a string/)

@@ -20,11 +20,9 @@ interface Count {
 }
 
 async function count(connections: number, waitingSends: number): Promise<Count> {
-  const { stdout } = await promisify(execFile)(
-    process.execPath,
-    ['--import=tsx', fixture, String(connections), String(waitingSends)],
-    { timeout: 30_000 },
-  )
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import=tsx', fixture, String(connections), String(waitingSends)], {
+    timeout: 30_000,
+  })
   return JSON.parse(stdout.trim().split('\n').pop() as string) as Count
 }
 

@@ -7,7 +7,6 @@ import * as os from 'node:os'
 
 import type { Result } from './lib'
 
-
 function load(path: string): Result | undefined {
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Result) : undefined
 }
@@ -22,8 +21,10 @@ const sp = (s: [number, number] | undefined): string => (s ? ` (${fmt(s[0])}..${
 
 function cpuModel(): string {
   try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'))
-    return line ? line.split(':')[1]!.trim() : os.cpus()[0]?.model ?? '?'
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('model name'))
+    return line ? line.split(':')[1]!.trim() : (os.cpus()[0]?.model ?? '?')
   } catch {
     return os.cpus()[0]?.model ?? '?'
   }
@@ -32,7 +33,11 @@ function cpuModel(): string {
 function table(r: Result, cmd: string, machine: string): string {
   const lines: string[] = []
   lines.push(`Machine: ${machine}. Command: \`${cmd}\`. Started ${r.started}, ${r.seconds.toFixed(0)} s.`)
-  lines.push(`Counts: ${Object.entries(r.counts).map(([k, v]) => `${k} ${v}`).join(', ')}.`)
+  lines.push(
+    `Counts: ${Object.entries(r.counts)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}.`,
+  )
   lines.push('')
   let bench = ''
   for (const row of r.rows) {
@@ -56,11 +61,16 @@ const rdma = load('bench/out/rdma.json')
 const guest = existsSync('bench/out/guest-machine.txt') ? readFileSync('bench/out/guest-machine.txt', 'utf8').trim().split('\n') : []
 
 const hostMachine = `${os.cpus().length} CPUs (nproc), ${cpuModel()}, Linux ${os.release()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}`
-const guestMachine = guest.length >= 3 ? `Soft-RoCE qemu guest (TCG, no KVM): ${guest[0]} vCPUs, ${guest[1]!.trim()}, Linux ${guest[2]}, device rxe0 on 10.99.0.1, Node ${rdma?.node ?? process.version}; runs on the host above` : 'Soft-RoCE qemu guest'
+const guestMachine =
+  guest.length >= 3
+    ? `Soft-RoCE qemu guest (TCG, no KVM): ${guest[0]} vCPUs, ${guest[1]!.trim()}, Linux ${guest[2]}, device rxe0 on 10.99.0.1, Node ${rdma?.node ?? process.version}; runs on the host above`
+    : 'Soft-RoCE qemu guest'
 
 const out: string[] = []
 out.push('# Benchmarks', '')
-out.push(`Produced by \`npm run bench\` (bench/run.sh: bench/suite.ts on the host for tcp, then inside a Soft-RoCE guest for rdma, then bench/report.ts) on ${new Date().toISOString().slice(0, 10)}, whole run ${process.env.BENCH_WALL_S ?? '?'} s.`)
+out.push(
+  `Produced by \`npm run bench\` (bench/run.sh: bench/suite.ts on the host for tcp, then inside a Soft-RoCE guest for rdma, then bench/report.ts) on ${new Date().toISOString().slice(0, 10)}, whole run ${process.env.BENCH_WALL_S ?? '?'} s.`,
+)
 out.push('')
 out.push(`Host: ${hostMachine}.`)
 out.push('')
@@ -68,7 +78,7 @@ out.push(
   'How to read: every figure is the median over the repetitions of that benchmark (spread = min..max of the repetitions), ' +
     'ours and the anchor interleaved in the same process run, so that both see the same machine. The machine is small and shared ' +
     '(2 CPUs, other work running beside it): single figures move by 10-30 % between runs, p99s more; compare ratios, not absolutes. ' +
-    'Latencies are in microseconds (us), throughput in MiB/s (perftest\'s MB/sec is MiB/s too). Both ends of every connection run in the same Node process ' +
+    "Latencies are in microseconds (us), throughput in MiB/s (perftest's MB/sec is MiB/s too). Both ends of every connection run in the same Node process " +
     '(one event loop), for ours and for the anchors alike.',
 )
 out.push('')
@@ -85,7 +95,13 @@ if (rdma) {
       'The guest is emulated (TCG): absolute figures are far slower than real hardware, and the mass-close and churn counts are smaller (see Counts).',
   )
   out.push('')
-  out.push(table(rdma, 'npx tsx bench/suite.ts --transport rdma --host $SOFTROCE_IP --scale guest (from npm run bench, via scripts/softroce/run.sh)', guestMachine))
+  out.push(
+    table(
+      rdma,
+      'npx tsx bench/suite.ts --transport rdma --host $SOFTROCE_IP --scale guest (from npm run bench, via scripts/softroce/run.sh)',
+      guestMachine,
+    ),
+  )
 } else {
   out.push('_the rdma run did not produce results this time; see bench/out/rdma.log_')
 }

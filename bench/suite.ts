@@ -46,8 +46,7 @@ async function main(): Promise<void> {
   const t0 = now()
   const ctx = createContext(transport, host, scale)
   const chosen = only === '' ? BENCHES.map((b) => b.name) : only.split(',')
-  const runs = (b: Bench): boolean =>
-    chosen.includes(b.name) || BENCHES.some((other) => chosen.includes(other.name) && other.needs?.includes(b.name))
+  const runs = (b: Bench): boolean => chosen.includes(b.name) || BENCHES.some((other) => chosen.includes(other.name) && other.needs?.includes(b.name))
   for (const bench of BENCHES) if (runs(bench)) await bench.run(ctx)
   const result: Result = {
     transport,

@@ -53,14 +53,14 @@ async function main(argv: string[]): Promise<number> {
   if (first === undefined || first === '-h' || first === '--help' || first === 'help') {
     const topic = first === 'help' ? rest[0] : undefined
     if (topic !== undefined && COMMANDS[topic]) {
-      process.stdout.write(COMMANDS[topic].help + '\n')
+      process.stdout.write(`${COMMANDS[topic].help}\n`)
       return 0
     }
-    ;(first === undefined ? process.stderr : process.stdout).write(USAGE + '\n')
+    ;(first === undefined ? process.stderr : process.stdout).write(`${USAGE}\n`)
     return first === undefined ? 2 : 0
   }
   if (first === '-V' || first === '--version') {
-    process.stdout.write(rest.includes('--json') ? JSON.stringify({ event: 'version', version: version() }) + '\n' : `rdma-graceful ${version()}\n`)
+    process.stdout.write(rest.includes('--json') ? `${JSON.stringify({ event: 'version', version: version() })}\n` : `rdma-graceful ${version()}\n`)
     return 0
   }
   const command = COMMANDS[first]
@@ -76,7 +76,7 @@ async function main(argv: string[]): Promise<number> {
     throw err
   }
   if (values.help) {
-    process.stdout.write(command.help + '\n')
+    process.stdout.write(`${command.help}\n`)
     return 0
   }
   const out = new Output(process.stdout, process.stderr, { json: values.json === true })

@@ -130,7 +130,7 @@ async function scenario(o: DemoOptions, name: (c: Connection, label: string) => 
   const last = clients[clients.length - 1]
   out('')
   out(`server shutdown (asymmetric): SHUTDOWN_NOTICE, grace ${o.graceMs} ms; the last client closes itself`)
-  last.on('shutdown', ({ graceMs }: { graceMs: number }) => out(`  ${'client' + clients.length}  SHUTDOWN_NOTICE received (grace ${graceMs} ms)`))
+  last.on('shutdown', ({ graceMs }: { graceMs: number }) => out(`  client${clients.length}  SHUTDOWN_NOTICE received (grace ${graceMs} ms)`))
   const lastClosed = last.closed
   const shutdown = await server.close({ graceMs: o.graceMs })
   results.push(await lastClosed)

@@ -72,8 +72,5 @@ type ListenerMethods = keyof TypedEventEmitter<Record<string, unknown[]>>
  * node:events' EventEmitter, typed as emitting only the events of `M`: the base class of Server
  * and Connection (`class Server extends TypedEmitter<ServerEventMap>`).
  */
-export const TypedEmitter = EventEmitter as unknown as new <M extends { [K in keyof M]: unknown[] }>() => Omit<
-  EventEmitter,
-  ListenerMethods
-> &
+export const TypedEmitter = EventEmitter as unknown as new <M extends { [K in keyof M]: unknown[] }>() => Omit<EventEmitter, ListenerMethods> &
   TypedEventEmitter<M>

@@ -73,10 +73,7 @@ export class Hub {
     this.native = createTransport(kind, (events) => this.dispatch(events))
   }
 
-  listen(
-    opts: BindingListenOptions,
-    events: ListenerEvents,
-  ): { id: number; port: number } {
+  listen(opts: BindingListenOptions, events: ListenerEvents): { id: number; port: number } {
     const listening = this.starting(() => this.native.listen(opts))
     this.listeners.set(listening.id, events)
     this.updateKeepAlive()

@@ -105,7 +105,9 @@ const PROTOCOL_KEYS: ReadonlyArray<keyof ProtocolOptions> = [
 ]
 
 /** The connection options (protocol engine and driver) out of the caller's options, checked. */
-export function connectionOptionsOf(o: ProtocolOptions & TransportOptions & DriverOptions): ProtocolOptions & DriverOptions & { maxMessageSize: number } {
+export function connectionOptionsOf(
+  o: ProtocolOptions & TransportOptions & DriverOptions,
+): ProtocolOptions & DriverOptions & { maxMessageSize: number } {
   const picked = protocolOptionsOf(o)
   if (o.sendTimeoutMs === undefined) return picked
   // A driver timer (chained past setTimeout's 2^31-1 ms): like the protocol's durations, anything
@@ -129,7 +131,9 @@ function protocolOptionsOf(o: ProtocolOptions & TransportOptions): ProtocolOptio
     const window = rdmaLimits().recvDepth - RDMA_CONTROL_RESERVE
     const asked = o.receiveWindow ?? window
     if (!Number.isInteger(asked) || asked < 1 || asked > window) {
-      throw invalid(`receiveWindow on rdma must be an integer in 1..${window} (receive buffers per connection less ${RDMA_CONTROL_RESERVE} for control), got ${asked}`)
+      throw invalid(
+        `receiveWindow on rdma must be an integer in 1..${window} (receive buffers per connection less ${RDMA_CONTROL_RESERVE} for control), got ${asked}`,
+      )
     }
     picked.receiveWindow = asked
   }

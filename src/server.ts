@@ -8,7 +8,7 @@ import type { TransportError } from './errors'
 import { TypedEmitter, type ServerEventMap } from './events'
 import type { BindingListenOptions } from './native'
 import { invalid } from './options'
-import { Hub, type TransportKind } from './hub'
+import type { Hub, TransportKind } from './hub'
 
 export interface ServerCloseResult {
   /** Connections that completed the close handshake. */
@@ -39,11 +39,7 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   private graceEndsAt = 0
 
   /** @internal Use listen(). */
-  constructor(
-    hub: Hub,
-    opts: BindingListenOptions,
-    protocol: ProtocolOptions & DriverOptions,
-  ) {
+  constructor(hub: Hub, opts: BindingListenOptions, protocol: ProtocolOptions & DriverOptions) {
     super()
     this.transport = hub.kind
     this.host = opts.host

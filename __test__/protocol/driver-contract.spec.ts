@@ -30,7 +30,10 @@ test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends,
   const second = a.send(10, Buffer.from('two')) // no credit left: queued
   const out = a.pollActions()
   const data = out.filter((x) => x.type === 'sendFrame' && x.kind === FrameKind.DATA)
-  t.deepEqual(data.map((x) => x.type === 'sendFrame' && x.sendId), [first])
+  t.deepEqual(
+    data.map((x) => x.type === 'sendFrame' && x.sendId),
+    [first],
+  )
   t.not(a.pollTimeout(), undefined, 'heartbeat and liveness deadlines armed')
   a.transportDown(20, new Error('ECONNRESET'))
   const end = a.pollActions()
@@ -43,7 +46,7 @@ test('actions: sends settle via sendFrame.sendId; terminal order is rejectSends,
   t.true(rej?.type === 'rejectSends' && rej.ids[0] === second && rej.error.code === 'ERR_CONNECTION_DOWN')
   const closed = end[3]
   t.true(closed?.type === 'closed' && closed.outcome === 'forced' && closed.reason === 'transport-down')
-  t.true(closed?.type === 'closed' && (closed.error?.cause as Error).message === 'ECONNRESET')
+  t.true(closed?.type === 'closed' && (closed.error?.cause as Error | undefined)?.message === 'ECONNRESET')
   // After the end: inputs are ignored, send() rejects at once with the terminal error.
   a.handleTimeout(30)
   a.frameReceived(30, { kind: FrameKind.HEARTBEAT, credits: 0, payload: Buffer.alloc(0) })

@@ -20,13 +20,19 @@ test('Fifo: order kept through shifts, removals from the middle and the compacti
       t.is(q.shift(), model.shift())
     } else if (model.length > 0) {
       const victim = model[rand(model.length)]!
-      t.is(q.remove((x) => x === victim), victim)
+      t.is(
+        q.remove((x) => x === victim),
+        victim,
+      )
       model.splice(model.indexOf(victim), 1)
     }
     if (q.length !== model.length || q.peek() !== model[0]) t.fail(`step ${step}: ${q.length} vs ${model.length}`)
   }
-  t.is(q.remove(() => false), undefined)
-  t.deepEqual(q.drain(), model)
+  t.is(
+    q.remove(() => false),
+    undefined,
+  )
+  t.deepEqual(q.takeAll(), model)
   t.is(q.length, 0)
   t.is(q.shift(), undefined)
 })

@@ -42,7 +42,16 @@ test('HELLO round-trips byte for byte and has the documented size', (t) => {
     ),
   )
   // Layout anchor: version 1, role passive, caps 0x0000000f, id 0xdeadbeef...
-  const b = encodeHello({ version: 1, role: 'passive', capabilities: 15, connectionId: 0xdeadbeef, generation: 2, receiveWindow: 64, maxMessageSize: 4096, idleTimeoutMs: 5000 })
+  const b = encodeHello({
+    version: 1,
+    role: 'passive',
+    capabilities: 15,
+    connectionId: 0xdeadbeef,
+    generation: 2,
+    receiveWindow: 64,
+    maxMessageSize: 4096,
+    idleTimeoutMs: 5000,
+  })
   t.is(b.toString('hex'), '01' + '01' + '0000000f' + 'deadbeef' + '00000002' + '00000040' + '00001000' + '00001388')
 })
 
@@ -97,7 +106,20 @@ test('DATA before HELLO and HELLO with the same role are violations', (t) => {
   t.false(c.pollActions().some((a) => a.type === 'deliver'))
   const d = new ProtocolConnection({ role: 'passive' })
   d.start(0)
-  d.frameReceived(1, { kind: FrameKind.HELLO, credits: 0, payload: encodeHello({ version: 1, role: 'passive', capabilities: 15, connectionId: 1, generation: 0, receiveWindow: 4, maxMessageSize: 10, idleTimeoutMs: 0 }) })
+  d.frameReceived(1, {
+    kind: FrameKind.HELLO,
+    credits: 0,
+    payload: encodeHello({
+      version: 1,
+      role: 'passive',
+      capabilities: 15,
+      connectionId: 1,
+      generation: 0,
+      receiveWindow: 4,
+      maxMessageSize: 10,
+      idleTimeoutMs: 0,
+    }),
+  })
   t.is(d.state, 'DOWN')
 })
 

@@ -29,7 +29,10 @@ test('ready gate: passive sends are queued (not failed) in WAIT_READY and flow a
   t.is(sim.B.conn.state, 'WAIT_READY')
   t.is(sim.B.conn.queuedSends, 2)
   t.is(sim.B.rejected.size, 0)
-  t.false(sim.B.framesOut.some((f) => f.kind === FrameKind.DATA), 'no DATA before READY')
+  t.false(
+    sim.B.framesOut.some((f) => f.kind === FrameKind.DATA),
+    'no DATA before READY',
+  )
   sim.advance(100)
   t.deepEqual(sim.A.delivered, ['early-1', 'early-2'])
   // Every DATA the passive side wrote came after READY arrived.
@@ -47,15 +50,27 @@ test('stale READY (wrong ids or generation) is dropped and counted, no reset; th
   sim.advance(25)
   t.is(sim.B.conn.state, 'WAIT_READY')
   // A leftover of an earlier incarnation: generation 6 instead of 7.
-  sim.inject('B', { kind: FrameKind.READY, credits: 64, payload: encodeReady({ activeConnectionId: 0xa1, passiveConnectionId: 0xb2, generation: 6, activeQpn: 0, passiveQpn: 0 }) })
+  sim.inject('B', {
+    kind: FrameKind.READY,
+    credits: 64,
+    payload: encodeReady({ activeConnectionId: 0xa1, passiveConnectionId: 0xb2, generation: 6, activeQpn: 0, passiveQpn: 0 }),
+  })
   // Wrong passive id.
-  sim.inject('B', { kind: FrameKind.READY, credits: 64, payload: encodeReady({ activeConnectionId: 0xa1, passiveConnectionId: 0x99, generation: 7, activeQpn: 0, passiveQpn: 0 }) })
+  sim.inject('B', {
+    kind: FrameKind.READY,
+    credits: 64,
+    payload: encodeReady({ activeConnectionId: 0xa1, passiveConnectionId: 0x99, generation: 7, activeQpn: 0, passiveQpn: 0 }),
+  })
   t.is(sim.B.conn.stats.staleReady, 2)
   t.is(sim.B.conn.state, 'WAIT_READY')
   t.is(sim.B.transportCloseCount, 0)
   t.true(sim.B.log.some((a) => a.type === 'diagnostic' && a.code === 'stale-ready'))
   dropReady = false
-  sim.inject('B', { kind: FrameKind.READY, credits: 64, payload: encodeReady({ activeConnectionId: 0xa1, passiveConnectionId: 0xb2, generation: 7, activeQpn: 0, passiveQpn: 0 }) })
+  sim.inject('B', {
+    kind: FrameKind.READY,
+    credits: 64,
+    payload: encodeReady({ activeConnectionId: 0xa1, passiveConnectionId: 0xb2, generation: 7, activeQpn: 0, passiveQpn: 0 }),
+  })
   t.is(sim.B.conn.state, 'OPEN')
 })
 
@@ -67,8 +82,11 @@ test('stale READY with mismatching queue-pair numbers is dropped when both sides
   const helloA = a.pollActions().find((x) => x.type === 'sendFrame')
   if (helloA?.type !== 'sendFrame') return t.fail('no HELLO')
   b.frameReceived(1, helloA)
-  const ready = (activeQpn: number) =>
-    ({ kind: FrameKind.READY, credits: 64, payload: encodeReady({ activeConnectionId: 0xa1, passiveConnectionId: 0xb2, generation: 7, activeQpn, passiveQpn: 200 }) })
+  const ready = (activeQpn: number) => ({
+    kind: FrameKind.READY,
+    credits: 64,
+    payload: encodeReady({ activeConnectionId: 0xa1, passiveConnectionId: 0xb2, generation: 7, activeQpn, passiveQpn: 200 }),
+  })
   b.frameReceived(2, ready(101))
   t.is(b.state, 'WAIT_READY')
   t.is(b.stats.staleReady, 1)
@@ -191,7 +209,10 @@ for (let caps = 0; caps <= ALL_CAPABILITIES; caps++) {
         t.deepEqual(sim.B.closeStates(), ['REQ_RECEIVED', 'ACK_SENT', 'FIN_RECEIVED', 'COMPLETED'])
       }
       if ((caps & Capability.CREDITS) === 0) {
-        t.true(sim.A.framesOut.every((f) => f.kind === FrameKind.HELLO || f.credits === 0), 'no credit grants to an old peer')
+        t.true(
+          sim.A.framesOut.every((f) => f.kind === FrameKind.HELLO || f.credits === 0),
+          'no credit grants to an old peer',
+        )
       }
     })
   }

@@ -58,10 +58,17 @@ test('a timeout of 3 years does not fire early, and fires at its deadline', (t) 
   const f = fakeBackend()
   const threeYears = 3 * 365 * 24 * 3600 * 1000
   let firedAt: number | undefined
-  setLongTimeout(() => {
-    firedAt = f.backend.now()
-  }, threeYears, f.backend)
-  t.true(f.requested.every((ms) => ms <= MAX_TIMER_STEP_MS), 'every step fits in a Node timer')
+  setLongTimeout(
+    () => {
+      firedAt = f.backend.now()
+    },
+    threeYears,
+    f.backend,
+  )
+  t.true(
+    f.requested.every((ms) => ms <= MAX_TIMER_STEP_MS),
+    'every step fits in a Node timer',
+  )
   f.advanceTo(threeYears - 1)
   t.is(firedAt, undefined, 'not fired one ms before the deadline')
   t.true(f.requested.length > 40, `chained ${f.requested.length} steps`)
@@ -72,9 +79,13 @@ test('a timeout of 3 years does not fire early, and fires at its deadline', (t) 
 test('just above 2^31-1 ms does not fire at once (the Node pitfall)', (t) => {
   const f = fakeBackend()
   let fired = false
-  setLongTimeout(() => {
-    fired = true
-  }, MAX_TIMER_STEP_MS + 5, f.backend)
+  setLongTimeout(
+    () => {
+      fired = true
+    },
+    MAX_TIMER_STEP_MS + 5,
+    f.backend,
+  )
   f.advanceTo(1000)
   t.false(fired)
   f.advanceTo(MAX_TIMER_STEP_MS + 4)
@@ -86,9 +97,13 @@ test('just above 2^31-1 ms does not fire at once (the Node pitfall)', (t) => {
 test('cancel() in the middle of a long chain stops it', (t) => {
   const f = fakeBackend()
   let fired = false
-  const timer = setLongTimeout(() => {
-    fired = true
-  }, 10 * MAX_TIMER_STEP_MS, f.backend)
+  const timer = setLongTimeout(
+    () => {
+      fired = true
+    },
+    10 * MAX_TIMER_STEP_MS,
+    f.backend,
+  )
   f.advanceTo(3 * MAX_TIMER_STEP_MS)
   timer.cancel()
   t.is(f.pending(), 0)
@@ -99,9 +114,13 @@ test('cancel() in the middle of a long chain stops it', (t) => {
 test('Infinity never fires and NaN is refused', (t) => {
   const f = fakeBackend()
   let fired = false
-  setLongTimeout(() => {
-    fired = true
-  }, Infinity, f.backend)
+  setLongTimeout(
+    () => {
+      fired = true
+    },
+    Infinity,
+    f.backend,
+  )
   f.advanceTo(Number.MAX_SAFE_INTEGER)
   t.false(fired)
   t.throws(() => setLongTimeout(() => {}, Number.NaN, f.backend), { instanceOf: RangeError })

@@ -104,7 +104,10 @@ test('lossless channel, both peers live: every message delivered exactly once in
         sim.close(finisher)
         sim.close(finisher === 'A' ? 'B' : 'A')
         sim.runToQuiet(sim.now + 600_000)
-        for (const [p, o] of [[sim.A, sim.B], [sim.B, sim.A]] as const) {
+        for (const [p, o] of [
+          [sim.A, sim.B],
+          [sim.B, sim.A],
+        ] as const) {
           const err = checkAlways(p, o)
           if (err !== undefined) throw new Error(err)
           if (!p.conn.isTerminal) throw new Error(`${p.side} not terminal: ${p.conn.state}/${p.conn.closeState}`)
@@ -166,7 +169,10 @@ test('faults (control loss, duplication, delay, crash, reset): every wait ends b
         sim.close('B')
         const lastInput = sim.now
         sim.runToQuiet(lastInput + 10 * BOUND)
-        for (const [p, o] of [[sim.A, sim.B], [sim.B, sim.A]] as const) {
+        for (const [p, o] of [
+          [sim.A, sim.B],
+          [sim.B, sim.A],
+        ] as const) {
           const err = checkAlways(p, o)
           if (err !== undefined) throw new Error(err)
           if (p.crashed) continue
@@ -190,29 +196,27 @@ test('faults (control loss, duplication, delay, crash, reset): every wait ends b
 
 test('old peers (random capability subsets) under random schedules: lossless runs end graceful with all data', (t) => {
   fc.assert(
-    fc.property(
-      fc.integer({ min: 0, max: 15 }),
-      fc.integer({ min: 0, max: 15 }),
-      fc.array(opArb(2_000), { maxLength: 25 }),
-      (capsA, capsB, ops) => {
-        const sim = new Sim({ latencyMs: 3, a: { capabilities: capsA }, b: { capabilities: capsB, receiveWindow: 3 } }).connect()
-        runOps(sim, ops)
-        sim.close('A')
-        sim.close('B')
-        sim.runToQuiet(sim.now + 600_000)
-        for (const [p, o] of [[sim.A, sim.B], [sim.B, sim.A]] as const) {
-          const err = checkAlways(p, o)
-          if (err !== undefined) throw new Error(err)
-          if (p.closed?.outcome !== 'graceful') throw new Error(`${p.side} ${p.closed?.outcome} ${p.closed?.reason}`)
-        }
-        // With THREE_WAY_CLOSE on both, graceful proves completeness; with the legacy close only the
-        // closer's direction is guaranteed (the old behaviour this capability fixes).
-        if ((capsA & capsB & 2) !== 0) {
-          const err = checkGracefulMeansComplete(sim)
-          if (err !== undefined) throw new Error(err)
-        }
-      },
-    ),
+    fc.property(fc.integer({ min: 0, max: 15 }), fc.integer({ min: 0, max: 15 }), fc.array(opArb(2_000), { maxLength: 25 }), (capsA, capsB, ops) => {
+      const sim = new Sim({ latencyMs: 3, a: { capabilities: capsA }, b: { capabilities: capsB, receiveWindow: 3 } }).connect()
+      runOps(sim, ops)
+      sim.close('A')
+      sim.close('B')
+      sim.runToQuiet(sim.now + 600_000)
+      for (const [p, o] of [
+        [sim.A, sim.B],
+        [sim.B, sim.A],
+      ] as const) {
+        const err = checkAlways(p, o)
+        if (err !== undefined) throw new Error(err)
+        if (p.closed?.outcome !== 'graceful') throw new Error(`${p.side} ${p.closed?.outcome} ${p.closed?.reason}`)
+      }
+      // With THREE_WAY_CLOSE on both, graceful proves completeness; with the legacy close only the
+      // closer's direction is guaranteed (the old behaviour this capability fixes).
+      if ((capsA & capsB & 2) !== 0) {
+        const err = checkGracefulMeansComplete(sim)
+        if (err !== undefined) throw new Error(err)
+      }
+    }),
     { numRuns: 500 },
   )
   t.pass()

@@ -59,7 +59,10 @@ export class Peer {
   crashed = false
   framesAfterTransportClose = 0
 
-  constructor(readonly side: Side, options: ConnectionOptions) {
+  constructor(
+    readonly side: Side,
+    options: ConnectionOptions,
+  ) {
     this.conn = new ProtocolConnection(options)
   }
 
@@ -276,7 +279,10 @@ export class Sim {
         return
       case 'closed':
         p.closedCount++
-        p.closed = a.error === undefined ? { outcome: a.outcome, reason: a.reason, at: a.at } : { outcome: a.outcome, reason: a.reason, at: a.at, error: a.error }
+        p.closed =
+          a.error === undefined
+            ? { outcome: a.outcome, reason: a.reason, at: a.at }
+            : { outcome: a.outcome, reason: a.reason, at: a.at, error: a.error }
         return
       case 'shutdown':
         p.shutdowns.push(a.graceMs)

@@ -7,7 +7,7 @@ import type { ExecutionContext } from 'ava'
 
 import { connect, listen, type CloseResult, type Connection } from '../../src/index'
 import { assertNoLiveResources, withDeadline } from '../helpers'
-import { has, settleCodes, sleep, startNode, type Line } from './util'
+import { has, settleCodes, sleep, startNode } from './util'
 
 export interface Env {
   transport: 'tcp' | 'rdma'
@@ -77,14 +77,24 @@ export async function killServerMidTransfer(t: ExecutionContext, e: Env): Promis
   await until(() => echoes >= 200, 30_000, '200 echoes', conn)
   const killedAt = performance.now()
   peer.child.kill('SIGKILL')
-  const err = await withDeadline(reading.then(() => undefined, (x: unknown) => x), bound(e) + 5000, 'read after the kill')
+  const err = await withDeadline(
+    reading.then(
+      () => undefined,
+      (x: unknown) => x,
+    ),
+    bound(e) + 5000,
+    'read after the kill',
+  )
   const detectedMs = performance.now() - killedAt
   t.is(code(err), 'ERR_CONNECTION_DOWN', 'the pending read rejects')
   t.true(detectedMs <= bound(e), `DOWN ${detectedMs.toFixed(0)} ms after the kill (bound ${bound(e)} ms)`)
   const tally = await settleCodes(sends)
   t.log(`killed after ${echoes} echoes; detected in ${detectedMs.toFixed(0)} ms; sends: ${JSON.stringify(tally)}`)
   t.true((tally.ERR_CONNECTION_DOWN ?? 0) > 0, 'sends still queued reject with ERR_CONNECTION_DOWN')
-  t.deepEqual(Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'), [])
+  t.deepEqual(
+    Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'),
+    [],
+  )
   checkForced(t, await conn.close(), /transport-down|heartbeat-timeout/)
   assertNoLiveResources(t)
 }
@@ -105,14 +115,24 @@ export async function killClientMidTransfer(t: ExecutionContext, e: Env): Promis
   await until(() => echoes >= 200, 30_000, '200 echoes', conn)
   const killedAt = performance.now()
   client.child.kill('SIGKILL')
-  const err = await withDeadline(reading.then(() => undefined, (x: unknown) => x), bound(e) + 5000, 'read after the kill')
+  const err = await withDeadline(
+    reading.then(
+      () => undefined,
+      (x: unknown) => x,
+    ),
+    bound(e) + 5000,
+    'read after the kill',
+  )
   const detectedMs = performance.now() - killedAt
   t.is(code(err), 'ERR_CONNECTION_DOWN')
   t.true(detectedMs <= bound(e), `server side DOWN ${detectedMs.toFixed(0)} ms after the kill (bound ${bound(e)} ms)`)
   const tally = await settleCodes(sends)
   t.log(`killed after ${echoes} echoes; detected in ${detectedMs.toFixed(0)} ms; sends: ${JSON.stringify(tally)}`)
   t.true((tally.ERR_CONNECTION_DOWN ?? 0) > 0)
-  t.deepEqual(Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'), [])
+  t.deepEqual(
+    Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'),
+    [],
+  )
   checkForced(t, await conn.close(), /transport-down|heartbeat-timeout/)
   t.deepEqual(await server.close({ graceMs: 100 }), { graceful: 0, forced: 1 })
   assertNoLiveResources(t)
@@ -142,7 +162,10 @@ export async function killServerMidClose(t: ExecutionContext, e: Env, flushing: 
   peer.child.kill('SIGKILL')
   const result = await withDeadline(closing, bound(e) + 5000, 'close() after the kill')
   const detectedMs = performance.now() - killedAt
-  const readErr = await pendingRead.then(() => undefined, (x: unknown) => x)
+  const readErr = await pendingRead.then(
+    () => undefined,
+    (x: unknown) => x,
+  )
   t.is(code(readErr), 'ERR_CONNECTION_DOWN', 'the pending read rejects')
   checkForced(t, result, /transport-down|heartbeat-timeout/)
   t.true(detectedMs <= bound(e), `close() forced ${detectedMs.toFixed(0)} ms after the kill (bound ${bound(e)} ms)`)
@@ -166,7 +189,10 @@ export async function killClientMidClose(t: ExecutionContext, e: Env): Promise<v
   })()
   await until(() => conn.closeState === 'REQ_RECEIVED', 10_000, 'REQ from the client')
   await reading // the client's end: the loop ends, nothing lost
-  t.deepEqual(got, Array.from({ length: 10 }, (_, i) => `from client ${i}`))
+  t.deepEqual(
+    got,
+    Array.from({ length: 10 }, (_, i) => `from client ${i}`),
+  )
   // Half-open: we may still send; the client never reads, so most of these wait for credits.
   const sends = sendMany(conn, 200, (i) => `late reply ${i}`)
   await sleep(2 * e.heartbeatIntervalMs)
@@ -180,7 +206,10 @@ export async function killClientMidClose(t: ExecutionContext, e: Env): Promise<v
   const tally = await settleCodes(sends)
   t.log(`forced (${result.reason}) ${detectedMs.toFixed(0)} ms after the kill; sends ${JSON.stringify(tally)}`)
   t.true((tally.ERR_CONNECTION_DOWN ?? 0) > 0, 'sends waiting for credit reject with ERR_CONNECTION_DOWN')
-  t.deepEqual(Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'), [])
+  t.deepEqual(
+    Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'),
+    [],
+  )
   t.deepEqual(await server.close({ graceMs: 100 }), { graceful: 0, forced: 1 })
   assertNoLiveResources(t)
 }
@@ -205,7 +234,13 @@ export async function frozenPeer(t: ExecutionContext, e: Env, side: 'server' | '
     const accepted = new Promise<Connection>((resolve) => s.once('connection', resolve))
     peer = startNode(t, ['client', String(s.port)], peerEnv(e))
     conn = await withDeadline(accepted, e.startMs, 'accept')
-    s.on('connection', (c: Connection) => void (async () => { for await (const m of c) await c.send(m) })().catch(() => {}))
+    s.on(
+      'connection',
+      (c: Connection) =>
+        void (async () => {
+          for await (const m of c) await c.send(m)
+        })().catch(() => {}),
+    )
   }
   let echoes = 0
   const reading = (async () => {
@@ -216,7 +251,14 @@ export async function frozenPeer(t: ExecutionContext, e: Env, side: 'server' | '
   await until(() => echoes >= 100, 30_000, '100 echoes')
   const frozenAt = performance.now()
   peer.child.kill('SIGSTOP')
-  const err = await withDeadline(reading.then(() => undefined, (x: unknown) => x), bound(e) + 5000, 'read from a frozen peer')
+  const err = await withDeadline(
+    reading.then(
+      () => undefined,
+      (x: unknown) => x,
+    ),
+    bound(e) + 5000,
+    'read from a frozen peer',
+  )
   const detectedMs = performance.now() - frozenAt
   t.is(code(err), 'ERR_CONNECTION_DOWN')
   const result = await conn.closed
@@ -264,7 +306,9 @@ export async function shutdownUnderLoad(t: ExecutionContext, e: Env, polite: num
     })().catch(() => {})
   })
   const clients = await Promise.all(
-    Array.from({ length: polite + rude }, (_, i) => connect({ transport: e.transport, host: e.host, port: server.port, ...hb(e), closeOnShutdownNotice: i < polite })),
+    Array.from({ length: polite + rude }, (_, i) =>
+      connect({ transport: e.transport, host: e.host, port: server.port, ...hb(e), closeOnShutdownNotice: i < polite }),
+    ),
   )
   let stop = false
   const runs = clients.map(async (c, i) => {
@@ -301,18 +345,27 @@ export async function shutdownUnderLoad(t: ExecutionContext, e: Env, polite: num
     if (i < polite) {
       t.is(o.result.outcome, 'graceful', `polite client ${i}: ${JSON.stringify(o.result)}`)
       t.is(o.readEnd, undefined, `polite client ${i} read to the end`)
-      t.deepEqual(o.got, o.sent.map((id) => `re:${id}`), `polite client ${i}: every request answered once, in order`)
+      t.deepEqual(
+        o.got,
+        o.sent.map((id) => `re:${id}`),
+        `polite client ${i}: every request answered once, in order`,
+      )
       requests += o.sent.length
     } else {
       t.is(o.result.outcome, 'forced', `client ${i} ignored the notice`)
       t.is(code(o.result.error), 'ERR_CONNECTION_DOWN')
       // What it got before the force is still exact: a prefix of its requests, nothing duplicated.
-      t.deepEqual(o.got, o.sent.slice(0, o.got.length).map((id) => `re:${id}`))
+      t.deepEqual(
+        o.got,
+        o.sent.slice(0, o.got.length).map((id) => `re:${id}`),
+      )
     }
   }
   t.deepEqual(tally, { graceful: polite, forced: rude })
   t.true(elapsed >= graceMs - 50 && elapsed <= graceMs + 3000, `forced at grace end (${elapsed.toFixed(0)} ms)`)
-  t.log(`${polite} polite clients: ${requests} requests, ${requests} responses; ${rude} forced after ${elapsed.toFixed(0)} ms; server handled ${served}`)
+  t.log(
+    `${polite} polite clients: ${requests} requests, ${requests} responses; ${rude} forced after ${elapsed.toFixed(0)} ms; server handled ${served}`,
+  )
   assertNoLiveResources(t)
 }
 
@@ -324,7 +377,9 @@ export async function shutdownUnderLoad(t: ExecutionContext, e: Env, polite: num
 export async function zeroLossAtClose(t: ExecutionContext, e: Env, conns: number, perConn: number): Promise<void> {
   const peer = startNode(t, ['server'], peerEnv(e))
   const { port } = await peer.waitFor(has('port'), 'port', e.startMs)
-  const cs = await Promise.all(Array.from({ length: conns }, () => connect({ transport: e.transport, host: e.host, port, ...hb(e), maxQueuedSends: perConn })))
+  const cs = await Promise.all(
+    Array.from({ length: conns }, () => connect({ transport: e.transport, host: e.host, port, ...hb(e), maxQueuedSends: perConn })),
+  )
   const started = performance.now()
   const outcomes = await withDeadline(
     Promise.all(
@@ -347,12 +402,21 @@ export async function zeroLossAtClose(t: ExecutionContext, e: Env, conns: number
   let total = 0
   for (const [k, o] of outcomes.entries()) {
     t.deepEqual(o.result, { outcome: 'graceful', reason: 'close-complete' })
-    t.deepEqual(o.got, Array.from({ length: perConn }, (_, i) => `c${k} m${i} ${'x'.repeat(i % 50)}`), `connection ${k}: nothing lost`)
+    t.deepEqual(
+      o.got,
+      Array.from({ length: perConn }, (_, i) => `c${k} m${i} ${'x'.repeat(i % 50)}`),
+      `connection ${k}: nothing lost`,
+    )
     total += o.got.length
   }
   t.is(total, conns * perConn)
-  const serverSide = (await peer.waitFor((l: Line) => peer.lines.filter(has('down')).length >= conns, 'server-side closes', 10_000), peer.lines.filter(has('down')))
-  t.deepEqual(serverSide.map((l) => l.down.outcome), Array(conns).fill('graceful'), 'the server side of every connection closed gracefully too')
+  await peer.waitFor(() => peer.lines.filter(has('down')).length >= conns, 'server-side closes', 10_000)
+  const serverSide = peer.lines.filter(has('down'))
+  t.deepEqual(
+    serverSide.map((l) => l.down.outcome),
+    Array(conns).fill('graceful'),
+    'the server side of every connection closed gracefully too',
+  )
   t.log(`${conns} connections x ${perConn} messages: ${total} echoes, all graceful, in ${ms.toFixed(0)} ms`)
   assertNoLiveResources(t)
 }

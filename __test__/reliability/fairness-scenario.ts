@@ -74,7 +74,9 @@ export async function runFairness(o: FairnessOptions): Promise<FairnessResult> {
   const flooder = startFlooder(o.transport, o.host, server.port, size)
   const idle = await connect({ ...base, port: server.port, ...HEARTBEAT })
   let idleDown: CloseResult | undefined
-  void idle.closed.then((r) => running && (idleDown = r))
+  void idle.closed.then((r) => {
+    if (running) idleDown = r
+  })
   const flood = await connect({ ...base, port: server.port, ...HEARTBEAT })
   try {
     await flooder.flooding

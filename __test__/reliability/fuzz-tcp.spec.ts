@@ -7,7 +7,7 @@
 import test from 'ava'
 import fc from 'fast-check'
 
-import { connect, listen, type CloseResult, type Connection, TransportError } from '../../src/index'
+import { connect, listen, type CloseResult, type Connection, type TransportError } from '../../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../../src/protocol'
 import { decodeCloseMessage, decodeHello, encodeCloseMessage, encodeFin, encodeHello, encodeNotice, encodeReady } from '../../src/protocol/frames'
 import { assertNoLiveResources, withDeadline } from '../helpers'
@@ -49,19 +49,26 @@ const faultArb: fc.Arbitrary<Fault> = fc.oneof(
     bytes: fc.uint8Array({ minLength: 1, maxLength: 64 }),
     n: fc.integer({ min: 1, max: 255 }),
   }),
-  fc.record({ type: fc.constantFrom('helloWrongRole' as const, 'helloVersion0' as const, 'shortHello' as const, 'staleReady' as const, 'badReqCount' as const, 'dataAfterReq' as const) }),
+  fc.record({
+    type: fc.constantFrom(
+      'helloWrongRole' as const,
+      'helloVersion0' as const,
+      'shortHello' as const,
+      'staleReady' as const,
+      'badReqCount' as const,
+      'dataAfterReq' as const,
+    ),
+  }),
   fc.record({ type: fc.constant('dataEarly' as const), at: fc.constantFrom(0 as const, 1 as const) }),
   fc.record({ type: fc.constantFrom('unsolicitedAck' as const, 'earlyFin' as const, 'noticeToServer' as const) }),
 )
-const scriptArb: fc.Arbitrary<Script> = fc
-  .array(fc.uint8Array({ maxLength: 1024 }), { maxLength: 20 })
-  .chain((messages) =>
-    fc.record({
-      messages: fc.constant(messages),
-      noise: fc.array(fc.array(noiseArb, { maxLength: 3 }), { minLength: messages.length + 1, maxLength: messages.length + 1 }),
-      fault: faultArb,
-    }),
-  )
+const scriptArb: fc.Arbitrary<Script> = fc.array(fc.uint8Array({ maxLength: 1024 }), { maxLength: 20 }).chain((messages) =>
+  fc.record({
+    messages: fc.constant(messages),
+    noise: fc.array(fc.array(noiseArb, { maxLength: 3 }), { minLength: messages.length + 1, maxLength: messages.length + 1 }),
+    fault: faultArb,
+  }),
+)
 
 /** One script per fault kind and step, played first, so every kind is exercised in every run. */
 const msgs = [Uint8Array.from([1, 2, 3]), new Uint8Array(1024), new Uint8Array()]
@@ -70,7 +77,19 @@ const byteFaults = ['oversize', 'badKind', 'badFlags', 'truncate', 'silence', 'g
 const everyFault: Array<[Script]> = [
   plain({ type: 'none' }),
   ...byteFaults.flatMap((type) => STEPS.map((_, step) => plain({ type, at: step, bytes: Uint8Array.from([0, 1, 0, 0, 0, 0, 0, 9, 1]), n: 3 }))),
-  ...(['helloWrongRole', 'helloVersion0', 'shortHello', 'staleReady', 'badReqCount', 'dataAfterReq', 'unsolicitedAck', 'earlyFin', 'noticeToServer'] as const).map((type) => plain({ type })),
+  ...(
+    [
+      'helloWrongRole',
+      'helloVersion0',
+      'shortHello',
+      'staleReady',
+      'badReqCount',
+      'dataAfterReq',
+      'unsolicitedAck',
+      'earlyFin',
+      'noticeToServer',
+    ] as const
+  ).map((type) => plain({ type })),
   plain({ type: 'dataEarly', at: 0 }),
   plain({ type: 'dataEarly', at: 1 }),
 ]
@@ -83,7 +102,17 @@ type Expect =
 const violation: Expect = { outcome: 'forced', reason: 'protocol-violation', code: 'ERR_PROTOCOL_VIOLATION' }
 
 const hello = (over: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer =>
-  encodeHello({ version: 1, role: 'active', capabilities: ALL_CAPABILITIES, connectionId: 0x1234abcd, generation: 7, receiveWindow: WINDOW, maxMessageSize: 1 << 20, idleTimeoutMs: 0, ...over })
+  encodeHello({
+    version: 1,
+    role: 'active',
+    capabilities: ALL_CAPABILITIES,
+    connectionId: 0x1234abcd,
+    generation: 7,
+    receiveWindow: WINDOW,
+    maxMessageSize: 1 << 20,
+    idleTimeoutMs: 0,
+    ...over,
+  })
 
 /**
  * Plays `s` against the server from a raw socket and says what the server-side connection must end
@@ -91,6 +120,11 @@ const hello = (over: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer =>
  */
 async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string) => void): Promise<Expect> {
   const send = (kind: number, payload: Buffer | Uint8Array = Buffer.alloc(0)): void => peer.write(frameBytes(kind, WINDOW, Buffer.from(payload)))
+  /** Sends a frame the server must take as a protocol violation, and says so. */
+  const sendViolation = (kind: number, payload: Buffer | Uint8Array): Expect => {
+    send(kind, payload)
+    return violation
+  }
   const f = s.fault
   const byteFault = (step: number): Expect | undefined => {
     if (!('at' in f) || f.at !== step || f.type === 'dataEarly') return undefined
@@ -125,10 +159,10 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   // step 0: HELLO
   let r = byteFault(0)
   if (r) return r
-  if (f.type === 'dataEarly' && f.at === 0) return send(FrameKind.DATA, Buffer.from('early')), violation
-  if (f.type === 'helloWrongRole') return send(FrameKind.HELLO, hello({ role: 'passive' })), violation
-  if (f.type === 'helloVersion0') return send(FrameKind.HELLO, hello({ version: 0 })), violation
-  if (f.type === 'shortHello') return send(FrameKind.HELLO, hello().subarray(0, 25)), violation
+  if (f.type === 'dataEarly' && f.at === 0) return sendViolation(FrameKind.DATA, Buffer.from('early'))
+  if (f.type === 'helloWrongRole') return sendViolation(FrameKind.HELLO, hello({ role: 'passive' }))
+  if (f.type === 'helloVersion0') return sendViolation(FrameKind.HELLO, hello({ version: 0 }))
+  if (f.type === 'shortHello') return sendViolation(FrameKind.HELLO, hello().subarray(0, 25))
   send(FrameKind.HELLO, hello())
   const theirHello = await peer.take(FrameKind.HELLO, 2000)
   check(theirHello !== null, 'the server answered HELLO')
@@ -140,8 +174,8 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   // step 1: READY
   r = byteFault(1)
   if (r) return r
-  if (f.type === 'dataEarly') return send(FrameKind.DATA, Buffer.from('early')), violation
-  if (f.type === 'noticeToServer') return send(FrameKind.SHUTDOWN_NOTICE, encodeNotice(1000)), violation
+  if (f.type === 'dataEarly') return sendViolation(FrameKind.DATA, Buffer.from('early'))
+  if (f.type === 'noticeToServer') return sendViolation(FrameKind.SHUTDOWN_NOTICE, encodeNotice(1000))
   const ready = { activeConnectionId: 0x1234abcd, passiveConnectionId: h.value.connectionId, generation: 7, activeQpn: 0, passiveQpn: 0 }
   if (f.type === 'staleReady') {
     send(FrameKind.READY, encodeReady({ ...ready, generation: 6 }))
@@ -152,8 +186,8 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   // step 2: DATA with noise
   r = byteFault(2)
   if (r) return r
-  if (f.type === 'unsolicitedAck') return send(FrameKind.DISCONNECT_ACK, encodeCloseMessage({ dataCount: 0, attempt: 0 })), violation
-  if (f.type === 'earlyFin') return send(FrameKind.DISCONNECT_FIN, encodeFin(0)), violation
+  if (f.type === 'unsolicitedAck') return sendViolation(FrameKind.DISCONNECT_ACK, encodeCloseMessage({ dataCount: 0, attempt: 0 }))
+  if (f.type === 'earlyFin') return sendViolation(FrameKind.DISCONNECT_FIN, encodeFin(0))
   s.messages.forEach((m, i) => {
     for (const n of s.noise[i]) send(n.kind, n.payload)
     send(FrameKind.DATA, m)
@@ -163,9 +197,9 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   // step 3: DISCONNECT_REQ
   r = byteFault(3)
   if (r) return r
-  if (f.type === 'badReqCount') return send(FrameKind.DISCONNECT_REQ, encodeCloseMessage({ dataCount: s.messages.length + 1, attempt: 0 })), violation
+  if (f.type === 'badReqCount') return sendViolation(FrameKind.DISCONNECT_REQ, encodeCloseMessage({ dataCount: s.messages.length + 1, attempt: 0 }))
   send(FrameKind.DISCONNECT_REQ, encodeCloseMessage({ dataCount: s.messages.length, attempt: 0 }))
-  if (f.type === 'dataAfterReq') return send(FrameKind.DATA, Buffer.from('late')), violation
+  if (f.type === 'dataAfterReq') return sendViolation(FrameKind.DATA, Buffer.from('late'))
   const ack = await peer.take(FrameKind.DISCONNECT_ACK, 2000)
   check(ack !== null, 'DISCONNECT_ACK arrived')
   if (!ack) return { outcome: 'forced', anyTyped: true }
@@ -184,9 +218,7 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   return { outcome: 'graceful' }
 }
 
-const KNOWN_CODES = new Set([
-  'ERR_CONNECTION_DOWN', 'ERR_PROTOCOL_VIOLATION', 'ERR_HANDSHAKE_TIMEOUT', 'ERR_READY_TIMEOUT', 'ERR_CLOSE_TIMEOUT',
-])
+const KNOWN_CODES = new Set(['ERR_CONNECTION_DOWN', 'ERR_PROTOCOL_VIOLATION', 'ERR_HANDSHAKE_TIMEOUT', 'ERR_READY_TIMEOUT', 'ERR_CLOSE_TIMEOUT'])
 
 function nextConnection(seen: Connection[]): Promise<Connection> {
   const known = seen.length
@@ -213,7 +245,13 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
   })
   // The well-behaved client ping-pongs throughout.
   const good = await connect({ port: server.port, ...opts })
-  await withDeadline((async () => { while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2)) })(), 2000, 'accept of the good client')
+  await withDeadline(
+    (async () => {
+      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2))
+    })(),
+    2000,
+    'accept of the good client',
+  )
   let pongs = 0
   let stop = false
   const goodLoop = (async () => {
@@ -283,7 +321,7 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
   t.true(pongs > 10, `the well-behaved client was served throughout (${pongs} round trips)`)
   t.is(good.state, 'OPEN')
   t.is((await good.close()).outcome, 'graceful')
-  t.deepEqual(await server.close({ graceMs: 200 }), { graceful: 1 + (tally_graceful(tally)), forced: accepted.length - 1 - tally_graceful(tally) })
+  t.deepEqual(await server.close({ graceMs: 200 }), { graceful: 1 + tally_graceful(tally), forced: accepted.length - 1 - tally_graceful(tally) })
   assertNoLiveResources(t)
 })
 
@@ -298,7 +336,9 @@ async function assertProperty<T>(p: fc.IAsyncProperty<T>, params: fc.Parameters<
 }
 
 function tally_graceful(tally: Record<string, number>): number {
-  return Object.entries(tally).filter(([k]) => k.startsWith('none:')).reduce((a, [, n]) => a + n, 0)
+  return Object.entries(tally)
+    .filter(([k]) => k.startsWith('none:'))
+    .reduce((a, [, n]) => a + n, 0)
 }
 
 test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never a connection; the server serves on', async (t) => {
@@ -314,7 +354,10 @@ test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never 
   server.on('clientError', (e: TransportError) => errors.push(e))
   const bad = fc.oneof(
     fc.uint8Array({ minLength: 8, maxLength: 40 }).filter((b) => !Buffer.from(b).subarray(0, 8).equals(PREAMBLE)),
-    fc.integer({ min: 0, max: 255 }).filter((v) => v !== 1).map((v) => Buffer.concat([PREAMBLE.subarray(0, 7), Buffer.from([v])])),
+    fc
+      .integer({ min: 0, max: 255 })
+      .filter((v) => v !== 1)
+      .map((v) => Buffer.concat([PREAMBLE.subarray(0, 7), Buffer.from([v])])),
   )
   t.teardown(async () => void (await server.close({ graceMs: 0 })))
   await assertProperty(
@@ -323,7 +366,13 @@ test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never 
       const peer = await RawPeer.open(server.port)
       peer.write(Buffer.from(bytes))
       await withDeadline(peer.closed, END_BOUND_MS, 'server closed the socket')
-      await withDeadline((async () => { while (errors.length === before) await new Promise((r) => setTimeout(r, 2)) })(), 2000, 'clientError')
+      await withDeadline(
+        (async () => {
+          while (errors.length === before) await new Promise((r) => setTimeout(r, 2))
+        })(),
+        2000,
+        'clientError',
+      )
       const e = errors[before]
       if (e.code !== 'ERR_MALFORMED_FRAME') throw new Error(`clientError ${e.code}: ${e.message}`)
       const versionByte = Buffer.from(bytes).subarray(0, 7).equals(PREAMBLE.subarray(0, 7))

@@ -24,9 +24,18 @@ const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): vo
 // tcp; the bound asserted is still timeout + one interval.
 const env: cases.Env = { transport: 'rdma', host: rdmaHost, heartbeatIntervalMs: 250, heartbeatTimeoutMs: 1500, startMs: 60_000, scale: 0.2 }
 
-rdmaTest('rdma: server peer SIGKILLed mid-transfer: DOWN within the bound, queued sends and the read reject ERR_CONNECTION_DOWN', (t) => cases.killServerMidTransfer(t, env))
-rdmaTest('rdma: server peer SIGKILLed mid-close (REQ delivered, ACK held): close() forced within the bound', (t) => cases.killServerMidClose(t, env, false))
-rdmaTest('rdma: frozen server peer (SIGSTOP; the device keeps acknowledging): DOWN by heartbeat within the bound; SIGCONT revives nothing; a new connection works', (t) => cases.frozenPeer(t, env, 'server'))
+rdmaTest('rdma: server peer SIGKILLed mid-transfer: DOWN within the bound, queued sends and the read reject ERR_CONNECTION_DOWN', (t) =>
+  cases.killServerMidTransfer(t, env),
+)
+rdmaTest('rdma: server peer SIGKILLed mid-close (REQ delivered, ACK held): close() forced within the bound', (t) =>
+  cases.killServerMidClose(t, env, false),
+)
+rdmaTest(
+  'rdma: frozen server peer (SIGSTOP; the device keeps acknowledging): DOWN by heartbeat within the bound; SIGCONT revives nothing; a new connection works',
+  (t) => cases.frozenPeer(t, env, 'server'),
+)
 
-rdmaTest('rdma: server shutdown under load: 4 polite clients lose nothing (counted end to end), 1 that ignores the notice is forced', (t) => cases.shutdownUnderLoad(t, env, 4, 1))
+rdmaTest('rdma: server shutdown under load: 4 polite clients lose nothing (counted end to end), 1 that ignores the notice is forced', (t) =>
+  cases.shutdownUnderLoad(t, env, 4, 1),
+)
 rdmaTest('rdma: zero loss at close under load: 4 connections x 500 messages closing at once', (t) => cases.zeroLossAtClose(t, env, 4, 500))

@@ -22,39 +22,52 @@ const heartbeatIntervalMs = 200
 const heartbeatTimeoutMs = 1000
 const bound = heartbeatTimeoutMs + heartbeatIntervalMs
 
-netnsTest(`tcp partition (veth between two namespaces, link cut): both sides DOWN within timeout + one interval; after healing a new connection works${suffix}`, async (t) => {
-  const name = `rg${process.pid % 1_000_000}`
-  const ns = (cmd: string): void => void execFileSync('bash', [script, cmd, name], { stdio: ['ignore', 'ignore', 'pipe'] })
-  ns('destroy') // a leftover of a killed earlier run with this pid
-  t.teardown(() => ns('destroy'))
-  ns('create')
-  const opts = { RG_OPTS: JSON.stringify({ heartbeatIntervalMs, heartbeatTimeoutMs }), RG_HOST: '10.200.0.1' }
-  const server = startNode(t, ['server'], opts, ['ip', 'netns', 'exec', `${name}a`])
-  const { port } = await server.waitFor(has('port'), 'port')
-  const client = startNode(t, ['client', String(port)], opts, ['ip', 'netns', 'exec', `${name}b`])
-  await client.waitFor(has('connected'), 'connected')
-  await server.waitFor(has('accepted'), 'accepted')
-  await client.command(`probe ${port}`) // traffic across the link before the cut
-  t.like((await client.waitFor(has('probe'), 'probe before the cut')).probe, { ok: true })
-  await sleep(3 * heartbeatTimeoutMs)
-  t.deepEqual([...server.lines, ...client.lines].filter(has('down')).map((l) => l.down.who), ['server'], 'only the probe connection ended: heartbeats keep the idle one up')
+netnsTest(
+  `tcp partition (veth between two namespaces, link cut): both sides DOWN within timeout + one interval; after healing a new connection works${suffix}`,
+  async (t) => {
+    const name = `rg${process.pid % 1_000_000}`
+    const ns = (cmd: string): void => void execFileSync('bash', [script, cmd, name], { stdio: ['ignore', 'ignore', 'pipe'] })
+    ns('destroy') // a leftover of a killed earlier run with this pid
+    t.teardown(() => ns('destroy'))
+    ns('create')
+    const opts = { RG_OPTS: JSON.stringify({ heartbeatIntervalMs, heartbeatTimeoutMs }), RG_HOST: '10.200.0.1' }
+    const server = startNode(t, ['server'], opts, ['ip', 'netns', 'exec', `${name}a`])
+    const { port } = await server.waitFor(has('port'), 'port')
+    const client = startNode(t, ['client', String(port)], opts, ['ip', 'netns', 'exec', `${name}b`])
+    await client.waitFor(has('connected'), 'connected')
+    await server.waitFor(has('accepted'), 'accepted')
+    await client.command(`probe ${port}`) // traffic across the link before the cut
+    t.like((await client.waitFor(has('probe'), 'probe before the cut')).probe, { ok: true })
+    await sleep(3 * heartbeatTimeoutMs)
+    t.deepEqual(
+      [...server.lines, ...client.lines].filter(has('down')).map((l) => l.down.who),
+      ['server'],
+      'only the probe connection ended: heartbeats keep the idle one up',
+    )
 
-  const cutAt = wall()
-  ns('cut')
-  const isDown = (l: Record<string, any>): boolean => 'down' in l && l.down.at > cutAt // eslint-disable-line @typescript-eslint/no-explicit-any
-  const [s, c] = await Promise.all([server.waitFor(isDown, 'server DOWN', bound + 5000), client.waitFor(isDown, 'client DOWN', bound + 5000)])
-  const serverMs = s.down.at - cutAt
-  const clientMs = c.down.at - cutAt
-  for (const [who, d, ms] of [['server', s.down, serverMs], ['client', c.down, clientMs]] as const) {
-    t.like(d, { outcome: 'forced', reason: 'heartbeat-timeout', code: 'ERR_CONNECTION_DOWN' }, who)
-    t.true(ms <= bound, `${who} DOWN ${ms.toFixed(0)} ms after the cut (bound ${bound} ms)`)
-  }
+    const cutAt = wall()
+    ns('cut')
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON line of the peer process
+    const isDown = (l: Record<string, any>): boolean => 'down' in l && l.down.at > cutAt
+    const [s, c] = await Promise.all([server.waitFor(isDown, 'server DOWN', bound + 5000), client.waitFor(isDown, 'client DOWN', bound + 5000)])
+    const serverMs = s.down.at - cutAt
+    const clientMs = c.down.at - cutAt
+    for (const [who, d, ms] of [
+      ['server', s.down, serverMs],
+      ['client', c.down, clientMs],
+    ] as const) {
+      t.like(d, { outcome: 'forced', reason: 'heartbeat-timeout', code: 'ERR_CONNECTION_DOWN' }, who)
+      t.true(ms <= bound, `${who} DOWN ${ms.toFixed(0)} ms after the cut (bound ${bound} ms)`)
+    }
 
-  ns('heal')
-  const healedAt = wall()
-  client.command(`probe ${port}`)
-  const probe = await client.waitFor((l) => 'probe' in l && l.at > healedAt, 'probe after healing', 15_000)
-  t.deepEqual(probe.probe, { ok: true, outcome: 'graceful', echo: 'probe' }, 'a new connection across the healed link works')
-  t.is(server.lines.filter(has('accepted')).length, 3, 'the old connection did not come back: only the new probe was accepted')
-  t.log(`partition detected: server ${serverMs.toFixed(0)} ms, client ${clientMs.toFixed(0)} ms (bound ${bound} ms); new connection after healing ok`)
-})
+    ns('heal')
+    const healedAt = wall()
+    client.command(`probe ${port}`)
+    const probe = await client.waitFor((l) => 'probe' in l && l.at > healedAt, 'probe after healing', 15_000)
+    t.deepEqual(probe.probe, { ok: true, outcome: 'graceful', echo: 'probe' }, 'a new connection across the healed link works')
+    t.is(server.lines.filter(has('accepted')).length, 3, 'the old connection did not come back: only the new probe was accepted')
+    t.log(
+      `partition detected: server ${serverMs.toFixed(0)} ms, client ${clientMs.toFixed(0)} ms (bound ${bound} ms); new connection after healing ok`,
+    )
+  },
+)

@@ -39,7 +39,13 @@ const remoteEnv = (e: Env, host: string, extra: Record<string, string> = {}): Re
 })
 const code = (x: unknown): string | undefined => (x as { code?: string } | undefined)?.code
 const until = async (cond: () => boolean, ms: number, what: string): Promise<void> =>
-  withDeadline((async () => { while (!cond()) await sleep(2) })(), ms, what)
+  withDeadline(
+    (async () => {
+      while (!cond()) await sleep(2)
+    })(),
+    ms,
+    what,
+  )
 function sendMany(c: Connection, n: number, text: (i: number) => string): Array<Promise<void>> {
   return Array.from({ length: n }, (_, i) => {
     const p = c.send(text(i))
@@ -50,10 +56,17 @@ function sendMany(c: Connection, n: number, text: (i: number) => string): Array<
 /** What a live-count record holds beyond `base` (a peer's listener stays up). */
 const beyond = (now: Record<string, number>, base: Record<string, number>): Record<string, number> =>
   Object.fromEntries(Object.entries(now).filter(([k, n]) => n !== (base[k] ?? 0)))
-const isDownAfter = (at: number) => (l: Line): boolean => 'down' in l && l.down.at > at
+const isDownAfter =
+  (at: number) =>
+  (l: Line): boolean =>
+    'down' in l && l.down.at > at
 
 /** An echo server on host b, and its live counts with only the listener up. */
-async function remoteServer(t: ExecutionContext, e: Env, extra: Record<string, string> = {}): Promise<{ node: RemoteNode; port: number; base: Record<string, number> }> {
+async function remoteServer(
+  t: ExecutionContext,
+  e: Env,
+  extra: Record<string, string> = {},
+): Promise<{ node: RemoteNode; port: number; base: Record<string, number> }> {
   const node = startRemote(t, ['server'], remoteEnv(e, peerIp(), extra))
   const { port } = await node.waitFor((l) => 'port' in l, 'port', 120_000)
   return { node, port, base: await remoteCounts(node, 'with the listener only') }
@@ -61,7 +74,11 @@ async function remoteServer(t: ExecutionContext, e: Env, extra: Record<string, s
 
 /** After healing: a new connection between the hosts works end to end. */
 async function freshConnectionWorks(t: ExecutionContext, e: Env, port: number): Promise<void> {
-  const c = await withDeadline(connect({ transport: e.transport, host: peerIp(), port, ...hb(e), connectTimeoutMs: 10_000 }), 15_000, 'connect after healing')
+  const c = await withDeadline(
+    connect({ transport: e.transport, host: peerIp(), port, ...hb(e), connectTimeoutMs: 10_000 }),
+    15_000,
+    'connect after healing',
+  )
   await c.send('after heal')
   t.is((await withDeadline(c.read(), 10_000, 'echo after healing'))?.toString(), 'after heal', 'a new connection across the healed wire works')
   t.like(await c.close(), { outcome: 'graceful' })
@@ -84,13 +101,19 @@ export async function partition(t: ExecutionContext, e: Env, streaming: boolean)
   if (streaming) {
     reading = (async () => {
       for await (const _ of conn) echoes++
-    })().then(() => undefined, (x: unknown) => x)
+    })().then(
+      () => undefined,
+      (x: unknown) => x,
+    )
     sends = sendMany(conn, 4000, (i) => `message ${i} ${'x'.repeat(i % 200)}`)
     await until(() => echoes >= 200, 60_000, '200 echoes before the cut')
   } else {
     await conn.send('hello')
     t.is((await conn.read())?.toString(), 'hello')
-    reading = conn.read().then(() => undefined, (x: unknown) => x)
+    reading = conn.read().then(
+      () => undefined,
+      (x: unknown) => x,
+    )
     await sleep(2 * e.heartbeatTimeoutMs) // idle: heartbeats alone keep it up
     t.is(conn.state, 'OPEN', 'idle for two heartbeat timeouts: still open')
   }
@@ -106,7 +129,10 @@ export async function partition(t: ExecutionContext, e: Env, streaming: boolean)
   const tally = await settleCodes(sends)
   if (streaming) {
     t.true((tally.ERR_CONNECTION_DOWN ?? 0) > 0, `queued sends reject with ERR_CONNECTION_DOWN: ${JSON.stringify(tally)}`)
-    t.deepEqual(Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'), [])
+    t.deepEqual(
+      Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'),
+      [],
+    )
   }
   await t.throwsAsync(conn.send('late'), { code: 'ERR_CONNECTION_DOWN' })
   // Host b's side, by b's clock: its `down` line is printed once its connection was freed.
@@ -190,7 +216,9 @@ export async function shutdownWithCutClient(t: ExecutionContext, e: Env, graceMs
   })
   const remote = startRemote(t, ['client', String(server.port)], remoteEnv(e, selfIp()))
   await remote.waitFor((l) => 'connected' in l, 'connected', 120_000)
-  const polite = await Promise.all([0, 1].map(() => connect({ transport: e.transport, host: selfIp(), port: server.port, ...hb(e), closeOnShutdownNotice: true })))
+  const polite = await Promise.all(
+    [0, 1].map(() => connect({ transport: e.transport, host: selfIp(), port: server.port, ...hb(e), closeOnShutdownNotice: true })),
+  )
   await until(() => accepted.length === 3, 10_000, 'three connections accepted')
   const cutConn = accepted[0]!
   let stop = false
@@ -225,7 +253,11 @@ export async function shutdownWithCutClient(t: ExecutionContext, e: Env, graceMs
   for (const [i, o] of outcomes.entries()) {
     t.is(o.result.outcome, 'graceful', `polite client ${i}: ${JSON.stringify(o.result)}`)
     t.is(o.readEnd, undefined, `polite client ${i} read to the end`)
-    t.deepEqual(o.got, o.sent.map((id) => `re:${id}`), `polite client ${i}: every request answered once, in order`)
+    t.deepEqual(
+      o.got,
+      o.sent.map((id) => `re:${id}`),
+      `polite client ${i}: every request answered once, in order`,
+    )
     requests += o.sent.length
   }
   t.is(cut.outcome, 'forced', `the cut client's connection: ${JSON.stringify(cut)}`)
@@ -286,13 +318,28 @@ export async function vanishedHost(t: ExecutionContext, envs: Env[]): Promise<st
     const sv: Victim = { transport: e.transport, kind: 'stream', conn: s, echoes: 0, down: Promise.resolve(), sends: [] }
     sv.down = (async () => {
       for await (const _ of s) sv.echoes!++
-    })().then(() => undefined, (x: unknown) => x)
+    })().then(
+      () => undefined,
+      (x: unknown) => x,
+    )
     const c = await connect({ transport: e.transport, host: peerIp(), port: holdPort, ...hb(e) })
     const cs = sendMany(c, 10, (i) => `request ${i}`)
-    victims.push(sv, { transport: e.transport, kind: 'close', conn: c, down: c.read().then(() => undefined, (x: unknown) => x), sends: cs })
+    victims.push(sv, {
+      transport: e.transport,
+      kind: 'close',
+      conn: c,
+      down: c.read().then(
+        () => undefined,
+        (x: unknown) => x,
+      ),
+      sends: cs,
+    })
     holds.push(hold)
   }
-  for (const v of victims) void v.conn.closed.then((r) => { v.reason = `${r.outcome} ${r.reason}` })
+  for (const v of victims)
+    void v.conn.closed.then((r) => {
+      v.reason = `${r.outcome} ${r.reason}`
+    })
   // The streams and every close() start only now, all together: a stream must still be under way
   // when b vanishes, and a REQ left unanswered long enough times out ('ack-timeout').
   // Paced streams (at most 16 echoes outstanding): two unpaced floods at once overload b's one
@@ -319,8 +366,12 @@ export async function vanishedHost(t: ExecutionContext, envs: Env[]): Promise<st
   await sleep(2 * envs[0]!.heartbeatIntervalMs)
   for (const v of victims) t.is(v.conn.state, v.kind === 'stream' ? 'OPEN' : 'CLOSING', `${v.transport} ${v.kind}: still up before the vanish`)
   for (const v of victims) {
-    void v.down.then(() => { v.downAt = wall() })
-    void v.conn.closed.then(() => { v.closedAt = wall() }) // settles once the native side freed all
+    void v.down.then(() => {
+      v.downAt = wall()
+    })
+    void v.conn.closed.then(() => {
+      v.closedAt = wall()
+    }) // settles once the native side freed all
   }
   const goneAt = await vanishB()
   const out: string[] = []
@@ -338,11 +389,17 @@ export async function vanishedHost(t: ExecutionContext, envs: Env[]): Promise<st
     t.is(result.outcome, 'forced', `${v.transport} ${v.kind}: ${JSON.stringify(result)}`)
     t.regex(result.reason, /^(heartbeat-timeout|transport-down)$/, `${v.transport} ${v.kind}`)
     t.is(code(result.error), 'ERR_CONNECTION_DOWN')
-    t.deepEqual(Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'), [], `${v.transport} ${v.kind} sends: ${JSON.stringify(tally)}`)
+    t.deepEqual(
+      Object.keys(tally).filter((k) => k !== 'ok' && k !== 'ERR_CONNECTION_DOWN'),
+      [],
+      `${v.transport} ${v.kind} sends: ${JSON.stringify(tally)}`,
+    )
     await t.throwsAsync(v.conn.send('late'), { code: 'ERR_CONNECTION_DOWN' }, `${v.transport} ${v.kind}: a send after DOWN rejects`)
     t.true(downMs <= bound(e), `${v.transport} ${v.kind}: DOWN ${downMs.toFixed(0)} ms after b vanished (bound ${bound(e)} ms)`)
     t.true(freedMs <= TEARDOWN_MS, `${v.transport} ${v.kind}: close() settled ${freedMs.toFixed(0)} ms after DOWN (bound ${TEARDOWN_MS} ms)`)
-    out.push(`${v.transport} vanished host mid-${v.kind === 'stream' ? 'stream' : 'close'}: DOWN ${downMs.toFixed(0)} ms after b powered off (${result.reason}), close() settled forced ${freedMs.toFixed(0)} ms later; bound ${bound(e)} ms + ${TEARDOWN_MS} ms; sends ${JSON.stringify(tally)}`)
+    out.push(
+      `${v.transport} vanished host mid-${v.kind === 'stream' ? 'stream' : 'close'}: DOWN ${downMs.toFixed(0)} ms after b powered off (${result.reason}), close() settled forced ${freedMs.toFixed(0)} ms later; bound ${bound(e)} ms + ${TEARDOWN_MS} ms; sends ${JSON.stringify(tally)}`,
+    )
   }
   assertNoLiveResources(t)
   t.deepEqual(Object.fromEntries(Object.entries(liveCounts()).filter(([, n]) => n !== 0)), {})

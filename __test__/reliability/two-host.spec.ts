@@ -34,13 +34,28 @@ const summary: string[] = []
 const keep = (p: Promise<string | string[]>): Promise<void> => p.then((s) => void summary.push(...[s].flat()))
 
 for (const e of envs) {
-  twoHostTest(`two hosts, ${e.transport}: wire cut while idle: both sides DOWN within the bound, the pending read rejects, all freed; after healing a new connection works`, (t) => keep(cases.partition(t, e, false)))
-  twoHostTest(`two hosts, ${e.transport}: wire cut while streaming: both sides DOWN within the bound, queued sends and the read reject ERR_CONNECTION_DOWN, all freed; healed: a new connection works`, (t) => keep(cases.partition(t, e, true)))
-  twoHostTest(`two hosts, ${e.transport}: a 500 ms cut (longer than exponent 14's ~0.45 s rdma retry budget, well within the heartbeat timeout and tcp's retransmission backoff): the connection survives, nothing lost or duplicated`, (t) => keep(cases.shortPartition(t, e, 500)))
-  twoHostTest(`two hosts, ${e.transport}: server shutdown (grace 1 s) while one client's host is cut off: polite clients finish, the cut one forced by grace end, close on time`, (t) => keep(cases.shutdownWithCutClient(t, e, 1000)))
+  twoHostTest(
+    `two hosts, ${e.transport}: wire cut while idle: both sides DOWN within the bound, the pending read rejects, all freed; after healing a new connection works`,
+    (t) => keep(cases.partition(t, e, false)),
+  )
+  twoHostTest(
+    `two hosts, ${e.transport}: wire cut while streaming: both sides DOWN within the bound, queued sends and the read reject ERR_CONNECTION_DOWN, all freed; healed: a new connection works`,
+    (t) => keep(cases.partition(t, e, true)),
+  )
+  twoHostTest(
+    `two hosts, ${e.transport}: a 500 ms cut (longer than exponent 14's ~0.45 s rdma retry budget, well within the heartbeat timeout and tcp's retransmission backoff): the connection survives, nothing lost or duplicated`,
+    (t) => keep(cases.shortPartition(t, e, 500)),
+  )
+  twoHostTest(
+    `two hosts, ${e.transport}: server shutdown (grace 1 s) while one client's host is cut off: polite clients finish, the cut one forced by grace end, close on time`,
+    (t) => keep(cases.shutdownWithCutClient(t, e, 1000)),
+  )
 }
 // Last: host b is gone afterwards.
-twoHostTest('two hosts, rdma and tcp: host b powers off mid-stream and mid-close: every connection DOWN within the bound, close() forced with the reason, all freed', (t) => keep(cases.vanishedHost(t, envs)))
+twoHostTest(
+  'two hosts, rdma and tcp: host b powers off mid-stream and mid-close: every connection DOWN within the bound, close() forced with the reason, all freed',
+  (t) => keep(cases.vanishedHost(t, envs)),
+)
 
 test.after.always(() => {
   if (summary.length > 0) console.log(['two-host summary:', ...summary].join('\n  '))

@@ -48,18 +48,20 @@ class Tail {
     }
     const parts = this.partial.split('\n')
     this.partial = parts.pop()!
-    return parts.filter((l) => l.trim()).flatMap((l) => {
-      try {
-        return [JSON.parse(l) as Line]
-      } catch {
-        return []
-      }
-    })
+    return parts
+      .filter((l) => l.trim())
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Line]
+        } catch {
+          return []
+        }
+      })
   }
 }
 
 function agentCommand(cmd: Record<string, unknown>): void {
-  appendFileSync(path.join(shared(), 'cmds.jsonl'), JSON.stringify(cmd) + '\n')
+  appendFileSync(path.join(shared(), 'cmds.jsonl'), `${JSON.stringify(cmd)}\n`)
 }
 
 /** Polls `tail` every 5 ms until a line matches. */
@@ -150,13 +152,17 @@ export class Wire {
   }
   private async batch(lines: string[]): Promise<number> {
     const at = wall()
-    this.tc.stdin!.write(lines.join('\n') + '\n')
+    this.tc.stdin!.write(`${lines.join('\n')}\n`)
     await sleep(20) // tc applies each line as it reads it: a few ms in the guest
     return at
   }
   cut(): Promise<number> {
     this.isCut = true
-    return this.batch([`qdisc add dev ${this.dev} root netem loss 100%`, `qdisc add dev ${this.dev} ingress`, `filter add dev ${this.dev} ingress matchall action drop`])
+    return this.batch([
+      `qdisc add dev ${this.dev} root netem loss 100%`,
+      `qdisc add dev ${this.dev} ingress`,
+      `filter add dev ${this.dev} ingress matchall action drop`,
+    ])
   }
   heal(): Promise<number> {
     this.isCut = false

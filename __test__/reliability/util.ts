@@ -7,7 +7,8 @@ import type { ExecutionContext } from 'ava'
 
 import { withDeadline } from '../helpers'
 
-export type Line = Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: JSON lines of peer processes, read field by field in the tests
+export type Line = Record<string, any>
 
 export interface Node {
   child: ChildProcess
@@ -60,11 +61,14 @@ export function startNode(t: ExecutionContext, args: string[], env: Record<strin
       if (seen) return Promise.resolve(seen)
       return withDeadline(new Promise<Line>((resolve) => waiting.push({ match, resolve })), ms, `peer line ${what}`)
     },
-    command: (line) => void child.stdin!.write(line + '\n'),
+    command: (line) => void child.stdin!.write(`${line}\n`),
   }
 }
 
-export const has = (key: string) => (l: Line): boolean => key in l
+export const has =
+  (key: string) =>
+  (l: Line): boolean =>
+    key in l
 
 /** Errors' codes, for counting how a batch of promises settled. */
 export async function settleCodes(ps: Array<Promise<unknown>>): Promise<Record<string, number>> {

@@ -6,10 +6,10 @@
 import {
   connect,
   listen,
-  Connection,
+  type Connection,
   RdmaGracefulError,
-  Server,
-  TransportError,
+  type Server,
+  type TransportError,
   type CloseResult,
   type ConnectionEventMap,
   type ConnectionState,
@@ -36,12 +36,12 @@ export async function typed(): Promise<void> {
   server.on('clientError', (error, peer) => {
     const code: TransportError['code'] = error.code
     const address: string = peer
-    void code, address
+    void [code, address]
   })
   server.once('close', (r) => {
     const total: number = r.graceful + r.forced
     const result: ServerCloseResult = r
-    void total, result
+    void [total, result]
   })
   // @ts-expect-error misspelt event name
   server.on('conection', (conn) => void conn)
@@ -58,12 +58,12 @@ export async function typed(): Promise<void> {
   conn.on('state', (change) => {
     const c: StateChange = change
     const machine: 'connection' | 'close' = change.machine
-    void c, machine
+    void [c, machine]
   })
   conn.on('shutdown', (notice) => {
     const n: ShutdownNotice = notice
     const grace: number = notice.graceMs
-    void n, grace
+    void [n, grace]
   })
   conn.on('diagnostic', (d) => {
     const diagnostic: Diagnostic = d
@@ -72,7 +72,7 @@ export async function typed(): Promise<void> {
   conn.once('close', (r) => {
     const outcome: Outcome = r.outcome
     const result: CloseResult = r
-    void outcome, result
+    void [outcome, result]
   })
   // @ts-expect-error no such event (it is 'close')
   conn.on('closed', () => {})
@@ -83,7 +83,7 @@ export async function typed(): Promise<void> {
   const stats: ConnectionStats = conn.stats
   const events: [keyof ServerEventMap, keyof ConnectionEventMap] = ['connection', 'state']
   const reply: Buffer | null = await conn.read()
-  void stats, events, reply
+  void [stats, events, reply]
 
   // Internals are not in the shipped types.
   // @ts-expect-error attach() is internal

@@ -46,7 +46,15 @@ export const churn: Bench = {
       ...(transport === 'tcp' ? { anchorName: `raw node:net connect/end cycle (${Math.min(n, 5000)} cycles)`, anchor: rawPer } : {}),
       note: `total ${(total / 1000).toFixed(1)} s; not graceful: ${notGraceful}; live counts at the end: ${nonZero.length === 0 ? 'all zero' : JSON.stringify(Object.fromEntries(nonZero))}; RSS start ${mib(rssStart).toFixed(1)} MiB, middle ${mib(rssMid).toFixed(1)} MiB, end ${mib(rssEnd).toFixed(1)} MiB`,
     })
-    ctx.extra.churn = { n, notGraceful, liveCounts: counts, rssStartMiB: mib(rssStart), rssMidMiB: mib(rssMid), rssEndMiB: mib(rssEnd), totalMs: total }
+    ctx.extra.churn = {
+      n,
+      notGraceful,
+      liveCounts: counts,
+      rssStartMiB: mib(rssStart),
+      rssMidMiB: mib(rssMid),
+      rssEndMiB: mib(rssEnd),
+      totalMs: total,
+    }
     if (nonZero.length > 0) throw new Error(`churn: live counts not zero at the end: ${JSON.stringify(counts)}`)
   },
 }

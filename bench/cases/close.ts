@@ -58,16 +58,31 @@ export const closeLatency: Bench = {
     await server.close({ graceMs: 1000 })
     const rttName = 'our 64 B ping-pong RTT'
     const note = `${total} closes, ${forced} not graceful (either side); target: within 3 RTTs`
-    row({ bench: '1. close', metric: "client close() until its result, p50", unit: 'us', ours: f.p50, anchorName: rttName, anchor: rtt.ours, note })
-    row({ bench: '1. close', metric: "client close() until its result, p99", unit: 'us', ours: f.p99, anchorName: rttName, anchor: rtt.ours })
+    row({ bench: '1. close', metric: 'client close() until its result, p50', unit: 'us', ours: f.p50, anchorName: rttName, anchor: rtt.ours, note })
+    row({ bench: '1. close', metric: 'client close() until its result, p99', unit: 'us', ours: f.p99, anchorName: rttName, anchor: rtt.ours })
     row({ bench: '1. close', metric: "server: REQ received until its 'close', p50", unit: 'us', ours: f.sp50, anchorName: rttName, anchor: rtt.ours })
     row({ bench: '1. close', metric: "server: REQ received until its 'close', p99", unit: 'us', ours: f.sp99, anchorName: rttName, anchor: rtt.ours })
-    row({ bench: '1. close', metric: "client close() until both sides' 'close', p50", unit: 'us', ours: f.both, anchorName: rttName, anchor: rtt.ours })
+    row({
+      bench: '1. close',
+      metric: "client close() until both sides' 'close', p50",
+      unit: 'us',
+      ours: f.both,
+      anchorName: rttName,
+      anchor: rtt.ours,
+    })
     // close() resolves only once the native side freed everything; timings.closeMs stops at the
     // protocol's terminal state (REQ sent, ACK in, FIN out): the handshake without the teardown.
-    row({ bench: '1. close', metric: 'client handshake only (timings.closeMs: close() to FIN sent), p50', unit: 'us', ours: f.hs50, anchorName: rttName, anchor: rtt.ours, note: 'the rest of close() is freeing the transport resources (verified teardown)' })
+    row({
+      bench: '1. close',
+      metric: 'client handshake only (timings.closeMs: close() to FIN sent), p50',
+      unit: 'us',
+      ours: f.hs50,
+      anchorName: rttName,
+      anchor: rtt.ours,
+      note: 'the rest of close() is freeing the transport resources (verified teardown)',
+    })
     const rawName = transport === 'tcp' ? 'raw node:net 64 B RTT' : 'ib_send_lat RTT (2 x t_typical)'
-    row({ bench: '1. close', metric: "client close() until its result, p50", unit: 'us', ours: f.p50, anchorName: rawName, anchor: rtt.anchor })
+    row({ bench: '1. close', metric: 'client close() until its result, p50', unit: 'us', ours: f.p50, anchorName: rawName, anchor: rtt.anchor })
     ctx.extra.closeForced = forced
   },
 }

@@ -108,19 +108,43 @@ export const connectLatency: Bench = {
     }
     const rawName = 'raw node:net'
     const isTcp = transport === 'tcp'
-    row({ bench: '2. connect', metric: 'connect() resolved, gate ON, p50', unit: 'us', ours: f.onOpen, ...(isTcp ? { anchorName: `${rawName} connect`, anchor: f.rawOpen } : {}) })
-    row({ bench: '2. connect', metric: 'connect() resolved, gate OFF, p50', unit: 'us', ours: f.offOpen, ...(isTcp ? { anchorName: `${rawName} connect`, anchor: f.rawOpen } : {}) })
+    row({
+      bench: '2. connect',
+      metric: 'connect() resolved, gate ON, p50',
+      unit: 'us',
+      ours: f.onOpen,
+      ...(isTcp ? { anchorName: `${rawName} connect`, anchor: f.rawOpen } : {}),
+    })
+    row({
+      bench: '2. connect',
+      metric: 'connect() resolved, gate OFF, p50',
+      unit: 'us',
+      ours: f.offOpen,
+      ...(isTcp ? { anchorName: `${rawName} connect`, anchor: f.rawOpen } : {}),
+    })
     row({ bench: '2. connect', metric: 'connect() resolved, gate ON, p99', unit: 'us', ours: f.onOpenP99 })
     row({ bench: '2. connect', metric: 'connect() resolved, gate OFF, p99', unit: 'us', ours: f.offOpenP99 })
-    row({ bench: '2. connect', metric: "connect() until the server's first message, gate ON, p50", unit: 'us', ours: f.onFirst, ...(isTcp ? { anchorName: `${rawName} connect + first byte`, anchor: f.rawFirst } : {}) })
-    row({ bench: '2. connect', metric: "connect() until the server's first message, gate OFF, p50", unit: 'us', ours: f.offFirst, ...(isTcp ? { anchorName: `${rawName} connect + first byte`, anchor: f.rawFirst } : {}) })
+    row({
+      bench: '2. connect',
+      metric: "connect() until the server's first message, gate ON, p50",
+      unit: 'us',
+      ours: f.onFirst,
+      ...(isTcp ? { anchorName: `${rawName} connect + first byte`, anchor: f.rawFirst } : {}),
+    })
+    row({
+      bench: '2. connect',
+      metric: "connect() until the server's first message, gate OFF, p50",
+      unit: 'us',
+      ours: f.offFirst,
+      ...(isTcp ? { anchorName: `${rawName} connect + first byte`, anchor: f.rawFirst } : {}),
+    })
     row({ bench: '2. connect', metric: 'server: transport up until it may send (timings.connectMs), gate ON, p50', unit: 'us', ours: f.onServer })
     row({ bench: '2. connect', metric: 'server: transport up until it may send (timings.connectMs), gate OFF, p50', unit: 'us', ours: f.offServer })
     const gateCost = f.onFirst.map((v, i) => v - f.offFirst[i]!)
     const oneWay = rtt.map((v) => v / 2)
     row({
       bench: '2. connect',
-      metric: "gate cost: first message ON - OFF",
+      metric: 'gate cost: first message ON - OFF',
       unit: 'us',
       ours: gateCost,
       anchorName: 'one-way trip (our 64 B RTT / 2)',

@@ -12,7 +12,15 @@ export const fairness: Bench = {
       `${N.fairnessMs / 1000} s; idle connection (heartbeat ${r.heartbeat.intervalMs}/${r.heartbeat.timeoutMs} ms) ` +
       (up ? 'stayed up' : `went DOWN (${r.idleDown?.reason ?? r.serverDowns[0]?.reason})`) +
       `; ${r.ticks} ticks; floods: in-process ${r.inProcessMiBps.toFixed(0)} MiB/s, other process ${r.otherProcessMiBps.toFixed(0)} MiB/s`
-    row({ bench: '7. fairness', metric: 'max lag of a 50 ms interval while saturated', unit: 'ms', ours: [r.maxLagMs], anchorName: 'bound', anchor: [100], note })
+    row({
+      bench: '7. fairness',
+      metric: 'max lag of a 50 ms interval while saturated',
+      unit: 'ms',
+      ours: [r.maxLagMs],
+      anchorName: 'bound',
+      anchor: [100],
+      note,
+    })
     ctx.extra.fairness = r
   },
 }

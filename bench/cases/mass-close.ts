@@ -24,13 +24,16 @@ export const massClose: Bench = {
       const sampler = rssSampler(5)
       const conns: Connection[] = []
       for (let i = 0; i < n; i += 50) {
-        const batch = await Promise.all(
-          Array.from({ length: Math.min(50, n - i) }, () => connect({ ...ctx.baseOpts, port: server.port })),
-        )
+        const batch = await Promise.all(Array.from({ length: Math.min(50, n - i) }, () => connect({ ...ctx.baseOpts, port: server.port })))
         conns.push(...batch)
       }
       // every connection carries one message first, so that both sides are open and have read
-      await Promise.all(conns.map(async (c) => (await c.send('x'), await c.read())))
+      await Promise.all(
+        conns.map(async (c) => {
+          await c.send('x')
+          await c.read()
+        }),
+      )
       const t0 = now()
       const results = await Promise.all(conns.map((c) => c.close()))
       const sresults = await Promise.all(serverClosed)

@@ -63,7 +63,15 @@ export const pingPong: Bench = {
       const anchorName = transport === 'tcp' ? 'raw node:net' : 'ib_send_lat (2 x t_typical)'
       const label = size === 64 ? '64 B' : '4 KiB'
       if (transport === 'rdma') {
-        row({ bench: '3. ping-pong', metric: `RTT p50, ${label}`, unit: 'us', ours, anchorName: 'raw node:net tcp, same guest run', anchor: netRaw, note: 'target: below 1.0 (rdma faster than tcp through node:net)' })
+        row({
+          bench: '3. ping-pong',
+          metric: `RTT p50, ${label}`,
+          unit: 'us',
+          ours,
+          anchorName: 'raw node:net tcp, same guest run',
+          anchor: netRaw,
+          note: 'target: below 1.0 (rdma faster than tcp through node:net)',
+        })
       }
       row({ bench: '3. ping-pong', metric: `RTT p50, ${label}`, unit: 'us', ours, anchorName, anchor })
       const p99Anchor = transport === 'tcp' ? 'raw node:net' : 'raw node:net tcp, same guest run'

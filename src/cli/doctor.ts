@@ -76,7 +76,13 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
       add({ section: 'libraries', name: lib.name, status: 'ok', detail: version, more: [lib.realPath ?? lib.path], data: { ...lib } })
     } else {
       add(
-        { section: 'libraries', name: lib.name, status: 'fail', detail: 'not found (install rdma-core: libibverbs1/librdmacm1 or rdma-core)', data: { ...lib } },
+        {
+          section: 'libraries',
+          name: lib.name,
+          status: 'fail',
+          detail: 'not found (install rdma-core: libibverbs1/librdmacm1 or rdma-core)',
+          data: { ...lib },
+        },
         `${lib.name} not found`,
       )
     }
@@ -157,7 +163,10 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
     need = (limits.poolChunk + limits.sendPoolSlots) * limits.bufferSize
     perConnection = limits.initialWindow * limits.bufferSize
   } catch (err) {
-    add({ section: 'memory', name: 'native addon', status: 'fail', detail: `${codeOf(err)}: ${(err as Error).message}` }, 'the native addon could not be loaded')
+    add(
+      { section: 'memory', name: 'native addon', status: 'fail', detail: `${codeOf(err)}: ${(err as Error).message}` },
+      'the native addon could not be loaded',
+    )
   }
   const memlock = parseMemlock(readText('/proc/self/limits'))
   const ipcLock = hasIpcLock(readText('/proc/self/status'))
@@ -177,7 +186,14 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
           ? `${limitText}, not applied (CAP_IPC_LOCK); ${needText}`
           : `${limitText}; ${needText}: ${fits === Infinity ? 'no limit' : `${fits ?? '?'} fit`}`,
         more: status === 'fail' ? ['raise it: ulimit -l unlimited, or memlock in /etc/security/limits.conf'] : undefined,
-        data: { soft: json(memlock.soft), hard: json(memlock.hard), firstConnection: need, perConnection: each, connectionsThatFit: json(fits), capIpcLock: ipcLock },
+        data: {
+          soft: json(memlock.soft),
+          hard: json(memlock.hard),
+          firstConnection: need,
+          perConnection: each,
+          connectionsThatFit: json(fits),
+          capIpcLock: ipcLock,
+        },
       },
       `RLIMIT_MEMLOCK ${limitText} is below the ${bytes(need)} the first rdma connection on a device registers (ibv_reg_mr would fail with ENOMEM)`,
     )
@@ -189,7 +205,13 @@ export async function doctor(_values: Values, out: Output): Promise<number> {
   try {
     const server = await withDeadline(listen({ transport: 'rdma', host: probeHost, port: 0 }), PROBE_DEADLINE_MS, 'rdma listen')
     await withDeadline(server.close({ graceMs: 0 }), PROBE_DEADLINE_MS, 'closing the rdma listener')
-    add({ section: 'transport', name: 'rdma probe', status: 'ok', detail: `listened on ${probeHost}:${server.port} with rdma-cm`, data: { host: probeHost } })
+    add({
+      section: 'transport',
+      name: 'rdma probe',
+      status: 'ok',
+      detail: `listened on ${probeHost}:${server.port} with rdma-cm`,
+      data: { host: probeHost },
+    })
   } catch (err) {
     const code = codeOf(err)
     add(

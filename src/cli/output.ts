@@ -29,12 +29,12 @@ export function wantsColour(stream: Stream, env: NodeJS.ProcessEnv): boolean {
 }
 
 /** Cuts a line to `width` visible columns (ANSI colour codes take none). */
-export function fit(line: string, width = WIDTH): string {
-  // eslint-disable-next-line no-control-regex
+export function fitWidth(line: string, width = WIDTH): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: it matches ANSI colour codes, which start with ESC
   const visible = line.replace(/\x1b\[[0-9;]*m/g, '')
   if (visible.length <= width) return line
   // Colour never spans a cut line: drop it, then cut.
-  return visible.slice(0, width - 1) + '…'
+  return `${visible.slice(0, width - 1)}…`
 }
 
 export class Output {
@@ -68,13 +68,13 @@ export class Output {
   line(text = ''): void {
     if (this.json) return
     this.clearProgress()
-    this.stdout.write(fit(text) + '\n')
+    this.stdout.write(`${fitWidth(text)}\n`)
   }
 
   /** A JSON event (skipped in human mode): `{ event, t, ...fields }`. */
   event(event: string, fields: Record<string, unknown> = {}): void {
     if (!this.json) return
-    this.stdout.write(JSON.stringify({ event, t: round(this.elapsed()), ...fields }) + '\n')
+    this.stdout.write(`${JSON.stringify({ event, t: round(this.elapsed()), ...fields })}\n`)
   }
 
   /** Both at once: the human line, or the JSON event. */
@@ -90,7 +90,7 @@ export class Output {
   progress(fields: Record<string, unknown>, text: string): void {
     if (this.json) return this.event('progress', fields)
     if (this.stdout.isTTY !== true) return this.line(text)
-    this.stdout.write(`\r${fit(text)}\x1b[K`)
+    this.stdout.write(`\r${fitWidth(text)}\x1b[K`)
     this.progressShown = true
   }
 

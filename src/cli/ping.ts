@@ -4,17 +4,7 @@
  * the server's SHUTDOWN_NOTICE) stops the round trips early and still closes gracefully.
  */
 import { connect, type Connection } from '../index'
-import {
-  CliError,
-  codeOf,
-  DEFAULT_PORT,
-  hostOption,
-  intOption,
-  MAX_SIZE,
-  transportOption,
-  type Options,
-  type Values,
-} from './args'
+import { CliError, codeOf, DEFAULT_PORT, hostOption, intOption, MAX_SIZE, transportOption, type Options, type Values } from './args'
 import { ms, round, type Output } from './output'
 import { slashed, summarize } from './stats'
 import { onInterrupt, signalExit, sleep, withDeadline } from './wait'
@@ -101,7 +91,11 @@ export async function ping(values: Values, out: Output): Promise<number> {
     const c = conn
     watcher.name(c, { n: 1, label: 'client' })
     const connectMs = c.timings.connectMs ?? NaN
-    out.emit('connected', { id: c.id, peer: c.remoteAddress, ms: round(connectMs) }, `  connected to ${c.remoteAddress} in ${ms(connectMs)}: gate open`)
+    out.emit(
+      'connected',
+      { id: c.id, peer: c.remoteAddress, ms: round(connectMs) },
+      `  connected to ${c.remoteAddress} in ${ms(connectMs)}: gate open`,
+    )
     // The heading comes before the close's first step, which may be the engine's own answer to
     // the server's SHUTDOWN_NOTICE (closeOnShutdownNotice).
     let closeHeading = false
@@ -137,7 +131,8 @@ export async function ping(values: Values, out: Output): Promise<number> {
       })
       const rtt = performance.now() - at
       if (echo === null) break // the server ended (its shutdown): nothing more comes
-      if (!echo.equals(payload)) throw new CliError('ERR_ECHO_MISMATCH', `the echo of seq ${seq} differs from what was sent (${echo.length} bytes back)`)
+      if (!echo.equals(payload))
+        throw new CliError('ERR_ECHO_MISMATCH', `the echo of seq ${seq} differs from what was sent (${echo.length} bytes back)`)
       rtts.push(rtt)
       out.emit('reply', { seq, bytes: size, ms: round(rtt) }, `${size} bytes from ${where}: seq=${seq} time=${ms(rtt)}`)
       if (seq < count) await sleep(interval, stop.signal)

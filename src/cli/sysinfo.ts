@@ -285,7 +285,7 @@ export function parseMemlock(limits: string): Memlock {
 export function hasIpcLock(status: string): boolean {
   const hex = /^CapEff:\s*([0-9a-f]+)/im.exec(status)?.[1]
   if (hex === undefined) return false
-  return (BigInt(`0x${hex}`) >> 14n) & 1n ? true : false
+  return ((BigInt(`0x${hex}`) >> 14n) & 1n) === 1n
 }
 
 export function readText(p: string): string {

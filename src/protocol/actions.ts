@@ -18,15 +18,7 @@ export type ConnectionState =
   | 'DOWN' // terminal, outcome 'forced' (deadline, transport failure, heartbeat timeout, violation, destroy)
 
 /** The 8 states of the three-way close (closer: left path; responder: right path). */
-export type CloseState =
-  | 'NONE'
-  | 'REQ_SENT'
-  | 'REQ_RECEIVED'
-  | 'ACK_SENT'
-  | 'ACK_RECEIVED'
-  | 'FIN_SENT'
-  | 'FIN_RECEIVED'
-  | 'COMPLETED'
+export type CloseState = 'NONE' | 'REQ_SENT' | 'REQ_RECEIVED' | 'ACK_SENT' | 'ACK_RECEIVED' | 'FIN_SENT' | 'FIN_RECEIVED' | 'COMPLETED'
 
 export type Outcome = 'graceful' | 'forced'
 

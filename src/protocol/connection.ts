@@ -36,7 +36,7 @@ import {
   HandshakeTimeoutError,
   MessageTooLargeError,
   ProtocolViolationError,
-  RdmaGracefulError,
+  type RdmaGracefulError,
   ReadyTimeoutError,
   SendAfterEndError,
   SendQueueFullError,
@@ -475,9 +475,7 @@ export class ProtocolConnection {
 
   private onHandshakeDeadline(now: number): void {
     const gateWait = this.role === 'passive' && this.lifecycle === 'WAIT_READY'
-    const error = gateWait
-      ? new ReadyTimeoutError(this.options.readyTimeoutMs)
-      : new HandshakeTimeoutError(this.options.readyTimeoutMs)
+    const error = gateWait ? new ReadyTimeoutError(this.options.readyTimeoutMs) : new HandshakeTimeoutError(this.options.readyTimeoutMs)
     this.fail(now, error.reason, error)
   }
 
@@ -748,14 +746,15 @@ export class ProtocolConnection {
     const terminalError = error ?? new ConnectionClosedError(reason)
     this.terminalError = terminalError
     if (this.queue.length > 0) {
-      this.reject(this.queue.drain().map((q) => q.id), terminalError)
+      this.reject(
+        this.queue.takeAll().map((q) => q.id),
+        terminalError,
+      )
     }
     this.timers.stopAll()
     this.setState(now, outcome === 'graceful' ? 'CLOSED' : 'DOWN', reason)
     this.actions.push({ type: 'transportClose', graceful: outcome === 'graceful' })
-    this.actions.push(
-      error === undefined ? { type: 'closed', outcome, reason, at: now } : { type: 'closed', outcome, reason, at: now, error },
-    )
+    this.actions.push(error === undefined ? { type: 'closed', outcome, reason, at: now } : { type: 'closed', outcome, reason, at: now, error })
   }
 
   // ============================================================================ plumbing
@@ -768,9 +767,7 @@ export class ProtocolConnection {
     const credits = this.credits.fieldForOutgoingFrame()
     this.stats.framesSent++
     this.liveness.lastSentAt = now
-    this.actions.push(
-      sendId === undefined ? { type: 'sendFrame', kind, credits, payload } : { type: 'sendFrame', kind, credits, payload, sendId },
-    )
+    this.actions.push(sendId === undefined ? { type: 'sendFrame', kind, credits, payload } : { type: 'sendFrame', kind, credits, payload, sendId })
   }
 
   private reject(ids: number[], error: RdmaGracefulError): void {

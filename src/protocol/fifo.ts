@@ -29,7 +29,7 @@ export class Fifo<T> {
   }
 
   /** Empties the queue, returning what it held in order. */
-  drain(): T[] {
+  takeAll(): T[] {
     const all = this.items.slice(this.head)
     this.items = []
     this.head = 0

@@ -43,8 +43,7 @@ export const Capability = {
   HEARTBEAT: 1 << 2,
   CREDITS: 1 << 3,
 } as const
-export const ALL_CAPABILITIES =
-  Capability.READY_GATE | Capability.THREE_WAY_CLOSE | Capability.HEARTBEAT | Capability.CREDITS
+export const ALL_CAPABILITIES = Capability.READY_GATE | Capability.THREE_WAY_CLOSE | Capability.HEARTBEAT | Capability.CREDITS
 
 export const PROTOCOL_VERSION = 1
 
