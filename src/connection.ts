@@ -283,11 +283,14 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     if (!this.refed) this.hub.setRef(conn, false)
   }
 
-  /** @internal The transport is up (connected or accepted): start the protocol. */
-  start(peer: string, qp: QpNumbers | undefined): void {
+  /**
+   * @internal The transport is up (connected or accepted): start the protocol. `at`: when the
+   * transport came up (a server admits a peer at its HELLO; its setup deadline counts from accept).
+   */
+  start(peer: string, qp: QpNumbers | undefined, at = now()): void {
     this.remote = peer
-    this.openedAt = now()
-    this.engine.start(now(), qp ?? {})
+    this.openedAt = at
+    this.engine.start(at, qp ?? {})
     this.runActions()
   }
 

@@ -3,11 +3,13 @@
  * stop accepting, send SHUTDOWN_NOTICE to every connection and keep serving; clients finish and
  * close with REQ/ACK/FIN; whoever is left at the end of the grace period is force-closed.
  */
+import { Admission } from './admission'
 import { Connection, type CloseResult, type DriverOptions, type ProtocolOptions } from './connection'
 import type { TransportError } from './errors'
 import { TypedEmitter, type ServerEventMap } from './events'
 import type { BindingListenOptions } from './native'
 import { invalid } from './options'
+import { DEFAULTS } from './protocol'
 import { Hub, type TransportKind } from './reactor'
 
 export interface ServerCloseResult {
@@ -27,6 +29,8 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   readonly host: string
   readonly port: number
   private readonly live = new Set<Connection>()
+  /** Accepted peers whose HELLO has not arrived yet: not connections yet. */
+  private readonly admitting = new Set<Admission>()
   private readonly accepted: Connection[] = []
   private readonly waiters: Array<(r: IteratorResult<Connection>) => void> = []
   private readonly listenerId: number
@@ -47,18 +51,33 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
     super()
     this.transport = hub.kind
     this.host = opts.host
+    const readyTimeoutMs = protocol.readyTimeoutMs ?? DEFAULTS.readyTimeoutMs
     const listening = hub.listen(opts, {
+      // A peer becomes a 'connection' at its first frame, a valid client HELLO (src/admission.ts).
       accepted: (conn, peer, qp) => {
-        const c = new Connection(hub, 'passive', protocol)
-        c.attach(conn, peer)
-        const events = c.transportEvents()
-        this.track(c)
-        // The application hears of the connection first, so that its 'state' listeners see every
-        // state change from the first; the protocol starts right after, in the same turn.
-        this.offer(c)
-        c.start(peer, qp)
-        if (this.closing !== undefined) c.shutdownNotice(this.graceLeft())
-        return events
+        const acceptedAt = performance.now()
+        const admission: Admission = new Admission(hub, conn, readyTimeoutMs, {
+          admit: () => {
+            this.admitting.delete(admission)
+            const c = new Connection(hub, 'passive', protocol)
+            c.attach(conn, peer)
+            const events = c.transportEvents()
+            this.track(c)
+            // The application hears of the connection first, so that its 'state' listeners see
+            // every state change from the first; the protocol starts right after, in the same turn.
+            this.offer(c)
+            c.start(peer, qp, acceptedAt)
+            if (this.closing !== undefined) c.shutdownNotice(this.graceLeft())
+            return events
+          },
+          refuse: (error) => {
+            this.admitting.delete(admission)
+            this.emit('clientError', error, peer)
+          },
+        })
+        this.admitting.add(admission)
+        if (this.closing !== undefined) admission.cutOff(this.graceLeft())
+        return admission
       },
       acceptFailed: (peer, error: TransportError) => this.emit('clientError', error, peer),
       closed: () => this.listenerGone(),
@@ -101,8 +120,10 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
     this.graceEndsAt = performance.now() + graceMs
     this.hub.closeListener(this.listenerId)
     for (const c of this.live) c.shutdownNotice(graceMs)
+    for (const a of this.admitting) a.cutOff(graceMs)
     this.closing = (async () => {
       await this.listenerClosed
+      await Promise.all([...this.admitting].map((a) => a.settled))
       await Promise.all([...this.live].map((c) => c.closed))
       for (const w of this.waiters.splice(0)) w({ done: true, value: undefined })
       this.emit('close', this.tally)
