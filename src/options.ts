@@ -8,9 +8,12 @@ import { rdmaLimits } from './native'
 import { resolveOptions } from './protocol/options'
 import type { TransportKind } from './reactor'
 
+/** What `transport` may ask for: a transport, or 'auto' (rdma where a device serves the address, else tcp). */
+export type TransportRequest = TransportKind | 'auto'
+
 export interface TransportOptions {
-  /** 'tcp' (default) or 'rdma'. */
-  transport?: TransportKind
+  /** 'tcp' (default), 'rdma', or 'auto': rdma where a usable RDMA device serves the address, else tcp. */
+  transport?: TransportRequest
   /** Largest message in bytes, each way (default 1 MiB on tcp, 64 KiB on rdma; at most 64 MiB). */
   maxMessageSize?: number
   /**
@@ -53,9 +56,23 @@ export function invalid(message: string): TransportError {
   return new TransportError('ERR_INVALID_ARGUMENT', message)
 }
 
-export function transportOf(o: TransportOptions): TransportKind {
+/** The transport asked for, checked. */
+export function requestOf(o: TransportOptions): TransportRequest {
   const t = o.transport ?? 'tcp'
-  if (t !== 'tcp' && t !== 'rdma') throw invalid(`transport must be 'tcp' or 'rdma', got ${JSON.stringify(t)}`)
+  if (t !== 'tcp' && t !== 'rdma' && t !== 'auto') throw invalid(`transport must be 'tcp', 'rdma' or 'auto', got ${JSON.stringify(t)}`)
+  return t
+}
+
+/** The transports a request may end up on: options are checked against each, so 'auto' fails alike everywhere. */
+export function candidatesOf(o: TransportOptions): TransportKind[] {
+  const t = requestOf(o)
+  return t === 'auto' ? ['tcp', 'rdma'] : [t]
+}
+
+/** The concrete transport of options whose `transport` is not 'auto' (checked). */
+export function transportOf(o: TransportOptions): TransportKind {
+  const t = requestOf(o)
+  if (t === 'auto') throw new Error("internal: transportOf() on 'auto'; pick a transport first")
   return t
 }
 
@@ -106,7 +123,12 @@ const PROTOCOL_KEYS: ReadonlyArray<keyof ProtocolOptions> = [
 
 /** The connection options (protocol engine and driver) out of the caller's options, checked. */
 export function connectionOptionsOf(o: ProtocolOptions & TransportOptions & DriverOptions): ProtocolOptions & DriverOptions & { maxMessageSize: number } {
-  const picked = protocolOptionsOf(o)
+  const picked: ProtocolOptions & DriverOptions & { maxMessageSize: number } = protocolOptionsOf(o)
+  if (o.writableHighWaterMark !== undefined) {
+    const m = o.writableHighWaterMark
+    if (!Number.isInteger(m) || m < 1 || m > Number.MAX_SAFE_INTEGER) throw invalid(`writableHighWaterMark must be an integer number of bytes >= 1, got ${m}`)
+    picked.writableHighWaterMark = m
+  }
   if (o.sendTimeoutMs === undefined) return picked
   // A driver timer (chained past setTimeout's 2^31-1 ms): like the protocol's durations, anything
   // from 1 ms to years, unlike the transport deadlines that the native side takes as u32 ms.
