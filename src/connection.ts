@@ -238,10 +238,15 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
    * Sends one message. Resolves once it is handed to the transport (which may wait for the
    * readiness gate or for a credit from the peer); rejects with a typed error if it never can be.
    */
-  send(data: Buffer | Uint8Array | string, opts: SendOptions = {}): Promise<void> {
+  send(data: Buffer | Uint8Array | string, opts?: SendOptions): Promise<void> {
     const payload = payloadOf(data, 'send')
     if (payload instanceof Error) return Promise.reject(payload) // bad input rejects, never throws
-    const { signal } = opts
+    let signal: AbortSignal | undefined
+    try {
+      signal = signalOf(opts, 'send()')
+    } catch (err) {
+      return Promise.reject(err)
+    }
     if (signal?.aborted) return Promise.reject(signal.reason)
     return new Promise<void>((resolve, reject) => this.enqueue(payload, { resolve, reject, bytes: payload.length }, signal))
   }

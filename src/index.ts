@@ -11,12 +11,16 @@ import { isIP } from 'node:net'
 
 import { Connection } from './connection'
 import { TransportError } from './errors'
+import { signalOf } from './abort'
 import { chooseTransport, fallBack, rdmaView, type TransportChoice } from './auto'
 import { connectChannel, publish } from './diagnostics'
 import type { BindingConnectOptions } from './native'
 import {
+  backlogOf,
   candidatesOf,
   connectionOptionsOf,
+  hostOf,
+  optionsObject,
   maxMessageSizeOf,
   portOf,
   rdmaTuningOf,
@@ -72,14 +76,17 @@ async function resolveHost(host: string, kind: TransportRequest): Promise<string
 }
 
 /** Starts a server. Resolves once it is listening (see `server.port`). */
-export async function listen(opts: ListenOptions = {}): Promise<Server> {
+export async function listen(options?: ListenOptions): Promise<Server> {
+  const opts = optionsObject(options, 'listen', true)
   const request = requestOf(opts)
+  const backlog = backlogOf(opts.backlog)
+  const name = hostOf(opts)
   const port = portOf(opts.port ?? 0, true)
   // Every transport the request may end on checks the options now (maxMessageSize, receiveWindow).
   const checked = candidatesOf(opts).map((transport) => ({ transport, ...listenSettingsOf({ ...opts, transport }) }))
   const handshakeTimeoutMs = timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000)
   const { rdmaAckTimeoutExponent } = rdmaTuningOf(opts)
-  const host = await resolveHost(opts.host ?? '127.0.0.1', request)
+  const host = await resolveHost(name, request)
   const choice = request === 'auto' ? chooseTransport('listen', host, rdmaView()) : undefined
   const kind = choice?.transport ?? (request as TransportKind)
   const { maxPayload, protocol } = checked.find((c) => c.transport === kind)!
@@ -89,7 +96,7 @@ export async function listen(opts: ListenOptions = {}): Promise<Server> {
       host,
       port,
       maxPayload,
-      backlog: opts.backlog,
+      backlog,
       handshakeTimeoutMs,
       rdmaAckTimeoutExponent,
     },
@@ -108,13 +115,14 @@ function listenSettingsOf(o: ListenOptions): { maxPayload: number; protocol: Ret
  * READY sent, so the server may send. Rejects with a typed error otherwise. With transport 'auto',
  * tries rdma first where it may serve the host and falls back to tcp (src/auto.ts says when).
  */
-export async function connect(opts: ConnectOptions): Promise<Connection> {
+export async function connect(options: ConnectOptions): Promise<Connection> {
   // Everything that can be refused is checked before anything native starts.
+  const opts = optionsObject(options, 'connect', false)
   const request = requestOf(opts)
   const settings = new Map(candidatesOf(opts).map((transport) => [transport, connectSettingsOf({ ...opts, transport })]))
-  const { signal } = opts
+  const signal = signalOf(opts, 'connect()')
   if (signal?.aborted) throw signal.reason
-  const name = opts.host ?? '127.0.0.1'
+  const name = hostOf(opts)
   // An address starts at once; a name is resolved first (nothing native exists yet, so an abort
   // meanwhile just rejects).
   const host = isIP(name) !== 0 ? name : await untilAborted(resolveHost(name, request), signal)

@@ -92,6 +92,27 @@ export function maxMessageSizeOf(o: TransportOptions): number {
   return m
 }
 
+/** The options argument of listen()/connect(): an object (listen's may be left out). */
+export function optionsObject<T>(o: T | undefined, call: string, optional: boolean): T {
+  if (o === undefined && optional) return {} as T
+  if (typeof o !== 'object' || o === null) throw invalid(`${call}() takes an options object, got ${o === null ? 'null' : typeof o}`)
+  return o
+}
+
+/** `host`, checked: a string (default '127.0.0.1'). */
+export function hostOf(o: { host?: unknown }): string {
+  const h = o.host ?? '127.0.0.1'
+  if (typeof h !== 'string') throw invalid(`host must be a string (an address or a name), got ${typeof h}`)
+  return h
+}
+
+/** `backlog`, checked: an integer from 0 (the kernel takes at least 1) up to 2^31-1, or undefined. */
+export function backlogOf(b: unknown): number | undefined {
+  if (b === undefined) return undefined
+  if (typeof b !== 'number' || !Number.isInteger(b) || b < 0 || b > 0x7fffffff) throw invalid(`backlog must be an integer in 0..2^31-1, got ${String(b)}`)
+  return b
+}
+
 export function portOf(p: unknown, allowZero: boolean): number {
   if (typeof p !== 'number' || !Number.isInteger(p) || p < (allowZero ? 0 : 1) || p > 65535) {
     throw invalid(`port must be an integer in ${allowZero ? 0 : 1}..65535, got ${String(p)}`)
