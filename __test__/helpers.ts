@@ -5,7 +5,7 @@ import path from 'node:path'
 
 import type { ExecutionContext } from 'ava'
 
-import { liveCounts } from '../src/index'
+import { connect, listen, liveCounts, type Connection, type ConnectOptions, type ListenOptions, type Server } from '../src/index'
 import { Hub } from '../src/hub'
 
 export interface Peer {
@@ -90,3 +90,14 @@ export function rdmaUnavailableReason(): string | undefined {
 
 /** The address rdma tests listen on: the Soft-RoCE device's (rdma-cm does not work on 127.0.0.1). */
 export const rdmaHost = process.env.SOFTROCE_IP ?? process.env.RDMA_TEST_HOST ?? '127.0.0.1'
+
+/** A tcp server on a free port and one client of it: the client and the server's side of it. */
+export async function serverAndClient(
+  clientOpts: Partial<ConnectOptions> = {},
+  serverOpts: ListenOptions = {},
+): Promise<{ server: Server; client: Connection; peer: Connection }> {
+  const server = await listen({ port: 0, ...serverOpts })
+  const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
+  const client = await connect({ ...clientOpts, port: server.port })
+  return { server, client, peer: await accepted }
+}

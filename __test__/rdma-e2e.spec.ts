@@ -3,10 +3,12 @@
  * (`npm run test:rdma`); elsewhere every test is reported as skipped, with the reason in its title.
  */
 import net from 'node:net'
+import { PassThrough, Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { connect, listen, liveCounts, type Connection } from '../src/index'
+import { connect, listen, liveCounts, toDuplex, type TransportError, type Connection } from '../src/index'
 import { runDemo } from '../src/demo'
 import { assertNoLiveResources, rdmaHost, rdmaUnavailableReason, startPeer, withDeadline } from './helpers'
 
@@ -102,5 +104,96 @@ rdmaTest('rdma: a server shutdown serves in-flight work, then closes; a straggle
   t.deepEqual(await replies, ['one', 'two'])
   t.is((await polite.closed).outcome, 'graceful')
   t.is((await straggler.closed).outcome, 'forced')
+  assertNoLiveResources(t)
+})
+
+rdmaTest("rdma: transport 'auto' listens and connects over rdma on the device's address, tcp on loopback", async (t) => {
+  const server = await listen({ transport: 'auto', host: rdmaHost, port: 0 })
+  t.is(server.transport, 'rdma')
+  t.regex(server.transportChoice!.reason, /ACTIVE RDMA port serves/)
+  server.on(
+    'connection',
+    (c) =>
+      void (async () => {
+        for await (const m of c) await c.send(m)
+      })().catch(() => {}),
+  )
+  const conn = await connect({ transport: 'auto', host: rdmaHost, port: server.port })
+  t.is(conn.transport, 'rdma')
+  t.is(conn.transportChoice?.transport, 'rdma')
+  await conn.send('auto over rdma')
+  t.is((await conn.read())?.toString(), 'auto over rdma')
+  t.is((await conn.close()).outcome, 'graceful')
+  await server.close()
+  const loop = await listen({ transport: 'auto', host: '127.0.0.1', port: 0 })
+  t.is(loop.transport, 'tcp')
+  t.regex(loop.transportChoice!.reason, /loopback/)
+  await loop.close()
+  assertNoLiveResources(t)
+})
+
+rdmaTest("rdma: transport 'auto' falls back to tcp when nothing listens over rdma (a tcp server on the device's address)", async (t) => {
+  const server = await listen({ transport: 'tcp', host: rdmaHost, port: 0 })
+  server.on(
+    'connection',
+    (c) =>
+      void (async () => {
+        for await (const m of c) await c.send(m)
+      })().catch(() => {}),
+  )
+  const conn = await connect({ transport: 'auto', host: rdmaHost, port: server.port })
+  t.is(conn.transport, 'tcp')
+  t.is((conn.transportChoice?.rdmaError as TransportError | undefined)?.code, 'ERR_CONNECTION_REFUSED')
+  t.regex(conn.transportChoice!.reason, /fell back to tcp/)
+  await conn.send('fallback')
+  t.is((await conn.read())?.toString(), 'fallback')
+  t.is((await conn.close()).outcome, 'graceful')
+  await server.close()
+  assertNoLiveResources(t)
+})
+
+rdmaTest('rdma: toDuplex pipeline of 2,000 messages through an echo, in order, with byte counters and write() backpressure', async (t) => {
+  const server = await listen({ transport: 'rdma', host: rdmaHost, port: 0 })
+  server.on('connection', (c) => {
+    const d = toDuplex(c)
+    void pipeline(d, new PassThrough({ objectMode: true }), d).catch(() => {})
+  })
+  const conn = await connect({ transport: 'rdma', host: rdmaHost, port: server.port, writableHighWaterMark: 4096 })
+  const d = toDuplex(conn)
+  const got: string[] = []
+  const total = 2000
+  await withDeadline(
+    Promise.all([
+      pipeline(
+        Readable.from(
+          (function* () {
+            for (let i = 0; i < total; i++) yield `r${i}`
+          })(),
+        ),
+        d,
+      ),
+      pipeline(
+        d,
+        new Writable({
+          objectMode: true,
+          write: (c: Buffer, _e, cb) => {
+            got.push(c.toString())
+            cb()
+          },
+        }),
+      ),
+    ]),
+    120_000,
+    'rdma pipelines',
+  )
+  t.deepEqual(
+    got,
+    Array.from({ length: total }, (_, i) => `r${i}`),
+  )
+  t.is((await conn.closed).outcome, 'graceful')
+  const bytes = got.reduce((n, m) => n + m.length, 0)
+  t.is(conn.stats.bytesSent, bytes)
+  t.is(conn.stats.bytesReceived, bytes)
+  await server.close()
   assertNoLiveResources(t)
 })

@@ -6,13 +6,18 @@
  * Habits from node:net: `end()` half-closes (this side sends no more, keeps reading), `close()` runs
  * the graceful three-way close and resolves with its result, `destroy()` aborts at once.
  */
-import { channel } from 'node:diagnostics_channel'
-
+import { abortError, bindAbort, signalOf } from './abort'
+import type { TransportChoice } from './auto'
+import { DEFAULT_WRITABLE_HIGH_WATER_MARK, WriteGauge } from './backpressure'
+import { closeChannel, diagnosticChannel, publish, stateChannel, type Role } from './diagnostics'
 import { ConnectionDownError, SendTimeoutError, TransportError } from './errors'
-import { TypedEmitter, type ConnectionEventMap } from './events'
+import { TypedEmitter, type ConnectionEventMap, type Diagnostic } from './events'
+import { IdleTimeout } from './idle-timeout'
 import { Fifo } from './protocol/fifo'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import {
+  DEFAULTS,
+  FrameKind,
   ProtocolConnection,
   type Action,
   type CloseState,
@@ -24,8 +29,7 @@ import {
 } from './protocol'
 import type { ConnectionEvents, Hub, QpNumbers, TransportKind } from './hub'
 
-/** Every state change of every connection, as `{ connectionId, transport, ...StateChange, timestamp }`. */
-export const stateChannel = channel('rdma-graceful:state')
+export { stateChannel } from './diagnostics'
 
 /** Protocol options a caller may tune per connection (see README for the defaults). */
 export type ProtocolOptions = Pick<
@@ -52,6 +56,11 @@ export interface DriverOptions {
    * reading) before it rejects with ERR_SEND_TIMEOUT; the connection stays up. Default 60000.
    */
   sendTimeoutMs?: number
+  /**
+   * Bytes of queued messages (waiting for the gate or credits) at which `write()` returns false
+   * until 'drain'. Default 65536.
+   */
+  writableHighWaterMark?: number
 }
 
 export const DEFAULT_SEND_TIMEOUT_MS = 60_000
@@ -61,9 +70,39 @@ export interface SendOptions {
   signal?: AbortSignal
 }
 
+export interface ReadOptions {
+  /** Gives up the wait: rejects with an AbortError (`code` 'ABORT_ERR', `cause` the reason); no message is taken. */
+  signal?: AbortSignal
+}
+
+export interface CloseOptions {
+  /** Aborting turns the graceful close into a forced one (reason 'aborted'). */
+  signal?: AbortSignal
+}
+
+/** Byte counters of a connection (`conn.stats`), next to the protocol's counters. */
+export interface ByteCounters {
+  /** Application bytes: the DATA payloads handed to the transport. */
+  bytesSent: number
+  /** Application bytes: the DATA payloads received. */
+  bytesReceived: number
+  /** Every frame handed to / received from the transport, with its 8-byte header (tcp and rdma alike). */
+  wireBytesSent: number
+  wireBytesReceived: number
+}
+
+/** `conn.stats`: the protocol's counters and the byte counters, a snapshot. */
+export type ConnectionStatsSnapshot = ConnectionStats & ByteCounters
+
+/** Wire overhead per frame, counted in the wire byte counters (tcp's frame header). */
+const FRAME_HEADER_BYTES = 8
+
 interface PendingSend {
   resolve(): void
   reject(e: Error): void
+  /** Payload bytes; counted in the write gauge while the send waits (`queued`). */
+  bytes: number
+  queued?: boolean
   /** Removes the send's abort listener; set only on sends that had to wait, with a signal. */
   release?: () => void
 }
@@ -124,7 +163,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private transportGone = false
   private resolveClosed!: (r: CloseResult) => void
   private running = false
-  private readonly autoEnd: boolean
+  private autoEnd: boolean
   /** The application has read (or waited to read) from this connection at least once. */
   private reader = false
   private finished = false
@@ -133,16 +172,26 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private closeStartedAt: number | undefined
   private remote = ''
   private refed = true
+  private readonly role: Role
+  private choice: TransportChoice | undefined
+  private readonly bytes: ByteCounters = { bytesSent: 0, bytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0 }
+  private readonly idle = new IdleTimeout(() => this.notify('timeout'))
+  private readonly gauge: WriteGauge
 
   /** @internal Made by connect() and Server; not for applications. */
   constructor(
     private readonly hub: Hub,
     role: 'active' | 'passive',
-    { sendTimeoutMs, ...options }: ProtocolOptions & DriverOptions,
+    { sendTimeoutMs, writableHighWaterMark, ...options }: ProtocolOptions & DriverOptions,
   ) {
     super()
     this.transport = hub.kind
+    this.role = role === 'active' ? 'client' : 'server'
     this.sendTimeoutMs = sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS
+    const maxQueued = options.maxQueuedSends ?? DEFAULTS.maxQueuedSends
+    this.gauge = new WriteGauge(writableHighWaterMark ?? DEFAULT_WRITABLE_HIGH_WATER_MARK, Math.max(1, Math.floor(maxQueued / 2)), () =>
+      this.notify('drain'),
+    )
     // Half-open policy lives here, not in the engine: like node:net, a connection that does not
     // allow half-open ends its side once the application has *read* up to the peer's end, so
     // replies to requests it already received still go out before DISCONNECT_ACK.
@@ -164,32 +213,107 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   get remoteAddress(): string {
     return this.remote
   }
-  get stats(): ConnectionStats {
-    return this.engine.stats
+  /** The protocol's counters and the byte counters (a snapshot). */
+  get stats(): ConnectionStatsSnapshot {
+    return { ...this.engine.stats, ...this.bytes }
+  }
+
+  /** With transport 'auto': what was chosen and why (undefined when a transport was named). */
+  get transportChoice(): TransportChoice | undefined {
+    return this.choice
+  }
+
+  /** Bytes of the messages accepted by send()/write() that wait for the gate or credits. */
+  get writableLength(): number {
+    return this.gauge.bytes
+  }
+
+  /** How many messages wait for the gate or credits. */
+  get writableMessages(): number {
+    return this.gauge.messages
+  }
+
+  /** The mark at which write() returns false (bytes). */
+  get writableHighWaterMark(): number {
+    return this.gauge.highWaterMark
+  }
+
+  /** A write() returned false and 'drain' has not been emitted yet. */
+  get writableNeedDrain(): boolean {
+    return this.gauge.needDrain
   }
 
   /**
    * Sends one message. Resolves once it is handed to the transport (which may wait for the
    * readiness gate or for a credit from the peer); rejects with a typed error if it never can be.
    */
-  send(data: Buffer | Uint8Array | string, opts: SendOptions = {}): Promise<void> {
-    let payload: Buffer
-    if (typeof data === 'string') payload = Buffer.from(data)
-    else if (data instanceof Uint8Array) payload = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-    else {
-      // A promise-returning call reports bad input as a rejection, never a synchronous throw.
-      const what = data === null ? 'null' : Array.isArray(data) ? 'an array' : typeof data
-      return Promise.reject(new TransportError('ERR_INVALID_ARGUMENT', `send() takes a Buffer, a Uint8Array or a string, got ${what}`))
+  send(data: Buffer | Uint8Array | string, opts?: SendOptions): Promise<void> {
+    const payload = payloadOf(data, 'send')
+    if (payload instanceof Error) return Promise.reject(payload) // bad input rejects, never throws
+    let signal: AbortSignal | undefined
+    try {
+      signal = signalOf(opts, 'send()')
+    } catch (err) {
+      return Promise.reject(err)
     }
-    const { signal } = opts
     if (signal?.aborted) return Promise.reject(signal.reason)
-    return new Promise<void>((resolve, reject) => {
-      const id = this.engine.send(now(), payload)
-      const pending: PendingSend = { resolve, reject }
-      this.sends.set(id, pending)
-      this.runActions()
-      if (this.sends.has(id)) this.armSendDeadline(id, pending, signal)
-    })
+    return new Promise<void>((resolve, reject) => this.enqueue(payload, { resolve, reject, bytes: payload.length }, signal))
+  }
+
+  /**
+   * Sends one message without a promise, like `writable.write()`: returns false once the queued
+   * messages reach `writableHighWaterMark` (wait for 'drain'). `callback(error?)` runs when the
+   * message is handed to the transport or fails. A write that fails without a callback (ERR_SEND_TIMEOUT,
+   * ERR_MESSAGE_TOO_LARGE, ERR_SEND_AFTER_END ...) destroys the connection with reason 'write-failed'
+   * and that error as the cause, so no message is ever lost silently: the close result says so.
+   * Bad input (not a Buffer, Uint8Array or string) throws ERR_INVALID_ARGUMENT.
+   */
+  write(data: Buffer | Uint8Array | string, callback?: (error?: Error) => void): boolean {
+    const payload = payloadOf(data, 'write')
+    if (payload instanceof Error) throw payload
+    const pending: PendingSend = {
+      resolve: () => callback?.(),
+      reject: (error) => {
+        if (callback) callback(error)
+        else if (!this.engine.isTerminal) {
+          this.engine.destroy(now(), error, 'write-failed')
+          this.runActions()
+        }
+      },
+      bytes: payload.length,
+    }
+    this.enqueue(payload, pending, undefined)
+    return this.gauge.check()
+  }
+
+  private enqueue(payload: Buffer, pending: PendingSend, signal: AbortSignal | undefined): void {
+    const id = this.engine.send(now(), payload)
+    this.sends.set(id, pending)
+    this.runActions()
+    if (!this.sends.has(id)) return
+    pending.queued = true
+    this.gauge.add(pending.bytes)
+    this.armSendDeadline(id, pending, signal)
+  }
+
+  /**
+   * Like `net.Socket#setTimeout()`: emits 'timeout' after `ms` without application traffic either
+   * way (heartbeats do not count); the connection stays open. 0 disables; calling it again re-arms.
+   * `callback` is added as a once-listener of 'timeout' (removed again by `setTimeout(0, callback)`).
+   */
+  setTimeout(ms: number, callback?: () => void): this {
+    this.idle.set(ms)
+    if (callback !== undefined) {
+      if (ms === 0) this.off('timeout', callback)
+      else this.once('timeout', callback)
+    }
+    if (this.engine.isTerminal) this.idle.stop()
+    return this
+  }
+
+  /** The idle timeout set by setTimeout(), ms (0: none). */
+  get timeout(): number {
+    return this.idle.timeoutMs
   }
 
   /**
@@ -218,11 +342,31 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     this.runActions()
   }
 
-  /** Graceful close (DISCONNECT_REQ / ACK / FIN); resolves with the outcome, never rejects. */
-  close(): Promise<CloseResult> {
+  /**
+   * Graceful close (DISCONNECT_REQ / ACK / FIN); resolves with the outcome, never rejects. An
+   * abort of `signal` before the close is done forces it: reason 'aborted', the cause the signal's reason.
+   */
+  close(opts?: CloseOptions): Promise<CloseResult> {
+    let signal: AbortSignal | undefined
+    try {
+      signal = signalOf(opts, 'close()')
+    } catch (err) {
+      return Promise.reject(err) // bad options: the one rejection close() has
+    }
     this.closeStartedAt ??= now()
     this.engine.close(now())
     this.runActions()
+    if (signal !== undefined && this.result === undefined) {
+      const abort = (): void => {
+        this.engine.destroy(now(), signal.reason, 'aborted')
+        this.runActions()
+      }
+      if (signal.aborted) abort()
+      else {
+        signal.addEventListener('abort', abort, { once: true })
+        void this.closed.then(() => signal.removeEventListener('abort', abort))
+      }
+    }
     return this.closed
   }
 
@@ -256,9 +400,12 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     await this.close()
   }
 
-  /** The next message, or null once the peer has ended. Rejects when the connection went down. */
-  async read(): Promise<Buffer | null> {
-    const r = await this.next()
+  /**
+   * The next message, or null once the peer has ended. Rejects when the connection went down, or
+   * with an AbortError when `signal` aborts first (no message is taken: the next read gets it).
+   */
+  async read(opts?: ReadOptions): Promise<Buffer | null> {
+    const r = await this.next(signalOf(opts, 'read()'))
     return r.done ? null : r.value
   }
 
@@ -266,7 +413,8 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     return { next: () => this.next(), return: async () => ({ done: true, value: undefined }) }
   }
 
-  private next(): Promise<IteratorResult<Buffer>> {
+  private next(signal?: AbortSignal): Promise<IteratorResult<Buffer>> {
+    if (signal?.aborted) return Promise.reject(abortError(signal, 'read()'))
     this.reader = true
     const message = this.received.shift()
     if (message !== undefined) {
@@ -279,7 +427,17 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       return Promise.resolve({ done: true, value: undefined })
     }
     if (this.readEnd !== undefined) return Promise.reject(this.readEnd)
-    return new Promise((resolve, reject) => this.reads.push({ resolve, reject }))
+    return new Promise((resolve, reject) => {
+      const pending: PendingRead = { resolve, reject }
+      if (signal !== undefined) bindAbort(signal, pending, () => this.withdrawRead(pending), 'read()')
+      this.reads.push(pending)
+    })
+  }
+
+  private withdrawRead(pending: PendingRead): boolean {
+    const at = this.reads.indexOf(pending)
+    if (at >= 0) this.reads.splice(at, 1)
+    return at >= 0
   }
 
   // ------------------------------------------------------------------ transport -> engine
@@ -291,11 +449,14 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     if (!this.refed) this.hub.setRef(conn, false)
   }
 
-  /** @internal The transport is up (connected or accepted): start the protocol. */
-  start(peer: string, qp: QpNumbers | undefined): void {
+  /**
+   * @internal The transport is up (connected or accepted): start the protocol. `at`: when the
+   * transport came up (a server admits a peer at its HELLO; its setup deadline counts from accept).
+   */
+  start(peer: string, qp: QpNumbers | undefined, at = now()): void {
     this.remote = peer
-    this.openedAt = now()
-    this.engine.start(now(), qp ?? {})
+    this.openedAt = at
+    this.engine.start(at, qp ?? {})
     this.runActions()
   }
 
@@ -309,6 +470,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         this.finish() // a connection destroyed while connecting still reports 'close'
       },
       frame: (kind, credits, payload) => {
+        this.bytes.wireBytesReceived += FRAME_HEADER_BYTES + payload.length
         this.engine.frameReceived(now(), { kind, credits, payload })
         this.runActions()
       },
@@ -418,7 +580,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         this.stateChanged(a)
         return
       case 'diagnostic':
-        this.notify('diagnostic', a)
+        this.diagnostic(a)
         return
       case 'rejectSends':
         for (const id of a.ids) this.settleSend(id, a.error)
@@ -447,6 +609,11 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private sendFrame(kind: number, credits: number, payload: Buffer, sendId: number | undefined): void {
     try {
       this.hub.send(this.conn, kind, credits, payload)
+      this.bytes.wireBytesSent += FRAME_HEADER_BYTES + payload.length
+      if (kind === FrameKind.DATA) {
+        this.bytes.bytesSent += payload.length
+        this.idle.activity()
+      }
     } catch (err) {
       const cause = err instanceof TransportError ? err : new TransportError('ERR_IO', String(err))
       if (cause.code === 'ERR_NOT_FOUND') {
@@ -470,11 +637,14 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     if (pending === undefined) return
     this.sends.delete(id)
     pending.release?.()
+    if (pending.queued) this.gauge.remove(pending.bytes, !this.engine.isTerminal)
     if (error) pending.reject(error)
     else pending.resolve()
   }
 
   private deliver(payload: Buffer): void {
+    this.bytes.bytesReceived += payload.length
+    this.idle.activity()
     const reader = this.reads.shift()
     if (reader) {
       this.engine.consumed(now(), 1)
@@ -517,9 +687,35 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     if (event.machine === 'close' && event.from === 'NONE') this.closeStartedAt ??= event.at
     this.notify('state', event)
     if (event.machine === 'connection' && event.to === 'OPEN') this.notify('open')
-    if (stateChannel.hasSubscribers) {
-      stateChannel.publish({ connectionId: this.id, transport: this.transport, ...event, timestamp: Date.now() })
-    }
+    publish(stateChannel, () => ({ ...this.channelBase(), ...event }))
+  }
+
+  /** The fields every diagnostics_channel message about this connection has. */
+  private channelBase(): { connectionId: number; role: Role; transport: TransportKind; remoteAddress: string; timestamp: number } {
+    return { connectionId: this.id, role: this.role, transport: this.transport, remoteAddress: this.remote, timestamp: Date.now() }
+  }
+
+  /** A 'diagnostic' event, also published on 'rdma-graceful:diagnostic'. */
+  private diagnostic(d: Diagnostic): void {
+    this.notify('diagnostic', d)
+    publish(diagnosticChannel, () => ({ ...this.channelBase(), code: d.code, detail: d.detail, at: d.at }))
+  }
+
+  /**
+   * @internal A stream adapter (toDuplex) ends this side itself, when its writable side ends: the
+   * allowHalfOpen: false auto-end would otherwise cut off replies still inside a pipeline.
+   */
+  endsByStream(): void {
+    this.autoEnd = false
+  }
+
+  /** @internal transport 'auto' chose this connection's transport (connect()): recorded and reported. */
+  chose(choice: TransportChoice): void {
+    this.choice = choice
+    const d: Diagnostic = { type: 'diagnostic', code: 'transport-auto', detail: `${choice.transport}: ${choice.reason}`, at: now() }
+    publish(diagnosticChannel, () => ({ ...this.channelBase(), code: d.code, detail: d.detail, at: d.at }))
+    // connect() resolves with this connection: a listener added after the await still hears it.
+    setImmediate(() => this.notify('diagnostic', d))
   }
 
   /** 'close' fires once both the protocol reached its end and the transport freed its resources. */
@@ -529,8 +725,25 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     this.timer?.cancel()
     this.timer = undefined
     this.timerAt = undefined
+    this.idle.stop()
     const result = this.result
+    publish(closeChannel, () => ({
+      ...this.channelBase(),
+      connection: this,
+      ...result,
+      closeMs: this.timings.closeMs,
+      bytesSent: this.bytes.bytesSent,
+      bytesReceived: this.bytes.bytesReceived,
+    }))
     this.notify('close', result)
     this.resolveClosed(result)
   }
+}
+
+/** The payload of a send()/write() argument, or the ERR_INVALID_ARGUMENT error for anything else. */
+function payloadOf(data: unknown, call: string): Buffer | TransportError {
+  if (typeof data === 'string') return Buffer.from(data)
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const what = data === null ? 'null' : Array.isArray(data) ? 'an array' : typeof data
+  return new TransportError('ERR_INVALID_ARGUMENT', `${call}() takes a Buffer, a Uint8Array or a string, got ${what}`)
 }

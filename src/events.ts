@@ -38,6 +38,10 @@ export interface ConnectionEventMap {
   /** The peer sends no more. */
   end: []
   diagnostic: [diagnostic: Diagnostic]
+  /** No application traffic either way for the time set by `setTimeout(ms)`; the connection stays open. */
+  timeout: []
+  /** A `write()` returned false and every queued message has since been handed to the transport. */
+  drain: []
   /** The connection is closed and every native resource of it freed. */
   close: [result: CloseResult]
 }
@@ -48,6 +52,8 @@ export interface ServerEventMap {
   connection: [connection: Connection]
   /** An incoming connection refused before it became one (e.g. a client not speaking this protocol). */
   clientError: [error: TransportError, peer: string]
+  /** Something noteworthy about the server itself (e.g. 'transport-auto': the transport 'auto' chose, and why). */
+  diagnostic: [diagnostic: Diagnostic]
   /** The listener and every connection are gone. */
   close: [result: ServerCloseResult]
 }

@@ -91,6 +91,11 @@ export class Hub {
     return id
   }
 
+  /** Routes a connection's later events to `events` (a server hands an admitted peer over). */
+  rebind(conn: number, events: ConnectionEvents): void {
+    if (this.conns.has(conn)) this.conns.set(conn, events)
+  }
+
   /** Runs a listen/connect; if it throws, a hub that has nothing open is released again. */
   private starting<T>(fn: () => T): T {
     try {

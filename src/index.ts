@@ -11,24 +11,49 @@ import { isIP } from 'node:net'
 
 import { Connection } from './connection'
 import { TransportError } from './errors'
+import { signalOf } from './abort'
+import { chooseTransport, fallBack, rdmaView, type TransportChoice } from './auto'
+import { connectChannel, publish } from './diagnostics'
+import type { BindingConnectOptions } from './native'
 import {
+  backlogOf,
+  candidatesOf,
+  connectionOptionsOf,
+  hostOf,
+  optionsObject,
   maxMessageSizeOf,
   portOf,
-  connectionOptionsOf,
   rdmaTuningOf,
+  requestOf,
   timeoutOf,
-  transportOf,
   type ConnectOptions,
   type ListenOptions,
+  type TransportRequest,
 } from './options'
 import { Hub, type TransportKind } from './hub'
 import { Server } from './server'
 
 export { Connection, stateChannel } from './connection'
-export type { CloseResult, ConnectionTimings, DriverOptions, ProtocolOptions, SendOptions } from './connection'
+export type {
+  ByteCounters,
+  CloseOptions,
+  CloseResult,
+  ConnectionStatsSnapshot,
+  ConnectionTimings,
+  DriverOptions,
+  ProtocolOptions,
+  ReadOptions,
+  SendOptions,
+} from './connection'
 export { Server } from './server'
-export type { ServerCloseResult } from './server'
-export type { ConnectOptions, ListenOptions, TransportOptions } from './options'
+export type { ServerCloseResult, ServerStats } from './server'
+export { AbortError } from './abort'
+export { toDuplex } from './stream'
+export type { DuplexOptions } from './stream'
+export { CHANNEL_NAMES } from './diagnostics'
+export type { AcceptMessage, ChannelMessage, CloseMessage, ConnectMessage, DiagnosticMessage, Role, StateMessage } from './diagnostics'
+export type { ConnectOptions, ListenOptions, TransportOptions, TransportRequest } from './options'
+export type { TransportChoice } from './auto'
 export type { TransportKind } from './hub'
 export { liveCounts } from './native'
 export * from './errors'
@@ -39,11 +64,11 @@ export type { ConnectionEventMap, Diagnostic, ServerEventMap, ShutdownNotice, Ty
  * The address to hand to the native side: names are resolved here, by Node's resolver (libuv's
  * thread pool), because the transports run on this thread's event loop and must never block it.
  */
-async function resolveHost(host: string, kind: TransportKind): Promise<string> {
+async function resolveHost(host: string, kind: TransportRequest): Promise<string> {
   if (isIP(host) !== 0 || host === '') return host // '' is refused with ERR_INVALID_ARGUMENT natively
   try {
-    // rdma-cm over RoCE is most often IPv4: prefer it there.
-    return (await lookup(host, { family: kind === 'rdma' ? 4 : 0 })).address
+    // rdma-cm over RoCE is most often IPv4: prefer it there (and where rdma may be chosen).
+    return (await lookup(host, { family: kind === 'tcp' ? 0 : 4 })).address
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? String(err)
     throw new TransportError('ERR_ADDRESS_UNREACHABLE', `cannot resolve ${host}: ${code}`)
@@ -51,90 +76,147 @@ async function resolveHost(host: string, kind: TransportKind): Promise<string> {
 }
 
 /** Starts a server. Resolves once it is listening (see `server.port`). */
-export async function listen(opts: ListenOptions = {}): Promise<Server> {
-  const kind = transportOf(opts)
+export async function listen(options?: ListenOptions): Promise<Server> {
+  const opts = optionsObject(options, 'listen', true)
+  const request = requestOf(opts)
+  const backlog = backlogOf(opts.backlog)
+  const name = hostOf(opts)
   const port = portOf(opts.port ?? 0, true)
-  const maxPayload = maxMessageSizeOf(opts)
+  // Every transport the request may end on checks the options now (maxMessageSize, receiveWindow).
+  const checked = candidatesOf(opts).map((transport) => ({ transport, ...listenSettingsOf({ ...opts, transport }) }))
   const handshakeTimeoutMs = timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000)
   const { rdmaAckTimeoutExponent } = rdmaTuningOf(opts)
-  const protocol = connectionOptionsOf(opts)
-  const host = await resolveHost(opts.host ?? '127.0.0.1', kind)
-  return new Server(
+  const host = await resolveHost(name, request)
+  const choice = request === 'auto' ? chooseTransport('listen', host, rdmaView()) : undefined
+  const kind = choice?.transport ?? (request as TransportKind)
+  const { maxPayload, protocol } = checked.find((c) => c.transport === kind)!
+  const server = new Server(
     Hub.for(kind),
     {
       host,
       port,
       maxPayload,
-      backlog: opts.backlog,
+      backlog,
       handshakeTimeoutMs,
       rdmaAckTimeoutExponent,
     },
     protocol,
   )
+  if (choice) server.chose(choice)
+  return server
+}
+
+function listenSettingsOf(o: ListenOptions): { maxPayload: number; protocol: ReturnType<typeof connectionOptionsOf> } {
+  return { maxPayload: maxMessageSizeOf(o), protocol: connectionOptionsOf(o) }
 }
 
 /**
  * Connects to a server. Resolves once the connection is OPEN: transport up, HELLOs exchanged,
- * READY sent, so the server may send. Rejects with a typed error otherwise.
+ * READY sent, so the server may send. Rejects with a typed error otherwise. With transport 'auto',
+ * tries rdma first where it may serve the host and falls back to tcp (src/auto.ts says when).
  */
-export function connect(opts: ConnectOptions): Promise<Connection> {
-  return new Promise<Connection>((resolve, reject) => {
-    // Everything that can be refused is checked before anything native starts.
-    const kind = transportOf(opts)
-    const options = connectionOptionsOf(opts)
-    const target = {
-      host: opts.host ?? '127.0.0.1',
+export async function connect(options: ConnectOptions): Promise<Connection> {
+  // Everything that can be refused is checked before anything native starts.
+  const opts = optionsObject(options, 'connect', false)
+  const request = requestOf(opts)
+  const settings = new Map(candidatesOf(opts).map((transport) => [transport, connectSettingsOf({ ...opts, transport })]))
+  const signal = signalOf(opts, 'connect()')
+  if (signal?.aborted) throw signal.reason
+  const name = hostOf(opts)
+  // An address starts at once; a name is resolved first (nothing native exists yet, so an abort
+  // meanwhile just rejects).
+  const host = isIP(name) !== 0 ? name : await untilAborted(resolveHost(name, request), signal)
+  if (request !== 'auto') return attempt(request, host, settings.get(request)!, signal)
+
+  const deadline = performance.now() + settings.get('tcp')!.target.timeoutMs
+  let choice = chooseTransport('connect', host, rdmaView())
+  if (choice.transport === 'rdma') {
+    try {
+      return chosen(await attempt('rdma', host, settings.get('rdma')!, signal), choice)
+    } catch (err) {
+      const fallBackTo = signal?.aborted ? undefined : fallBack(err)
+      if (fallBackTo === undefined) throw err
+      choice = fallBackTo
+    }
+  }
+  const tcp = settings.get('tcp')!
+  const timeoutMs = Math.max(1, Math.round(deadline - performance.now()))
+  return chosen(await attempt('tcp', host, { ...tcp, target: { ...tcp.target, timeoutMs } }, signal), choice)
+}
+
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return p
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
+}
+
+function chosen(conn: Connection, choice: TransportChoice): Connection {
+  conn.chose(choice)
+  return conn
+}
+
+interface ConnectSettings {
+  options: ReturnType<typeof connectionOptionsOf>
+  target: Omit<BindingConnectOptions, 'host'>
+}
+
+function connectSettingsOf(opts: ConnectOptions): ConnectSettings {
+  return {
+    options: connectionOptionsOf(opts),
+    target: {
       port: portOf(opts.port, false),
       maxPayload: maxMessageSizeOf(opts),
       timeoutMs: timeoutOf('connectTimeoutMs', opts.connectTimeoutMs, 10_000),
       ...rdmaTuningOf(opts),
-    }
-    const { signal } = opts
-    if (signal?.aborted) return reject(signal.reason)
+    },
+  }
+}
 
-    const start = (host: string): void => {
-      const hub = Hub.for(kind)
-      const conn = new Connection(hub, 'active', options)
-      let aborted = false
-      // An abort destroys the attempt; the promise settles once the native side has let it go, so
-      // a rejected connect() leaves nothing behind.
-      const onAbort = (): void => {
-        aborted = true
-        conn.destroy(signal!.reason instanceof Error ? signal!.reason : undefined)
-      }
-      const failed = (error: unknown): void => {
-        signal?.removeEventListener('abort', onAbort)
-        reject(aborted ? signal!.reason : error)
-      }
-      const onCloseEarly = (r: { error?: Error; reason: string }): void =>
-        failed(r.error ?? new TransportError('ERR_CONNECTION_RESET', `connection closed during setup (${r.reason})`))
-      conn.once('open', () => {
-        signal?.removeEventListener('abort', onAbort)
-        conn.off('close', onCloseEarly)
-        resolve(conn)
-      })
-      conn.once('close', onCloseEarly)
-      signal?.addEventListener('abort', onAbort, { once: true })
-      try {
-        conn.attach(hub.connect({ ...target, host }, conn.transportEvents(failed)))
-      } catch (err) {
-        failed(err)
-      }
+/** One connection attempt over `kind` to a resolved `host`. */
+function attempt(kind: TransportKind, host: string, { options, target }: ConnectSettings, signal: AbortSignal | undefined): Promise<Connection> {
+  return new Promise<Connection>((resolve, reject) => {
+    const hub = Hub.for(kind)
+    const conn = new Connection(hub, 'active', options)
+    let aborted = false
+    // An abort destroys the attempt; the promise settles once the native side has let it go, so
+    // a rejected connect() leaves nothing behind.
+    const onAbort = (): void => {
+      aborted = true
+      conn.destroy(signal!.reason instanceof Error ? signal!.reason : undefined)
     }
-
-    if (isIP(target.host) !== 0) return start(target.host)
-    // A name is resolved first; nothing native exists yet, so an abort meanwhile just rejects.
-    const onAbortLookup = (): void => reject(signal!.reason)
-    signal?.addEventListener('abort', onAbortLookup, { once: true })
-    resolveHost(target.host, kind).then(
-      (host) => {
-        signal?.removeEventListener('abort', onAbortLookup)
-        if (!signal?.aborted) start(host)
-      },
-      (err: unknown) => {
-        signal?.removeEventListener('abort', onAbortLookup)
-        reject(err)
-      },
-    )
+    const report = (error?: unknown): void =>
+      publish(connectChannel, () => ({
+        ok: error === undefined,
+        connection: conn,
+        connectionId: conn.id,
+        role: 'client',
+        transport: kind,
+        remoteAddress: conn.remoteAddress || (isIP(host) === 6 ? `[${host}]:${target.port}` : `${host}:${target.port}`),
+        ...(error === undefined ? { connectMs: conn.timings.connectMs } : { error: error as Error }),
+        timestamp: Date.now(),
+      }))
+    const failed = (error: unknown): void => {
+      signal?.removeEventListener('abort', onAbort)
+      report(aborted ? signal!.reason : error)
+      reject(aborted ? signal!.reason : error)
+    }
+    const onCloseEarly = (r: { error?: Error; reason: string }): void =>
+      failed(r.error ?? new TransportError('ERR_CONNECTION_RESET', `connection closed during setup (${r.reason})`))
+    conn.once('open', () => {
+      signal?.removeEventListener('abort', onAbort)
+      conn.off('close', onCloseEarly)
+      report()
+      resolve(conn)
+    })
+    conn.once('close', onCloseEarly)
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      conn.attach(hub.connect({ ...target, host }, conn.transportEvents(failed)))
+    } catch (err) {
+      failed(err)
+    }
   })
 }

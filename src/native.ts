@@ -40,7 +40,14 @@ export function toTransportError(err: unknown): TransportError {
 /** Starts a transport of `kind` on this thread's event loop; `onEvents` gets each batch. */
 export function createTransport(kind: string, onEvents: (events: BindingEvent[]) => void): BindingTransport {
   const { BindingTransport } = load()
-  return nativeCall(() => new BindingTransport(kind, onEvents))
+  try {
+    return nativeCall(() => new BindingTransport(kind, onEvents))
+  } catch (err) {
+    const e = err as TransportError
+    if (e.code !== 'ERR_TRANSPORT_UNAVAILABLE') throw e
+    // Say what to do about it: 'auto' takes tcp where rdma cannot run.
+    throw new TransportError(e.code, `${e.message} (transport: 'auto' falls back to tcp where rdma is unavailable)`)
+  }
 }
 
 /** Live count of every resource kind the native core owns, process-wide. */

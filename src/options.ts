@@ -8,9 +8,12 @@ import { rdmaLimits } from './native'
 import { resolveOptions } from './protocol/options'
 import type { TransportKind } from './hub'
 
+/** What `transport` may ask for: a transport, or 'auto' (rdma where a device serves the address, else tcp). */
+export type TransportRequest = TransportKind | 'auto'
+
 export interface TransportOptions {
-  /** 'tcp' (default) or 'rdma'. */
-  transport?: TransportKind
+  /** 'tcp' (default), 'rdma', or 'auto': rdma where a usable RDMA device serves the address, else tcp. */
+  transport?: TransportRequest
   /** Largest message in bytes, each way (default 1 MiB on tcp, 64 KiB on rdma; at most 64 MiB). */
   maxMessageSize?: number
   /**
@@ -53,9 +56,23 @@ export function invalid(message: string): TransportError {
   return new TransportError('ERR_INVALID_ARGUMENT', message)
 }
 
-export function transportOf(o: TransportOptions): TransportKind {
+/** The transport asked for, checked. */
+export function requestOf(o: TransportOptions): TransportRequest {
   const t = o.transport ?? 'tcp'
-  if (t !== 'tcp' && t !== 'rdma') throw invalid(`transport must be 'tcp' or 'rdma', got ${JSON.stringify(t)}`)
+  if (t !== 'tcp' && t !== 'rdma' && t !== 'auto') throw invalid(`transport must be 'tcp', 'rdma' or 'auto', got ${JSON.stringify(t)}`)
+  return t
+}
+
+/** The transports a request may end up on: options are checked against each, so 'auto' fails alike everywhere. */
+export function candidatesOf(o: TransportOptions): TransportKind[] {
+  const t = requestOf(o)
+  return t === 'auto' ? ['tcp', 'rdma'] : [t]
+}
+
+/** The concrete transport of options whose `transport` is not 'auto' (checked). */
+export function transportOf(o: TransportOptions): TransportKind {
+  const t = requestOf(o)
+  if (t === 'auto') throw new Error("internal: transportOf() on 'auto'; pick a transport first")
   return t
 }
 
@@ -73,6 +90,28 @@ export function maxMessageSizeOf(o: TransportOptions): number {
     throw invalid(`maxMessageSize must be an integer in 1..${ABSOLUTE_MAX_MESSAGE_SIZE}, got ${m}`)
   }
   return m
+}
+
+/** The options argument of listen()/connect(): an object (listen's may be left out). */
+export function optionsObject<T>(o: T | undefined, call: string, optional: boolean): T {
+  if (o === undefined && optional) return {} as T
+  if (typeof o !== 'object' || o === null) throw invalid(`${call}() takes an options object, got ${o === null ? 'null' : typeof o}`)
+  return o
+}
+
+/** `host`, checked: a string (default '127.0.0.1'). */
+export function hostOf(o: { host?: unknown }): string {
+  const h = o.host ?? '127.0.0.1'
+  if (typeof h !== 'string') throw invalid(`host must be a string (an address or a name), got ${typeof h}`)
+  return h
+}
+
+/** `backlog`, checked: an integer from 0 (the kernel takes at least 1) up to 2^31-1, or undefined. */
+export function backlogOf(b: unknown): number | undefined {
+  if (b === undefined) return undefined
+  if (typeof b !== 'number' || !Number.isInteger(b) || b < 0 || b > 0x7fffffff)
+    throw invalid(`backlog must be an integer in 0..2^31-1, got ${String(b)}`)
+  return b
 }
 
 export function portOf(p: unknown, allowZero: boolean): number {
@@ -108,7 +147,13 @@ const PROTOCOL_KEYS: ReadonlyArray<keyof ProtocolOptions> = [
 export function connectionOptionsOf(
   o: ProtocolOptions & TransportOptions & DriverOptions,
 ): ProtocolOptions & DriverOptions & { maxMessageSize: number } {
-  const picked = protocolOptionsOf(o)
+  const picked: ProtocolOptions & DriverOptions & { maxMessageSize: number } = protocolOptionsOf(o)
+  if (o.writableHighWaterMark !== undefined) {
+    const m = o.writableHighWaterMark
+    if (!Number.isInteger(m) || m < 1 || m > Number.MAX_SAFE_INTEGER)
+      throw invalid(`writableHighWaterMark must be an integer number of bytes >= 1, got ${m}`)
+    picked.writableHighWaterMark = m
+  }
   if (o.sendTimeoutMs === undefined) return picked
   // A driver timer (chained past setTimeout's 2^31-1 ms): like the protocol's durations, anything
   // from 1 ms to years, unlike the transport deadlines that the native side takes as u32 ms.

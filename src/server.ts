@@ -3,12 +3,33 @@
  * stop accepting, send SHUTDOWN_NOTICE to every connection and keep serving; clients finish and
  * close with REQ/ACK/FIN; whoever is left at the end of the grace period is force-closed.
  */
+import { Admission } from './admission'
+import type { TransportChoice } from './auto'
 import { Connection, type CloseResult, type DriverOptions, type ProtocolOptions } from './connection'
+import { acceptChannel, diagnosticChannel, publish } from './diagnostics'
 import type { TransportError } from './errors'
-import { TypedEmitter, type ServerEventMap } from './events'
+import { TypedEmitter, type Diagnostic, type ServerEventMap } from './events'
 import type { BindingListenOptions } from './native'
 import { invalid } from './options'
+import { DEFAULTS, type ConnectionState } from './protocol'
 import type { Hub, TransportKind } from './hub'
+
+/** `server.stats()`: a snapshot of the server's connections and totals. */
+export interface ServerStats {
+  /** Open or closing connections, by state. */
+  connections: Partial<Record<ConnectionState, number>>
+  /** Accepted peers whose HELLO has not arrived yet (not connections yet). */
+  admitting: number
+  /** Totals since listen(): peers admitted as connections, and refused ('clientError'). */
+  accepted: number
+  refused: number
+  /** Closed connections, by outcome. */
+  graceful: number
+  forced: number
+  /** Application bytes (DATA payloads) of every connection, open and closed. */
+  bytesSent: number
+  bytesReceived: number
+}
 
 export interface ServerCloseResult {
   /** Connections that completed the close handshake. */
@@ -27,6 +48,8 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   readonly host: string
   readonly port: number
   private readonly live = new Set<Connection>()
+  /** Accepted peers whose HELLO has not arrived yet: not connections yet. */
+  private readonly admitting = new Set<Admission>()
   private readonly accepted: Connection[] = []
   private readonly waiters: Array<(r: IteratorResult<Connection>) => void> = []
   private readonly listenerId: number
@@ -37,26 +60,45 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   private readonly hub: Hub
   /** When the shutdown grace period ends (performance.now() clock); 0 until close(). */
   private graceEndsAt = 0
+  private choice: TransportChoice | undefined
+  private readonly totals = { accepted: 0, refused: 0, bytesSent: 0, bytesReceived: 0 }
 
   /** @internal Use listen(). */
   constructor(hub: Hub, opts: BindingListenOptions, protocol: ProtocolOptions & DriverOptions) {
     super()
     this.transport = hub.kind
     this.host = opts.host
+    const readyTimeoutMs = protocol.readyTimeoutMs ?? DEFAULTS.readyTimeoutMs
     const listening = hub.listen(opts, {
+      // A peer becomes a 'connection' at its first frame, a valid client HELLO (src/admission.ts).
       accepted: (conn, peer, qp) => {
-        const c = new Connection(hub, 'passive', protocol)
-        c.attach(conn, peer)
-        const events = c.transportEvents()
-        this.track(c)
-        // The application hears of the connection first, so that its 'state' listeners see every
-        // state change from the first; the protocol starts right after, in the same turn.
-        this.offer(c)
-        c.start(peer, qp)
-        if (this.closing !== undefined) c.shutdownNotice(this.graceLeft())
-        return events
+        const acceptedAt = performance.now()
+        const admission: Admission = new Admission(hub, conn, readyTimeoutMs, {
+          admit: () => {
+            this.admitting.delete(admission)
+            const c = new Connection(hub, 'passive', protocol)
+            c.attach(conn, peer)
+            const events = c.transportEvents()
+            this.track(c)
+            this.totals.accepted++
+            publish(acceptChannel, () => ({ ok: true, connection: c, connectionId: c.id, localPort: this.port, ...this.channelBase(peer) }))
+            // The application hears of the connection first, so that its 'state' listeners see
+            // every state change from the first; the protocol starts right after, in the same turn.
+            this.offer(c)
+            c.start(peer, qp, acceptedAt)
+            if (this.closing !== undefined) c.shutdownNotice(this.graceLeft())
+            return events
+          },
+          refuse: (error) => {
+            this.admitting.delete(admission)
+            this.refused(error, peer)
+          },
+        })
+        this.admitting.add(admission)
+        if (this.closing !== undefined) admission.cutOff(this.graceLeft())
+        return admission
       },
-      acceptFailed: (peer, error: TransportError) => this.emit('clientError', error, peer),
+      acceptFailed: (peer, error: TransportError) => this.refused(error, peer),
       closed: () => this.listenerGone(),
     })
     this.listenerId = listening.id
@@ -67,6 +109,45 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   /** Connections that are open or closing. */
   get connections(): ReadonlySet<Connection> {
     return this.live
+  }
+
+  /** With transport 'auto': what was chosen and why (undefined when a transport was named). */
+  get transportChoice(): TransportChoice | undefined {
+    return this.choice
+  }
+
+  /** A snapshot: connections by state, peers being admitted, totals since listen(). */
+  stats(): ServerStats {
+    const connections: Partial<Record<ConnectionState, number>> = {}
+    let { bytesSent, bytesReceived } = this.totals
+    for (const c of this.live) {
+      connections[c.state] = (connections[c.state] ?? 0) + 1
+      const s = c.stats
+      bytesSent += s.bytesSent
+      bytesReceived += s.bytesReceived
+    }
+    const { accepted, refused } = this.totals
+    return { connections, admitting: this.admitting.size, accepted, refused, ...this.tally, bytesSent, bytesReceived }
+  }
+
+  /** @internal transport 'auto' chose the server's transport (listen()): recorded and reported. */
+  chose(choice: TransportChoice): void {
+    this.choice = choice
+    const d: Diagnostic = { type: 'diagnostic', code: 'transport-auto', detail: `${choice.transport}: ${choice.reason}`, at: performance.now() }
+    publish(diagnosticChannel, () => ({ ...this.channelBase(''), code: d.code, detail: d.detail, at: d.at }))
+    // listen() resolves with this server: a listener added after the await still hears it.
+    setImmediate(() => this.emit('diagnostic', d))
+  }
+
+  /** A peer refused before it became a connection (bad preamble, no client HELLO ...). */
+  private refused(error: TransportError, peer: string): void {
+    this.totals.refused++
+    publish(acceptChannel, () => ({ ok: false, error, localPort: this.port, ...this.channelBase(peer) }))
+    this.emit('clientError', error, peer)
+  }
+
+  private channelBase(remoteAddress: string): { role: 'server'; transport: TransportKind; remoteAddress: string; timestamp: number } {
+    return { role: 'server', transport: this.transport, remoteAddress, timestamp: Date.now() }
   }
 
   /**
@@ -97,8 +178,10 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
     this.graceEndsAt = performance.now() + graceMs
     this.hub.closeListener(this.listenerId)
     for (const c of this.live) c.shutdownNotice(graceMs)
+    for (const a of this.admitting) a.cutOff(graceMs)
     this.closing = (async () => {
       await this.listenerClosed
+      await Promise.all([...this.admitting].map((a) => a.settled))
       await Promise.all([...this.live].map((c) => c.closed))
       for (const w of this.waiters.splice(0)) w({ done: true, value: undefined })
       this.emit('close', this.tally)
@@ -133,6 +216,9 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
     c.once('close', (r: CloseResult) => {
       this.live.delete(c)
       this.tally[r.outcome === 'graceful' ? 'graceful' : 'forced']++
+      const s = c.stats
+      this.totals.bytesSent += s.bytesSent
+      this.totals.bytesReceived += s.bytesReceived
     })
   }
 

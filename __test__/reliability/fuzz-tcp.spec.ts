@@ -1,13 +1,14 @@
 /**
  * Fuzzing a real tcp server from a raw socket (fast-check model test): random valid and invalid
  * preambles and frame sequences. The server never crashes or hangs; every bad input ends only that
- * connection, with the typed error the model predicts; a concurrent well-behaved client is served
- * throughout; live counts are zero at the end.
+ * connection, with the typed error the model predicts; a peer whose first frame is not a valid
+ * client HELLO never becomes a connection (it is a 'clientError'); a concurrent well-behaved client
+ * is served throughout; live counts are zero at the end.
  */
 import test from 'ava'
 import fc from 'fast-check'
 
-import { connect, listen, type CloseResult, type Connection, type TransportError } from '../../src/index'
+import { connect, listen, type CloseResult, type Connection, TransportError } from '../../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../../src/protocol'
 import { decodeCloseMessage, decodeHello, encodeCloseMessage, encodeFin, encodeHello, encodeNotice, encodeReady } from '../../src/protocol/frames'
 import { assertNoLiveResources, withDeadline } from '../helpers'
@@ -95,11 +96,20 @@ const everyFault: Array<[Script]> = [
 ]
 
 type Expect =
+  /** Refused before it became a connection: a 'clientError' with this code (any transport code if undefined). */
+  | { refused: true; code?: string }
   | { outcome: 'graceful' }
   | { outcome: 'forced'; reason: string; code: string; causeCode?: string }
   | { outcome: 'forced'; anyTyped: true }
 
 const violation: Expect = { outcome: 'forced', reason: 'protocol-violation', code: 'ERR_PROTOCOL_VIOLATION' }
+/** What a fault before or instead of the client HELLO gives: a clientError, never a connection. */
+const notHello: Expect = { refused: true, code: 'ERR_MALFORMED_FRAME' }
+const beforeHello = (e: Expect): Expect => {
+  if ('refused' in e || e.outcome === 'graceful') return e
+  if ('anyTyped' in e) return { refused: true }
+  return { refused: true, code: e.causeCode ?? (e.reason === 'handshake-timeout' ? 'ERR_TRANSPORT_TIMEOUT' : undefined) }
+}
 
 const hello = (over: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer =>
   encodeHello({
@@ -124,6 +134,11 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   const sendViolation = (kind: number, payload: Buffer | Uint8Array): Expect => {
     send(kind, payload)
     return violation
+  }
+  /** A first frame that is not a valid client HELLO: the server refuses the peer (clientError). */
+  const sendRefused = (kind: number, payload: Buffer | Uint8Array): Expect => {
+    send(kind, payload)
+    return notHello
   }
   const f = s.fault
   const byteFault = (step: number): Expect | undefined => {
@@ -156,13 +171,13 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
   }
 
   peer.write(PREAMBLE)
-  // step 0: HELLO
+  // step 0: HELLO; a fault here is a clientError (the peer never became a connection)
   let r = byteFault(0)
-  if (r) return r
-  if (f.type === 'dataEarly' && f.at === 0) return sendViolation(FrameKind.DATA, Buffer.from('early'))
-  if (f.type === 'helloWrongRole') return sendViolation(FrameKind.HELLO, hello({ role: 'passive' }))
-  if (f.type === 'helloVersion0') return sendViolation(FrameKind.HELLO, hello({ version: 0 }))
-  if (f.type === 'shortHello') return sendViolation(FrameKind.HELLO, hello().subarray(0, 25))
+  if (r) return beforeHello(r)
+  if (f.type === 'dataEarly' && f.at === 0) return sendRefused(FrameKind.DATA, Buffer.from('early'))
+  if (f.type === 'helloWrongRole') return sendRefused(FrameKind.HELLO, hello({ role: 'passive' }))
+  if (f.type === 'helloVersion0') return sendRefused(FrameKind.HELLO, hello({ version: 0 }))
+  if (f.type === 'shortHello') return sendRefused(FrameKind.HELLO, hello().subarray(0, 25))
   send(FrameKind.HELLO, hello())
   const theirHello = await peer.take(FrameKind.HELLO, 2000)
   check(theirHello !== null, 'the server answered HELLO')
@@ -219,18 +234,28 @@ async function play(peer: RawPeer, s: Script, check: (ok: boolean, what: string)
 }
 
 const KNOWN_CODES = new Set(['ERR_CONNECTION_DOWN', 'ERR_PROTOCOL_VIOLATION', 'ERR_HANDSHAKE_TIMEOUT', 'ERR_READY_TIMEOUT', 'ERR_CLOSE_TIMEOUT'])
+/** What a refused peer's clientError may carry when the model does not predict one code. */
+const REFUSAL_CODES = new Set(['ERR_MALFORMED_FRAME', 'ERR_FRAME_TOO_LARGE', 'ERR_PEER_CLOSED', 'ERR_CONNECTION_RESET', 'ERR_TRANSPORT_TIMEOUT'])
+const nextClientError = (seen: TransportError[]): Promise<TransportError> => nextOf(seen, END_BOUND_MS, 'clientError of the raw socket')
 
-function nextConnection(seen: Connection[]): Promise<Connection> {
+/** The next element pushed to `seen` (polled; the poll stops at its deadline, so nothing is left running). */
+function nextOf<T>(seen: T[], ms: number, what: string): Promise<T> {
   const known = seen.length
+  const until = performance.now() + ms
   return withDeadline(
     (async () => {
-      while (seen.length === known) await new Promise((r) => setTimeout(r, 2))
-      return seen[known]
+      while (seen.length === known && performance.now() < until) await new Promise((r) => setTimeout(r, 2))
+      return seen[known]!
     })(),
-    2000,
-    'server-side connection of the raw socket',
-  )
+    ms + 100,
+    what,
+  ).then((x) => {
+    if (x === undefined) throw new Error(`${what}: none within ${ms} ms`)
+    return x
+  })
 }
+
+const nextConnection = (seen: Connection[]): Promise<Connection> => nextOf(seen, 2000, 'server-side connection of the raw socket')
 
 test.serial('fuzz: random frame sequences from a raw socket end only their own connection, with the predicted typed error', async (t) => {
   const server = await listen({ port: 0, ...opts })
@@ -272,17 +297,35 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
 
   const tally: Record<string, number> = {}
   let slowest = 0
+  let refused = 0
   await assertProperty(
     fc.asyncProperty(scriptArb, async (s) => {
       const peer = await RawPeer.open(server.port)
       try {
         const before = accepted.length
+        const refusalP = nextClientError(clientErrors)
         const connP = nextConnection(accepted)
+        refusalP.catch(() => {})
+        connP.catch(() => {})
         const problems: string[] = []
         const started = performance.now()
         const expect = await play(peer, s, (ok, what) => {
           if (!ok) problems.push(what)
         })
+        if ('refused' in expect) {
+          const e = await refusalP
+          await withDeadline(peer.closed, END_BOUND_MS, 'the server closed the raw socket')
+          slowest = Math.max(slowest, performance.now() - started)
+          const key = `${s.fault.type}:refused:${e.code}`
+          tally[key] = (tally[key] ?? 0) + 1
+          if (!(e instanceof TransportError)) throw new Error(`clientError is not a TransportError: ${String(e)}`)
+          if (expect.code !== undefined ? e.code !== expect.code : !REFUSAL_CODES.has(e.code)) {
+            throw new Error(`expected clientError ${expect.code ?? 'with a refusal code'}, got ${e.code}: ${e.message}`)
+          }
+          if (accepted.length !== before) throw new Error(`a refused peer (${s.fault.type}) became a connection`)
+          refused++
+          return
+        }
         const conn = await connP
         t.is(accepted.length, before + 1)
         const result: CloseResult = await withDeadline(conn.closed, END_BOUND_MS, `end of the fuzzed connection (${s.fault.type})`)
@@ -317,7 +360,8 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
   t.log(`outcomes: ${JSON.stringify(tally)}; slowest run ${slowest.toFixed(0)} ms; good client pongs ${pongs}`)
   const types = new Set(Object.keys(tally).map((k) => k.split(':')[0]))
   t.deepEqual([...types].sort(), [...new Set(everyFault.map(([s]) => s.fault.type))].sort(), 'every fault kind was played')
-  t.deepEqual(clientErrors, [], 'no raw socket with a valid preamble became a clientError')
+  t.is(clientErrors.length, refused, 'a clientError exactly for each peer whose first frame was not a client HELLO')
+  t.true(refused > 0, 'some peers were refused')
   t.true(pongs > 10, `the well-behaved client was served throughout (${pongs} round trips)`)
   t.is(good.state, 'OPEN')
   t.is((await good.close()).outcome, 'graceful')

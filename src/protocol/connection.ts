@@ -358,8 +358,8 @@ export class ProtocolConnection {
   }
 
   /** Abort: no handshake; queued sends reject with ERR_CONNECTION_DESTROYED. */
-  destroy(now: number, error?: unknown): void {
-    this.fail(now, 'destroyed', new ConnectionDestroyedError(error === undefined ? undefined : { cause: error }))
+  destroy(now: number, error?: unknown, reason = 'destroyed'): void {
+    this.fail(now, reason, new ConnectionDestroyedError(error === undefined ? undefined : { cause: error }, reason))
   }
 
   /** The transport failed or was closed under us (peer reset, QP fatal, completion error): DOWN at once. */

@@ -50,8 +50,9 @@ export class ConnectionClosedError extends RdmaGracefulError {
 
 /** The application destroyed the connection (abort, no close handshake). */
 export class ConnectionDestroyedError extends RdmaGracefulError {
-  constructor(options?: { cause?: unknown }) {
-    super('ERR_CONNECTION_DESTROYED', 'destroyed', 'connection was destroyed by the application', options)
+  /** `reason`: 'destroyed' (destroy()), 'aborted' (close({ signal }) aborted), 'write-failed' (a write() without callback failed). */
+  constructor(options?: { cause?: unknown }, reason = 'destroyed') {
+    super('ERR_CONNECTION_DESTROYED', reason, `connection was destroyed by the application (${reason})`, options)
   }
 }
 
