@@ -412,6 +412,7 @@ export async function zeroLossAtClose(t: ExecutionContext, e: Env, conns: number
   t.is(total, conns * perConn)
   await peer.waitFor(() => peer.lines.filter(has('down')).length >= conns, 'server-side closes', 10_000)
   const serverSide = peer.lines.filter(has('down'))
+  t.log(`server side: ${JSON.stringify(serverSide.map((l) => l.down))}`)
   t.deepEqual(
     serverSide.map((l) => l.down.outcome),
     Array(conns).fill('graceful'),

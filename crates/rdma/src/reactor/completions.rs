@@ -64,6 +64,7 @@ impl Reactor {
     /// before polling means a completion that lands during the poll still wakes us.
     pub(super) fn on_cq_ready(&mut self, key: usize, budget: &mut usize) {
         let Some(entry) = self.pools.get(&key) else { return };
+        let was_in_cq = std::mem::replace(&mut self.in_cq, true);
         if entry.pool.cq.take_events() {
             if let Err(e) = entry.pool.cq.arm() {
                 crate::report(&format!("re-arming a completion queue: {e}"));
@@ -74,8 +75,7 @@ impl Reactor {
         let mut taken = 0usize;
         let mut more = false;
         let mut wc = [ibv_wc::default(); 32];
-        loop {
-            let Some(entry) = self.pools.get(&key) else { return };
+        while let Some(entry) = self.pools.get(&key) {
             let n = match entry.pool.cq.poll(&mut wc) {
                 Ok(n) => n,
                 Err(e) => {
@@ -108,6 +108,7 @@ impl Reactor {
                 self.pump(id);
             }
         }
+        self.in_cq = was_in_cq;
     }
 
     /// One completion: the send slot or receive buffer goes back to the pool at once, whatever
@@ -141,7 +142,9 @@ impl Reactor {
         let mut added = 0;
         if let (Some(c), Some(t)) = (conn, t) {
             let t = &mut touched[t].1;
-            let accepting = !matches!(c.phase, Phase::Draining { .. }) && t.failure.is_none();
+            // A teardown the peer started (DISCONNECTED read before the completions of the same
+            // turn) still delivers what arrived before it: the close handshake's last frame is there.
+            let accepting = !matches!(c.phase, Phase::Draining { deliver: false, .. }) && t.failure.is_none();
             if let (Some(link), true) = (c.link.as_mut(), accepting) {
                 if w.status != IBV_WC_SUCCESS {
                     t.failure = Some(crate::verbs::wc_error(self.lib, w, false));

@@ -36,7 +36,15 @@ impl Reactor {
         }
         c.phase = Phase::Draining { error, deliver };
         c.deadline = Some(Instant::now() + Duration::from_millis(DRAIN_TIMEOUT_MS));
-        // The flushes arrive on the pool's CQ (its channel wakes us); nothing posted: done now.
+        // What the peer sent before it disconnected may wait in the pool's CQ (a DISCONNECTED is
+        // read before the turn's completions): take it now, or the connection could end before the
+        // close handshake's last frame is delivered. Not from inside a CQ poll, which took it all.
+        if deliver && !self.in_cq {
+            if let Some(key) = c.pool {
+                self.on_cq_ready_all(key);
+            }
+        }
+        // Later flushes arrive on the pool's CQ (its channel wakes us); nothing posted: done now.
         self.maybe_finish(id);
     }
 

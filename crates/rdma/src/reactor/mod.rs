@@ -74,6 +74,8 @@ pub(crate) struct Reactor {
     corked: Vec<ConnId>,
     /// Pools (context addresses) whose CQ still held completions when a turn's budget ran out.
     more_cq: Vec<usize>,
+    /// Set while a pool's CQ is being taken (a teardown then need not take it again).
+    in_cq: bool,
     /// Connections that stopped sending for want of a free send slot in their pool.
     slot_waiters: Vec<ConnId>,
     listeners: HashMap<ListenerId, Listener>,
@@ -100,6 +102,7 @@ impl Reactor {
             polling: false,
             corked: Vec::new(),
             more_cq: Vec::new(),
+            in_cq: false,
             slot_waiters: Vec::new(),
             listeners: HashMap::new(),
             conns: HashMap::new(),
