@@ -160,7 +160,15 @@ impl CmId {
     pub fn set_ack_timeout(&self, exp: u8) {
         let mut v = exp;
         // SAFETY: id is live; optval points to one u8 as the option requires.
-        let rc = unsafe { (self.lib.cm.rdma_set_option)(self.id, 0, 3, (&mut v as *mut u8).cast(), 1) };
+        let rc = unsafe {
+            (self.lib.cm.rdma_set_option)(
+                self.id,
+                RDMA_OPTION_ID,
+                RDMA_OPTION_ID_ACK_TIMEOUT,
+                (&mut v as *mut u8).cast(),
+                1,
+            )
+        };
         if rc != 0 {
             crate::report(&format!("rdma_set_option(ACK_TIMEOUT) failed: {}", crate::loader::errno_text()));
         }
@@ -169,8 +177,8 @@ impl CmId {
     pub fn connect(&self, private: &[u8], retry_count: u8) -> Result<(), TransportError> {
         let mut p = conn_param(private);
         // Retry transport errors a bounded number of times (crate::RETRY_COUNT by default);
-        // retry-exceeded surfaces as a completion error. The lifecycle layer's credits make RNR retries unneeded,
-        // so those are few: an RNR would mean a peer broke the credit contract.
+        // retry-exceeded surfaces as a completion error. The link credits (`link`) make RNR retries
+        // unneeded, so those are few: an RNR would mean a peer broke the credit contract.
         p.retry_count = retry_count;
         p.rnr_retry_count = 3;
         // SAFETY: id is live with a resolved route and a QP; private outlives the call.
@@ -188,7 +196,13 @@ impl CmId {
 
     pub fn reject(&self, private: &[u8]) {
         // SAFETY: id is a connect-request id; private outlives the call.
-        unsafe { (self.lib.cm.rdma_reject)(self.id, private.as_ptr().cast(), private.len().min(148) as u8) };
+        unsafe {
+            (self.lib.cm.rdma_reject)(
+                self.id,
+                private.as_ptr().cast(),
+                private.len().min(REJECT_PRIVATE_DATA_MAX) as u8,
+            )
+        };
     }
 
     /// Sends DREQ (or answers the peer's with DREP) and moves the QP to ERR. Errors are expected

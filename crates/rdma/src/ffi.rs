@@ -265,6 +265,13 @@ pub const IBV_EVENT_SRQ_ERR: c_uint = 14;
 
 pub const RDMA_PS_TCP: c_int = 0x0106;
 
+/// `rdma_set_option` level for options of the CM id itself (`RDMA_OPTION_ID`).
+pub const RDMA_OPTION_ID: c_int = 0;
+/// `RDMA_OPTION_ID_ACK_TIMEOUT`: the QP's local ACK timeout exponent (one u8).
+pub const RDMA_OPTION_ID_ACK_TIMEOUT: c_int = 3;
+/// The most private data an IB CM REJ carries (`IB_CM_REJ_PRIVATE_DATA_SIZE`).
+pub const REJECT_PRIVATE_DATA_MAX: usize = 148;
+
 pub const RDMA_CM_EVENT_ADDR_RESOLVED: c_uint = 0;
 pub const RDMA_CM_EVENT_ADDR_ERROR: c_uint = 1;
 pub const RDMA_CM_EVENT_ROUTE_RESOLVED: c_uint = 2;
