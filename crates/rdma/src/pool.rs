@@ -6,9 +6,14 @@
 //! The guarantee against RNR: `committed` (the sum of every connection's window) never exceeds
 //! `posted` (buffers in the SRQ, each posted again as soon as its message is copied out).
 //!
-//! Field order is the teardown order (Rust drops fields in declaration order): SRQ (every QP on it
-//! is gone: the reactor drops a pool only when no connection uses it), CQ, completion channel,
-//! receive buffers, send buffers, PD, and last the device handle.
+//! Ownership encodes teardown (as in rust-ibverbs, where a QP holds its PD and CQ): the verbs
+//! objects live in a `PoolCore` behind an `Rc` that the pool and every QP on it hold, so none of
+//! them (nor the buffers a posted work request points into) can be freed while a QP exists. Its
+//! field order is its teardown order (Rust drops fields in declaration order): SRQ, CQ, completion
+//! channel, receive buffers, send buffers, PD, and last the device handle.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use rdma_graceful_core::{ErrorCode, TransportError};
 
@@ -21,14 +26,26 @@ use crate::pd::Pd;
 use crate::srq::Srq;
 use crate::{BUFFER_SIZE, POOL_CHUNK, POOL_MAX_BUFFERS, SEND_POOL_SLOTS};
 
-pub struct Pool {
+/// The verbs objects and registered buffers of a pool: freed when the pool and every QP on it
+/// have let go of them.
+pub struct PoolCore {
     pub srq: Srq,
     pub cq: Cq,
     pub channel: CompChannel,
-    recv: Vec<Mr>,
-    send: Mr,
+    recv: RefCell<Vec<Mr>>,
+    send: RefCell<Mr>,
     pd: Pd,
     pub device: Device,
+}
+
+impl PoolCore {
+    pub fn pd(&self) -> *mut ibv_pd {
+        self.pd.as_ptr()
+    }
+}
+
+pub struct Pool {
+    pub core: Rc<PoolCore>,
     free_send: Vec<u32>,
     posted: u32,
     committed: u32,
@@ -45,14 +62,9 @@ impl Pool {
         // Room for every completion that can be outstanding: one per posted receive, one per send slot.
         let cq = Cq::new(lib, ctx, &channel, (srq.capacity() + SEND_POOL_SLOTS) as usize)?;
         let send = Mr::new(lib, pd.as_ptr(), BUFFER_SIZE as usize, SEND_POOL_SLOTS as usize)?;
+        let core = PoolCore { srq, cq, channel, recv: RefCell::new(Vec::new()), send: RefCell::new(send), pd, device };
         let mut pool = Pool {
-            srq,
-            cq,
-            channel,
-            recv: Vec::new(),
-            send,
-            pd,
-            device,
+            core: Rc::new(core),
             free_send: (0..SEND_POOL_SLOTS).rev().collect(),
             posted: 0,
             committed: 0,
@@ -60,10 +72,6 @@ impl Pool {
         };
         pool.grow()?;
         Ok(pool)
-    }
-
-    pub fn pd(&self) -> *mut ibv_pd {
-        self.pd.as_ptr()
     }
 
     /// Sets `n` buffers aside for a peer, registering another chunk when the posted ones are all
@@ -79,7 +87,7 @@ impl Pool {
     /// As `reserve`, for growing a window: false instead of an error, and never into the last
     /// eighth of the SRQ (kept for new connections).
     pub fn try_reserve(&mut self, n: u32) -> bool {
-        if (self.committed + n) * 8 > self.srq.capacity() * 7 {
+        if (self.committed + n) * 8 > self.core.srq.capacity() * 7 {
             return false;
         }
         self.reserve(n).is_ok()
@@ -92,11 +100,11 @@ impl Pool {
 
     /// Most of what the SRQ can hold is set aside: windows shrink back as they are granted.
     pub fn under_pressure(&self) -> bool {
-        self.committed * 8 > self.srq.capacity() * 7
+        self.committed * 8 > self.core.srq.capacity() * 7
     }
 
     fn grow(&mut self) -> Result<(), TransportError> {
-        if self.posted + POOL_CHUNK > self.srq.capacity() {
+        if self.posted + POOL_CHUNK > self.core.srq.capacity() {
             return Err(TransportError::new(
                 ErrorCode::ResourceLimit,
                 format!(
@@ -106,9 +114,10 @@ impl Pool {
                 ),
             ));
         }
-        let chunk = Mr::new(self.device.lib(), self.pd.as_ptr(), BUFFER_SIZE as usize, POOL_CHUNK as usize)?;
-        let base = self.recv.len() as u32 * POOL_CHUNK;
-        self.recv.push(chunk);
+        let core = &self.core;
+        let chunk = Mr::new(core.device.lib(), core.pd.as_ptr(), BUFFER_SIZE as usize, POOL_CHUNK as usize)?;
+        let base = core.recv.borrow().len() as u32 * POOL_CHUNK;
+        core.recv.borrow_mut().push(chunk);
         for i in base..base + POOL_CHUNK {
             self.repost(i)?;
             self.posted += 1;
@@ -118,14 +127,16 @@ impl Pool {
 
     /// Posts receive buffer `i` (again) in the SRQ.
     pub fn repost(&self, i: u32) -> Result<(), TransportError> {
-        let mr = &self.recv[(i / POOL_CHUNK) as usize];
-        self.srq.post_recv(i as u64, mr.sge((i % POOL_CHUNK) as usize, BUFFER_SIZE as usize))
+        let sge =
+            self.core.recv.borrow()[(i / POOL_CHUNK) as usize].sge((i % POOL_CHUNK) as usize, BUFFER_SIZE as usize);
+        self.core.srq.post_recv(i as u64, sge)
     }
 
-    /// The first `len` bytes received into buffer `i`.
-    pub fn received(&self, i: u32, len: usize) -> &[u8] {
-        let slot = self.recv[(i / POOL_CHUNK) as usize].slot((i % POOL_CHUNK) as usize);
-        &slot[..len.min(slot.len())]
+    /// Runs `f` over the first `len` bytes received into buffer `i`.
+    pub fn with_received<R>(&self, i: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let recv = self.core.recv.borrow();
+        let slot = recv[(i / POOL_CHUNK) as usize].slot((i % POOL_CHUNK) as usize);
+        f(&slot[..len.min(slot.len())])
     }
 
     pub fn take_send_slot(&mut self) -> Option<u32> {
@@ -138,8 +149,9 @@ impl Pool {
 
     /// Copies `data` into send slot `slot` and returns the entry that sends it.
     pub fn fill_send_slot(&mut self, slot: u32, data: &[u8]) -> ibv_sge {
-        self.send.slot_mut(slot as usize)[..data.len()].copy_from_slice(data);
-        self.send.sge(slot as usize, data.len())
+        let mut send = self.core.send.borrow_mut();
+        send.slot_mut(slot as usize)[..data.len()].copy_from_slice(data);
+        send.sge(slot as usize, data.len())
     }
 
     /// Buffers posted, and set aside for peers.

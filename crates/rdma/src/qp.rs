@@ -3,36 +3,39 @@
 //! pool's shared receive queue, whose buffers are posted before any peer can send.
 
 use std::ptr;
+use std::rc::Rc;
 
 use rdma_graceful_core::counters::{Kind, Live};
 use rdma_graceful_core::{ErrorCode, TransportError};
 
 use crate::ffi::*;
 use crate::loader::Lib;
+use crate::pool::PoolCore;
 use crate::sys::verbs_error;
 
 pub struct Qp {
     lib: &'static Lib,
-    /// The CM id the QP hangs off; it outlives the QP (Conn drops its resources before its id).
+    /// The CM id the QP hangs off; it outlives the QP (Conn drops its link before its id).
     id: *mut rdma_cm_id,
     qp: *mut ibv_qp,
     _live: Live,
+    /// The PD, CQ, SRQ and buffers the QP uses: released after the QP is destroyed (Drop body
+    /// first, then fields), so none is freed under it.
+    _pool: Rc<PoolCore>,
 }
 
 impl Qp {
     pub fn new(
         lib: &'static Lib,
         id: *mut rdma_cm_id,
-        pd: *mut ibv_pd,
-        cq: *mut ibv_cq,
-        srq: *mut ibv_srq,
+        pool: Rc<PoolCore>,
         send_depth: u32,
     ) -> Result<Qp, TransportError> {
         let mut attr = ibv_qp_init_attr {
             qp_context: ptr::null_mut(),
-            send_cq: cq,
-            recv_cq: cq,
-            srq,
+            send_cq: pool.cq.as_ptr(),
+            recv_cq: pool.cq.as_ptr(),
+            srq: pool.srq.as_ptr(),
             cap: ibv_qp_cap {
                 max_send_wr: send_depth,
                 max_recv_wr: 0,
@@ -44,13 +47,13 @@ impl Qp {
             sq_sig_all: 0,
         };
         // SAFETY: id, pd, cq and srq are live and belong to the same device context.
-        let rc = unsafe { (lib.cm.rdma_create_qp)(id, pd, &mut attr) };
+        let rc = unsafe { (lib.cm.rdma_create_qp)(id, pool.pd(), &mut attr) };
         if rc != 0 {
             return Err(verbs_error("rdma_create_qp"));
         }
         // SAFETY: rdma_create_qp stored the new QP in id->qp.
         let qp = unsafe { (*id).qp };
-        Ok(Qp { lib, id, qp, _live: Live::new(Kind::RdmaQueuePairs) })
+        Ok(Qp { lib, id, qp, _live: Live::new(Kind::RdmaQueuePairs), _pool: pool })
     }
 
     pub fn as_ptr(&self) -> *mut ibv_qp {

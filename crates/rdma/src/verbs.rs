@@ -114,8 +114,19 @@ impl Link {
                 "peer sent a message without immediate data (not an rdma-graceful frame)",
             ));
         }
-        let data = pool.received(buf, w.byte_len as usize);
-        match link::parse(u32::from_be(w.imm_data))? {
+        let imm = link::parse(u32::from_be(w.imm_data))?;
+        pool.with_received(buf, w.byte_len as usize, |data| self.take(imm, data, local_max, frames))
+    }
+
+    /// What a message's immediate data and payload mean (see `receive`).
+    fn take(
+        &mut self,
+        imm: Imm,
+        data: &[u8],
+        local_max: u32,
+        frames: &mut Vec<u8>,
+    ) -> Result<Received, TransportError> {
+        match imm {
             Imm::Update { grant } => {
                 if !data.is_empty() {
                     return Err(TransportError::new(

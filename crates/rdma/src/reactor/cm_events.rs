@@ -77,8 +77,7 @@ impl Reactor {
         let entry = self.pools.get_mut(&key).expect("pool_for made it");
         let pool = &mut entry.pool;
         let made = pool.reserve(crate::INITIAL_WINDOW).and_then(|()| {
-            let qp =
-                Qp::new(self.lib, conn.cm.as_ptr(), pool.pd(), pool.cq.as_ptr(), pool.srq.as_ptr(), crate::SEND_DEPTH);
+            let qp = Qp::new(self.lib, conn.cm.as_ptr(), pool.core.clone(), crate::SEND_DEPTH);
             if qp.is_err() {
                 pool.release(crate::INITIAL_WINDOW);
             }
@@ -113,10 +112,10 @@ impl Reactor {
         self.next_pool_number += 1;
         let watched = self
             .poller
-            .add(pool.channel.fd(), TOKEN_CQ | number, READABLE)
-            .and_then(|()| self.poller.add(pool.device.async_fd(), TOKEN_DEVICE | number, READABLE));
+            .add(pool.core.channel.fd(), TOKEN_CQ | number, READABLE)
+            .and_then(|()| self.poller.add(pool.core.device.async_fd(), TOKEN_DEVICE | number, READABLE));
         if let Err(e) = watched {
-            self.poller.remove(pool.channel.fd());
+            self.poller.remove(pool.core.channel.fd());
             return Err(TransportError::from_io("epoll_ctl(rdma pool)", &e));
         }
         self.pools.insert(key, PoolEntry { pool, number });
@@ -130,8 +129,8 @@ impl Reactor {
             self.pools.iter().filter(|(k, e)| e.pool.users == 0 && !listening.contains(k)).map(|(k, _)| *k).collect();
         for k in unused {
             if let Some(e) = self.pools.remove(&k) {
-                self.poller.remove(e.pool.channel.fd());
-                self.poller.remove(e.pool.device.async_fd());
+                self.poller.remove(e.pool.core.channel.fd());
+                self.poller.remove(e.pool.core.device.async_fd());
                 self.more_cq.retain(|p| *p != k);
             }
         }

@@ -18,13 +18,13 @@ struct Touched {
 impl Reactor {
     pub(super) fn on_device_ready(&mut self, key: usize) {
         let Some(entry) = self.pools.get(&key) else { return };
-        let events = entry.pool.device.read_async_events();
+        let events = entry.pool.core.device.read_async_events();
         for ev in events {
             let Some(entry) = self.pools.get(&key) else { return };
-            let name = entry.pool.device.event_name(ev.kind);
+            let name = entry.pool.core.device.event_name(ev.kind);
             let pool_wide = match ev.kind {
-                IBV_EVENT_CQ_ERR => ev.element == entry.pool.cq.as_ptr() as usize,
-                IBV_EVENT_SRQ_ERR => ev.element == entry.pool.srq.as_ptr() as usize,
+                IBV_EVENT_CQ_ERR => ev.element == entry.pool.core.cq.as_ptr() as usize,
+                IBV_EVENT_SRQ_ERR => ev.element == entry.pool.core.srq.as_ptr() as usize,
                 IBV_EVENT_DEVICE_FATAL => true,
                 _ => false,
             };
@@ -65,8 +65,8 @@ impl Reactor {
     pub(super) fn on_cq_ready(&mut self, key: usize, budget: &mut usize) {
         let Some(entry) = self.pools.get(&key) else { return };
         let was_in_cq = std::mem::replace(&mut self.in_cq, true);
-        if entry.pool.cq.take_events() {
-            if let Err(e) = entry.pool.cq.arm() {
+        if entry.pool.core.cq.take_events() {
+            if let Err(e) = entry.pool.core.cq.arm() {
                 crate::report(&format!("re-arming a completion queue: {e}"));
             }
         }
@@ -76,7 +76,7 @@ impl Reactor {
         let mut more = false;
         let mut wc = [ibv_wc::default(); 32];
         while let Some(entry) = self.pools.get(&key) {
-            let n = match entry.pool.cq.poll(&mut wc) {
+            let n = match entry.pool.core.cq.poll(&mut wc) {
                 Ok(n) => n,
                 Err(e) => {
                     crate::report(&format!("polling a completion queue: {e}"));
