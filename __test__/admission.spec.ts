@@ -8,7 +8,7 @@ import test from 'ava'
 import { connect, listen, type Connection, type Server, TransportError } from '../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../src/protocol'
 import { encodeHello } from '../src/protocol/frames'
-import { assertNoLiveResources, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, withDeadline } from './helpers'
 import { PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
 
 const hello = (role: 'active' | 'passive' = 'active'): Buffer =>
@@ -119,13 +119,7 @@ test.serial('a valid HELLO makes the connection; the setup deadline counts from 
 
   // A real client is unaffected.
   const s2 = await listen({ port: 0 })
-  s2.on(
-    'connection',
-    (c) =>
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {}),
-  )
+  s2.on('connection', echo)
   const conn = await connect({ port: s2.port })
   await conn.send('ok')
   t.is((await conn.read())?.toString(), 'ok')

@@ -9,7 +9,7 @@ import test from 'ava'
 
 import { chooseTransport, fallBack } from '../src/auto'
 import { connect, listen, TransportError, type Diagnostic } from '../src/index'
-import { assertNoLiveResources, rdmaUnavailableReason } from './helpers'
+import { assertNoLiveResources, echo, rdmaUnavailableReason } from './helpers'
 
 const unavailable = rdmaUnavailableReason()
 const up = { addresses: ['10.99.0.1', 'fe80::1'] }
@@ -59,13 +59,7 @@ test.serial("listen and connect with 'auto' here: the choice, its reason, a diag
   t.is(server.transportChoice?.requested, 'auto')
   t.regex(server.transportChoice!.reason, unavailable ? /rdma unavailable/ : /loopback/)
   t.like(await serverDiag, { code: 'transport-auto' })
-  server.on(
-    'connection',
-    (c) =>
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {}),
-  )
+  server.on('connection', echo)
 
   const conn = await connect({ transport: 'auto', port: server.port })
   const connDiag = new Promise<Diagnostic>((resolve) => conn.once('diagnostic', resolve))

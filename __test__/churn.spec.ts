@@ -4,8 +4,8 @@
  */
 import test from 'ava'
 
-import { connect, listen, liveCounts, type Connection } from '../src/index'
-import { assertNoLiveResources } from './helpers'
+import { connect, listen, liveCounts } from '../src/index'
+import { assertNoLiveResources, echo } from './helpers'
 
 const gc = (globalThis as { gc?: () => void }).gc
 
@@ -19,13 +19,7 @@ async function settledHeap(): Promise<number> {
 test.serial('4,000 connect/send/close cycles: no live native resource left, JS heap flat', async (t) => {
   if (gc === undefined) return t.fail('run with --expose-gc (package.json ava.nodeArguments)')
   const server = await listen({ port: 0 })
-  server.on(
-    'connection',
-    (c: Connection) =>
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {}),
-  )
+  server.on('connection', echo)
   const cycle = async (): Promise<void> => {
     const c = await connect({ port: server.port })
     await c.send('ping')

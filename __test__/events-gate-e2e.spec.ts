@@ -8,7 +8,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import test from 'ava'
 
 import { connect, listen, type Connection, type StateChange } from '../src/index'
-import { assertNoLiveResources } from './helpers'
+import { assertNoLiveResources, echo } from './helpers'
 
 type Published = StateChange & { connectionId: number; transport: string; timestamp: number }
 
@@ -71,13 +71,7 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
 
 test.serial('an old peer without capabilities still connects, exchanges data and closes', async (t) => {
   const server = await listen({ port: 0 })
-  server.on(
-    'connection',
-    (c: Connection) =>
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {}),
-  )
+  server.on('connection', echo)
   const old = await connect({ port: server.port, capabilities: 0 })
   await old.send('from the past')
   t.is((await old.read())?.toString(), 'from the past')

@@ -91,6 +91,13 @@ export function rdmaUnavailableReason(): string | undefined {
 /** The address rdma tests listen on: the Soft-RoCE device's (rdma-cm does not work on 127.0.0.1). */
 export const rdmaHost = process.env.SOFTROCE_IP ?? process.env.RDMA_TEST_HOST ?? '127.0.0.1'
 
+/** Echoes every message of `c` back until the connection ends (how it ends is the test's to check). */
+export function echo(c: Connection): void {
+  void (async () => {
+    for await (const m of c) await c.send(m)
+  })().catch(() => {})
+}
+
 /** A tcp server on a free port and one client of it: the client and the server's side of it. */
 export async function serverAndClient(
   clientOpts: Partial<ConnectOptions> = {},

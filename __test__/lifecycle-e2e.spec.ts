@@ -5,7 +5,7 @@
 import test from 'ava'
 
 import { connect, listen, type CloseResult, type Connection } from '../src/index'
-import { assertNoLiveResources, startPeer, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, startPeer, withDeadline } from './helpers'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
@@ -191,9 +191,7 @@ test.serial(
     const serverSide: Array<Promise<CloseResult>> = []
     server.on('connection', (c) => {
       serverSide.push(c.closed)
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {})
+      echo(c)
     })
     const polite = await connect({ port: server.port, closeOnShutdownNotice: false })
     const ignoring = await connect({ port: server.port, closeOnShutdownNotice: false })

@@ -9,7 +9,7 @@ import test from 'ava'
 import { CHANNEL_NAMES, connect, listen, type Connection } from '../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../src/protocol'
 import { encodeHello } from '../src/protocol/frames'
-import { assertNoLiveResources, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, withDeadline } from './helpers'
 import { PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
 
 type Message = Record<string, unknown>
@@ -146,13 +146,7 @@ test.serial("every connection 'diagnostic' is published on rdma-graceful:diagnos
 
 test.serial('conn.stats counts application and wire bytes; server.stats() gives connections by state and totals', async (t) => {
   const server = await listen({ port: 0 })
-  server.on(
-    'connection',
-    (c) =>
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {}),
-  )
+  server.on('connection', echo)
   const client = await connect({ port: server.port })
   for (const m of ['a', 'bb', 'ccc']) {
     await client.send(m)

@@ -8,9 +8,9 @@ import { pipeline } from 'node:stream/promises'
 
 import test, { type ExecutionContext } from 'ava'
 
-import { connect, listen, liveCounts, toDuplex, type TransportError, type Connection } from '../src/index'
+import { connect, listen, liveCounts, toDuplex, type TransportError } from '../src/index'
 import { runDemo } from '../src/demo'
-import { assertNoLiveResources, rdmaHost, rdmaUnavailableReason, startPeer, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, rdmaHost, rdmaUnavailableReason, startPeer, withDeadline } from './helpers'
 
 const unavailable = rdmaUnavailableReason()
 const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
@@ -84,13 +84,7 @@ rdmaTest('rdma: the demo runs clean (gate, echoes, three-way close, shutdown wit
 
 rdmaTest('rdma: a server shutdown serves in-flight work, then closes; a straggler is forced', async (t) => {
   const server = await listen({ transport: 'rdma', host: rdmaHost, port: 0 })
-  server.on(
-    'connection',
-    (c: Connection) =>
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {}),
-  )
+  server.on('connection', echo)
   const polite = await connect({ transport: 'rdma', host: rdmaHost, port: server.port })
   const straggler = await connect({ transport: 'rdma', host: rdmaHost, port: server.port, closeOnShutdownNotice: false })
   const replies = (async () => {
@@ -111,13 +105,7 @@ rdmaTest("rdma: transport 'auto' listens and connects over rdma on the device's 
   const server = await listen({ transport: 'auto', host: rdmaHost, port: 0 })
   t.is(server.transport, 'rdma')
   t.regex(server.transportChoice!.reason, /ACTIVE RDMA port serves/)
-  server.on(
-    'connection',
-    (c) =>
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {}),
-  )
+  server.on('connection', echo)
   const conn = await connect({ transport: 'auto', host: rdmaHost, port: server.port })
   t.is(conn.transport, 'rdma')
   t.is(conn.transportChoice?.transport, 'rdma')
@@ -134,13 +122,7 @@ rdmaTest("rdma: transport 'auto' listens and connects over rdma on the device's 
 
 rdmaTest("rdma: transport 'auto' falls back to tcp when nothing listens over rdma (a tcp server on the device's address)", async (t) => {
   const server = await listen({ transport: 'tcp', host: rdmaHost, port: 0 })
-  server.on(
-    'connection',
-    (c) =>
-      void (async () => {
-        for await (const m of c) await c.send(m)
-      })().catch(() => {}),
-  )
+  server.on('connection', echo)
   const conn = await connect({ transport: 'auto', host: rdmaHost, port: server.port })
   t.is(conn.transport, 'tcp')
   t.is((conn.transportChoice?.rdmaError as TransportError | undefined)?.code, 'ERR_CONNECTION_REFUSED')

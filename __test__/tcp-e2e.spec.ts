@@ -7,7 +7,7 @@ import net from 'node:net'
 import test from 'ava'
 
 import { connect, listen, type Connection, TransportError } from '../src/index'
-import { assertNoLiveResources, startPeer, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, startPeer, withDeadline } from './helpers'
 
 test.serial('1,000 messages each way arrive complete and in order (server in another process)', async (t) => {
   const peer = startPeer(t, ['server'])
@@ -80,9 +80,7 @@ test.serial('garbage bytes and an oversized frame get clear errors; other client
   const serverConns: Connection[] = []
   server.on('connection', (c: Connection) => {
     serverConns.push(c)
-    void (async () => {
-      for await (const m of c) await c.send(m)
-    })().catch(() => {})
+    echo(c)
   })
   const good = await connect({ port: server.port, maxMessageSize: 1024 })
 

@@ -6,7 +6,7 @@
 import type { ExecutionContext } from 'ava'
 
 import { connect, listen, type CloseResult, type Connection } from '../../src/index'
-import { assertNoLiveResources, withDeadline } from '../helpers'
+import { assertNoLiveResources, echo, withDeadline } from '../helpers'
 import { has, settleCodes, sleep, startNode } from './util'
 
 export interface Env {
@@ -234,13 +234,7 @@ export async function frozenPeer(t: ExecutionContext, e: Env, side: 'server' | '
     const accepted = new Promise<Connection>((resolve) => s.once('connection', resolve))
     peer = startNode(t, ['client', String(s.port)], peerEnv(e))
     conn = await withDeadline(accepted, e.startMs, 'accept')
-    s.on(
-      'connection',
-      (c: Connection) =>
-        void (async () => {
-          for await (const m of c) await c.send(m)
-        })().catch(() => {}),
-    )
+    s.on('connection', echo)
   }
   let echoes = 0
   const reading = (async () => {

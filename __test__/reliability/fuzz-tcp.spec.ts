@@ -11,7 +11,7 @@ import fc from 'fast-check'
 import { connect, listen, type CloseResult, type Connection, TransportError } from '../../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../../src/protocol'
 import { decodeCloseMessage, decodeHello, encodeCloseMessage, encodeFin, encodeHello, encodeNotice, encodeReady } from '../../src/protocol/frames'
-import { assertNoLiveResources, withDeadline } from '../helpers'
+import { assertNoLiveResources, echo, withDeadline } from '../helpers'
 import { PREAMBLE, RawPeer, frameBytes, header } from './raw-peer'
 
 const opts = { maxMessageSize: 1024, readyTimeoutMs: 400, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 500 }
@@ -264,9 +264,7 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
   server.on('clientError', (e: TransportError) => clientErrors.push(e))
   server.on('connection', (c: Connection) => {
     accepted.push(c)
-    void (async () => {
-      for await (const m of c) await c.send(m)
-    })().catch(() => {})
+    echo(c)
   })
   // The well-behaved client ping-pongs throughout.
   const good = await connect({ port: server.port, ...opts })
@@ -390,9 +388,7 @@ test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never 
   const accepted: Connection[] = []
   server.on('connection', (c: Connection) => {
     accepted.push(c)
-    void (async () => {
-      for await (const m of c) await c.send(m)
-    })().catch(() => {})
+    echo(c)
   })
   const errors: TransportError[] = []
   server.on('clientError', (e: TransportError) => errors.push(e))
