@@ -10,7 +10,7 @@ use rdma_graceful_core::TransportError;
 
 use crate::ffi::*;
 use crate::loader::Lib;
-use crate::sys::{set_nonblocking, verbs_error};
+use crate::sys::{rc_result, set_nonblocking, verbs_error};
 
 pub struct CompChannel {
     lib: &'static Lib,
@@ -83,13 +83,7 @@ impl Cq {
                 None => libc::ENOSYS,
             }
         };
-        if rc != 0 {
-            return Err(TransportError::new(
-                rdma_graceful_core::ErrorCode::Io,
-                format!("ibv_req_notify_cq failed: {}", std::io::Error::from_raw_os_error(rc)),
-            ));
-        }
-        Ok(())
+        rc_result("ibv_req_notify_cq", rc, rdma_graceful_core::ErrorCode::Io)
     }
 
     /// Consumes the channel's pending event (non-blocking) and acknowledges it; true when there

@@ -87,10 +87,7 @@ impl Pool {
     /// As `reserve`, for growing a window: false instead of an error, and never into the last
     /// eighth of the SRQ (kept for new connections).
     pub fn try_reserve(&mut self, n: u32) -> bool {
-        if (self.committed + n) * 8 > self.core.srq.capacity() * 7 {
-            return false;
-        }
-        self.reserve(n).is_ok()
+        !self.in_last_eighth(self.committed + n) && self.reserve(n).is_ok()
     }
 
     pub fn release(&mut self, n: u32) {
@@ -100,7 +97,12 @@ impl Pool {
 
     /// Most of what the SRQ can hold is set aside: windows shrink back as they are granted.
     pub fn under_pressure(&self) -> bool {
-        self.committed * 8 > self.core.srq.capacity() * 7
+        self.in_last_eighth(self.committed)
+    }
+
+    /// Whether `committed` buffers set aside would reach into the SRQ's last eighth.
+    fn in_last_eighth(&self, committed: u32) -> bool {
+        committed * 8 > self.core.srq.capacity() * 7
     }
 
     fn grow(&mut self) -> Result<(), TransportError> {

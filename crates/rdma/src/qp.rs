@@ -11,7 +11,7 @@ use rdma_graceful_core::{ErrorCode, TransportError};
 use crate::ffi::*;
 use crate::loader::Lib;
 use crate::pool::PoolCore;
-use crate::sys::verbs_error;
+use crate::sys::{rc_result, verbs_error};
 
 pub struct Qp {
     lib: &'static Lib,
@@ -71,13 +71,7 @@ impl Qp {
         let mut attr = ibv_qp_attr::state(IBV_QPS_ERR);
         // SAFETY: qp is live; attr is a valid ibv_qp_attr with only qp_state meaningful.
         let rc = unsafe { (self.lib.verbs.ibv_modify_qp)(self.qp, &mut attr, IBV_QP_STATE) };
-        if rc != 0 {
-            return Err(TransportError::new(
-                ErrorCode::Io,
-                format!("ibv_modify_qp(ERR) failed: {}", std::io::Error::from_raw_os_error(rc)),
-            ));
-        }
-        Ok(())
+        rc_result("ibv_modify_qp(ERR)", rc, ErrorCode::Io)
     }
 
     /// Posts signaled SEND_WITH_IMM work requests, `(wr_id, sge, imm)` each, chained into one
@@ -116,18 +110,8 @@ impl Qp {
         }
         let done =
             if bad.is_null() { 0 } else { (bad as usize - wrs.as_ptr() as usize) / std::mem::size_of::<ibv_send_wr>() };
-        (done, posted("ibv_post_send", rc))
+        (done, rc_result("ibv_post_send", rc, ErrorCode::ConnectionReset))
     }
-}
-
-fn posted(what: &str, rc: i32) -> Result<(), TransportError> {
-    if rc != 0 {
-        return Err(TransportError::new(
-            ErrorCode::ConnectionReset,
-            format!("{what} failed: {}", std::io::Error::from_raw_os_error(rc)),
-        ));
-    }
-    Ok(())
 }
 
 impl Drop for Qp {

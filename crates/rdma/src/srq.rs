@@ -8,7 +8,7 @@ use rdma_graceful_core::{ErrorCode, TransportError};
 
 use crate::ffi::*;
 use crate::loader::Lib;
-use crate::sys::verbs_error;
+use crate::sys::{rc_result, verbs_error};
 
 pub struct Srq {
     lib: &'static Lib,
@@ -56,13 +56,7 @@ impl Srq {
                 None => libc::ENOSYS,
             }
         };
-        if rc != 0 {
-            return Err(TransportError::new(
-                ErrorCode::Io,
-                format!("ibv_post_srq_recv failed: {}", std::io::Error::from_raw_os_error(rc)),
-            ));
-        }
-        Ok(())
+        rc_result("ibv_post_srq_recv", rc, ErrorCode::Io)
     }
 }
 

@@ -15,6 +15,14 @@ pub fn set_nonblocking(fd: RawFd) {
     }
 }
 
+/// A verbs call that returns its error number (0: success), as a typed error.
+pub fn rc_result(what: &str, rc: i32, code: ErrorCode) -> Result<(), TransportError> {
+    if rc == 0 {
+        return Ok(());
+    }
+    Err(TransportError::new(code, format!("{what} failed: {}", std::io::Error::from_raw_os_error(rc))))
+}
+
 /// A failed verbs/rdma-cm call that reports through errno.
 pub fn verbs_error(what: &str) -> TransportError {
     let e = std::io::Error::last_os_error();
