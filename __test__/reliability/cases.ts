@@ -7,7 +7,7 @@ import type { ExecutionContext } from 'ava'
 
 import { connect, listen, type CloseResult, type Connection } from '../../src/index'
 import { assertNoLiveResources, echo, withDeadline } from '../helpers'
-import { has, settleCodes, sleep, startNode } from './util'
+import { has, settleCodes, settledError, sleep, startNode } from './util'
 
 export interface Env {
   transport: 'tcp' | 'rdma'
@@ -77,14 +77,7 @@ export async function killServerMidTransfer(t: ExecutionContext, e: Env): Promis
   await until(() => echoes >= 200, 30_000, '200 echoes', conn)
   const killedAt = performance.now()
   peer.child.kill('SIGKILL')
-  const err = await withDeadline(
-    reading.then(
-      () => undefined,
-      (x: unknown) => x,
-    ),
-    bound(e) + 5000,
-    'read after the kill',
-  )
+  const err = await withDeadline(settledError(reading), bound(e) + 5000, 'read after the kill')
   const detectedMs = performance.now() - killedAt
   t.is(code(err), 'ERR_CONNECTION_DOWN', 'the pending read rejects')
   t.true(detectedMs <= bound(e), `DOWN ${detectedMs.toFixed(0)} ms after the kill (bound ${bound(e)} ms)`)
@@ -115,14 +108,7 @@ export async function killClientMidTransfer(t: ExecutionContext, e: Env): Promis
   await until(() => echoes >= 200, 30_000, '200 echoes', conn)
   const killedAt = performance.now()
   client.child.kill('SIGKILL')
-  const err = await withDeadline(
-    reading.then(
-      () => undefined,
-      (x: unknown) => x,
-    ),
-    bound(e) + 5000,
-    'read after the kill',
-  )
+  const err = await withDeadline(settledError(reading), bound(e) + 5000, 'read after the kill')
   const detectedMs = performance.now() - killedAt
   t.is(code(err), 'ERR_CONNECTION_DOWN')
   t.true(detectedMs <= bound(e), `server side DOWN ${detectedMs.toFixed(0)} ms after the kill (bound ${bound(e)} ms)`)
@@ -162,10 +148,7 @@ export async function killServerMidClose(t: ExecutionContext, e: Env, flushing: 
   peer.child.kill('SIGKILL')
   const result = await withDeadline(closing, bound(e) + 5000, 'close() after the kill')
   const detectedMs = performance.now() - killedAt
-  const readErr = await pendingRead.then(
-    () => undefined,
-    (x: unknown) => x,
-  )
+  const readErr = await settledError(pendingRead)
   t.is(code(readErr), 'ERR_CONNECTION_DOWN', 'the pending read rejects')
   checkForced(t, result, /transport-down|heartbeat-timeout/)
   t.true(detectedMs <= bound(e), `close() forced ${detectedMs.toFixed(0)} ms after the kill (bound ${bound(e)} ms)`)
@@ -245,14 +228,7 @@ export async function frozenPeer(t: ExecutionContext, e: Env, side: 'server' | '
   await until(() => echoes >= 100, 30_000, '100 echoes')
   const frozenAt = performance.now()
   peer.child.kill('SIGSTOP')
-  const err = await withDeadline(
-    reading.then(
-      () => undefined,
-      (x: unknown) => x,
-    ),
-    bound(e) + 5000,
-    'read from a frozen peer',
-  )
+  const err = await withDeadline(settledError(reading), bound(e) + 5000, 'read from a frozen peer')
   const detectedMs = performance.now() - frozenAt
   t.is(code(err), 'ERR_CONNECTION_DOWN')
   const result = await conn.closed

@@ -17,7 +17,7 @@ import type { ExecutionContext } from 'ava'
 import { connect, listen, liveCounts, type CloseResult, type Connection } from '../../src/index'
 import { assertNoLiveResources, withDeadline } from '../helpers'
 import { remoteCounts, startRemote, vanishB, Wire, type RemoteNode } from './two-host'
-import { settleCodes, sleep, wall, type Line } from './util'
+import { settleCodes, settledError, sleep, wall, type Line } from './util'
 
 export const SLACK_MS = 300
 export const TEARDOWN_MS = 3000
@@ -115,21 +115,17 @@ export async function partition(t: ExecutionContext, e: Env, streaming: boolean)
   let sends: Array<Promise<void>> = []
   let reading: Promise<unknown>
   if (streaming) {
-    reading = (async () => {
-      for await (const _ of conn) echoes++
-    })().then(
-      () => undefined,
-      (x: unknown) => x,
+    reading = settledError(
+      (async () => {
+        for await (const _ of conn) echoes++
+      })(),
     )
     sends = sendMany(conn, 4000, (i) => `message ${i} ${'x'.repeat(i % 200)}`)
     await until(() => echoes >= 200, 60_000, '200 echoes before the cut')
   } else {
     await conn.send('hello')
     t.is((await conn.read())?.toString(), 'hello')
-    reading = conn.read().then(
-      () => undefined,
-      (x: unknown) => x,
-    )
+    reading = settledError(conn.read())
     await sleep(2 * e.heartbeatTimeoutMs) // idle: heartbeats alone keep it up
     t.is(conn.state, 'OPEN', 'idle for two heartbeat timeouts: still open')
   }
@@ -332,11 +328,10 @@ export async function vanishedHost(t: ExecutionContext, envs: Env[]): Promise<st
   for (const { e, echo, hold, holdPort } of servers) {
     const s = await connect({ transport: e.transport, host: peerIp(), port: echo.port, ...hb(e), maxQueuedSends: 20_000 })
     const sv: Victim = { transport: e.transport, kind: 'stream', conn: s, echoes: 0, down: Promise.resolve(), sends: [] }
-    sv.down = (async () => {
-      for await (const _ of s) sv.echoes!++
-    })().then(
-      () => undefined,
-      (x: unknown) => x,
+    sv.down = settledError(
+      (async () => {
+        for await (const _ of s) sv.echoes!++
+      })(),
     )
     const c = await connect({ transport: e.transport, host: peerIp(), port: holdPort, ...hb(e) })
     const cs = sendMany(c, 10, (i) => `request ${i}`)
@@ -344,10 +339,7 @@ export async function vanishedHost(t: ExecutionContext, envs: Env[]): Promise<st
       transport: e.transport,
       kind: 'close',
       conn: c,
-      down: c.read().then(
-        () => undefined,
-        (x: unknown) => x,
-      ),
+      down: settledError(c.read()),
       sends: cs,
     })
     holds.push(hold)
