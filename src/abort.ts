@@ -37,23 +37,51 @@ interface Settleable<T> {
 }
 
 /**
+ * One real 'abort' listener per signal, however many waits share it: a signal shared by hundreds of
+ * sends, reads and requests (across connections) raises no MaxListenersExceededWarning. Each wait
+ * registers a callback here; the returned function unregisters it (and the real listener goes with
+ * the last one).
+ */
+const waits = new WeakMap<AbortSignal, { callbacks: Set<() => void>; listener: () => void }>()
+
+export function onAbort(signal: AbortSignal, callback: () => void): () => void {
+  let entry = waits.get(signal)
+  if (entry === undefined) {
+    const callbacks = new Set<() => void>()
+    const listener = (): void => {
+      waits.delete(signal)
+      for (const cb of callbacks) cb()
+    }
+    entry = { callbacks, listener }
+    waits.set(signal, entry)
+    signal.addEventListener('abort', listener, { once: true })
+  }
+  const { callbacks, listener } = entry
+  callbacks.add(callback)
+  return () => {
+    if (!callbacks.delete(callback) || callbacks.size > 0) return
+    waits.delete(signal)
+    signal.removeEventListener('abort', listener)
+  }
+}
+
+/**
  * Makes `pending` abortable by `signal`: on abort, `withdraw()` takes it out of whatever queue
  * holds it (returning false if it already left), and it rejects with an AbortError. Settling
  * `pending` by any route removes the abort listener.
  */
 export function bindAbort<T, P extends Settleable<T>>(signal: AbortSignal, pending: P, withdraw: () => boolean, what?: string): P {
   const { resolve, reject } = pending
-  const onAbort = (): void => {
+  const release = onAbort(signal, () => {
     if (withdraw()) pending.reject(abortError(signal, what))
-  }
+  })
   pending.resolve = (value) => {
-    signal.removeEventListener('abort', onAbort)
+    release()
     resolve(value)
   }
   pending.reject = (error) => {
-    signal.removeEventListener('abort', onAbort)
+    release()
     reject(error)
   }
-  signal.addEventListener('abort', onAbort, { once: true })
   return pending
 }

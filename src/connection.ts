@@ -6,25 +6,34 @@
  * Habits from node:net: `end()` half-closes (this side sends no more, keeps reading), `close()` runs
  * the graceful three-way close and resolves with its result, `destroy()` aborts at once.
  */
-import { abortError, bindAbort, signalOf } from './abort'
+import { abortError, bindAbort, onAbort, signalOf } from './abort'
 import type { TransportChoice } from './auto'
 import { DEFAULT_WRITABLE_HIGH_WATER_MARK, WriteGauge } from './backpressure'
 import { closeChannel, diagnosticChannel, publish, stateChannel, type Role } from './diagnostics'
-import { ConnectionDownError, SendTimeoutError, TransportError } from './errors'
+import {
+  ConnectionClosedError,
+  ConnectionDownError,
+  type RdmaGracefulError,
+  RemoteHandlerError,
+  RequestNotProcessedError,
+  SendTimeoutError,
+  TransportError,
+} from './errors'
 import { TypedEmitter, type ConnectionEventMap, type Diagnostic } from './events'
 import { IdleTimeout } from './idle-timeout'
 import { Fifo } from './protocol/fifo'
 import { setLongTimeout, type LongTimer } from './long-timer'
+import { invalid } from './options'
+import { isDataKind } from './protocol/frames'
+import { PendingRequests, type RequestOptions } from './requests'
 import {
   DEFAULTS,
-  FrameKind,
   ProtocolConnection,
   type Action,
   type CloseState,
   type ConnectionOptions as EngineOptions,
   type ConnectionState,
   type ConnectionStats,
-  type Outcome,
   type StateChange,
 } from './protocol'
 import type { ConnectionEvents, Hub, QpNumbers, TransportKind } from './hub'
@@ -61,9 +70,20 @@ export interface DriverOptions {
    * until 'drain'. Default 65536.
    */
   writableHighWaterMark?: number
+  /** How long `request()` waits for its reply before ERR_REQUEST_TIMEOUT (per request: `timeoutMs`). Default 60000. */
+  requestTimeoutMs?: number
 }
 
 export const DEFAULT_SEND_TIMEOUT_MS = 60_000
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000
+
+export type { RequestOptions } from './requests'
+
+/** What a request handler may answer: the reply (empty for undefined). A throw or rejection answers with an error. */
+export type Reply = Buffer | Uint8Array | string | undefined | void
+
+/** `conn.handle(handler)`: answers each request of the peer's; `body` is the request, the result the reply. */
+export type RequestHandler = (body: Buffer, connection: Connection) => Reply | Promise<Reply>
 
 export interface SendOptions {
   /** Withdraws the send if it is still waiting (rejects with the signal's reason). */
@@ -107,16 +127,18 @@ interface PendingSend {
   release?: () => void
 }
 
-export interface CloseResult {
-  outcome: Outcome
-  /** Machine-readable reason, e.g. 'fin-received', 'ack-timeout', 'transport-down', 'grace-expired'. */
-  reason: string
-  /** Set when forced: the error pending reads and sends were rejected with. */
-  error?: Error
-}
+/**
+ * How a connection ended. Graceful: the three-way close completed (`reason` 'close-complete', or
+ * 'legacy-close' / 'peer-closed-legacy' with an old peer): everything sent both ways arrived.
+ * Forced: `reason` says why (e.g. 'ack-timeout', 'end-timeout', 'transport-down', 'grace-expired',
+ * 'destroyed'), and `error` is the typed error pending reads, sends and requests were rejected with.
+ */
+export type CloseResult =
+  | { outcome: 'graceful'; reason: string; error?: undefined }
+  | { outcome: 'forced'; reason: string; error: RdmaGracefulError }
 
 export interface ConnectionTimings {
-  /** From transport established to OPEN (handshake and readiness gate), ms. */
+  /** From transport established to OPEN (handshake and readiness gate), ms; set once OPEN (always, once connect() resolved). */
   connectMs?: number
   /** From end()/close() (or, on the responding side, the peer's REQ) to the terminal state, ms. */
   closeMs?: number
@@ -156,6 +178,24 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   /** Sends whose frame the native side refused because it already let the connection go. */
   private readonly refusedSends: number[] = []
   private readonly sendTimeoutMs: number
+  private readonly requestTimeoutMs: number
+  /** Our requests waiting for their reply; `requestSends`: the send of each, until written. */
+  private readonly requests = new PendingRequests((requestId) => this.withdrawRequest(requestId))
+  private readonly requestSends = new Map<number, number>()
+  private handler: RequestHandler | undefined
+  /** The peer's requests that came before handle() was called (bounded by our receive window). */
+  private readonly unhandled: Array<{ requestId: number; payload: Buffer }> = []
+  /** SHUTDOWN_NOTICE sent (server side) or received (client side). */
+  private shutdownHeard = false
+  /** Client: end our side once idle after the server's SHUTDOWN_NOTICE (closeOnShutdownNotice). */
+  private readonly endOnNotice: boolean
+  /** Waiting for the application to go idle before ending on the notice (see endWhenIdle). */
+  private idleEndArmed = false
+  private idleCheckScheduled = false
+  /** Sends, writes and requests made so far: how endWhenIdle() sees that the application is still at work. */
+  private sendsMade = 0
+  /** A write() without a callback failed with no 'error' listener: the process warning is given once. */
+  private warnedWriteFailure = false
   private readonly received: Buffer[] = []
   private readonly reads: PendingRead[] = []
   private readEnd: Error | 'eof' | undefined
@@ -163,7 +203,10 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private transportGone = false
   private resolveClosed!: (r: CloseResult) => void
   private running = false
+  /** allowHalfOpen: false: end our side once the application has read up to the peer's end. */
   private autoEnd: boolean
+  /** A stream adapter (toDuplex) owns this connection's end: it ends it when its writable side ends. */
+  private streamOwned = false
   /** The application has read (or waited to read) from this connection at least once. */
   private reader = false
   private finished = false
@@ -182,21 +225,26 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   constructor(
     private readonly hub: Hub,
     role: 'active' | 'passive',
-    { sendTimeoutMs, writableHighWaterMark, ...options }: ProtocolOptions & DriverOptions,
+    { sendTimeoutMs, writableHighWaterMark, requestTimeoutMs, closeOnShutdownNotice, ...options }: ProtocolOptions & DriverOptions,
   ) {
     super()
     this.transport = hub.kind
     this.role = role === 'active' ? 'client' : 'server'
     this.sendTimeoutMs = sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS
+    this.requestTimeoutMs = requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
+    this.endOnNotice = closeOnShutdownNotice ?? true
     const maxQueued = options.maxQueuedSends ?? DEFAULTS.maxQueuedSends
     this.gauge = new WriteGauge(writableHighWaterMark ?? DEFAULT_WRITABLE_HIGH_WATER_MARK, Math.max(1, Math.floor(maxQueued / 2)), () =>
       this.notify('drain'),
     )
-    // Half-open policy lives here, not in the engine: like node:net, a connection that does not
-    // allow half-open ends its side once the application has *read* up to the peer's end, so
-    // replies to requests it already received still go out before DISCONNECT_ACK.
-    this.autoEnd = !(options.allowHalfOpen ?? false)
-    this.engine = new ProtocolConnection({ ...options, allowHalfOpen: true, role, creditGrant: 'on-consume' })
+    // The end policies live here, not in the engine. After the peer's DISCONNECT_REQ our ACK goes
+    // out only once the application ended its side: the library cannot know whether a handler is
+    // still about to answer, so by default it waits (allowHalfOpen: true; drainTimeoutMs bounds the
+    // wait, then the close is forced with reason 'end-timeout'). A request handler (handle()) is
+    // the exception: the engine knows every request it owes an answer. allowHalfOpen: false opts
+    // into node:net's habit, ending our side once the application has read up to the peer's end.
+    this.autoEnd = options.allowHalfOpen === false
+    this.engine = new ProtocolConnection({ ...options, allowHalfOpen: true, closeOnShutdownNotice: false, role, creditGrant: 'on-consume' })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
   }
 
@@ -257,7 +305,57 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       return Promise.reject(err)
     }
     if (signal?.aborted) return Promise.reject(signal.reason)
-    return new Promise<void>((resolve, reject) => this.enqueue(payload, { resolve, reject, bytes: payload.length }, signal))
+    return new Promise<void>((resolve, reject) => this.enqueue(this.engine.send(now(), payload), { resolve, reject, bytes: payload.length }, signal))
+  }
+
+  /**
+   * Sends a request and resolves with the peer's reply (its `handle()` handler's result). Rejects
+   * with ERR_REQUEST_TIMEOUT after `timeoutMs` (default `requestTimeoutMs`), an AbortError when
+   * `signal` aborts, ERR_REMOTE_HANDLER when the peer's handler failed, ERR_REQUEST_NOT_PROCESSED
+   * when the peer ended its side before the request reached it (safe to retry elsewhere), or the
+   * connection's error if it ends first: it never hangs. The close handshake waits for the reply.
+   */
+  request(data: Buffer | Uint8Array | string, opts?: RequestOptions): Promise<Buffer> {
+    const payload = payloadOf(data, 'request')
+    if (payload instanceof Error) return Promise.reject(payload)
+    let signal: AbortSignal | undefined
+    let timeoutMs: number
+    try {
+      signal = signalOf(opts, 'request()')
+      timeoutMs = requestTimeoutOf(opts?.timeoutMs, this.requestTimeoutMs)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal, 'request()'))
+    return new Promise<Buffer>((resolve, reject) => {
+      const { sendId, requestId } = this.engine.request(now(), payload)
+      this.requests.add(requestId, { resolve, reject }, timeoutMs, signal, this.refed)
+      this.requestSends.set(requestId, sendId)
+      const written = (): void => void this.requestSends.delete(requestId)
+      this.enqueue(sendId, { resolve: written, reject: (e) => (written(), this.requests.settle(requestId, e)), bytes: payload.length }, undefined)
+      this.settleIdle()
+    })
+  }
+
+  /**
+   * Answers the peer's requests: `handler(body, conn)` runs for each (concurrently, at most
+   * `receiveWindow` at once: a request's credit returns to the peer when its answer is queued);
+   * its result is the reply, a throw or rejection answers with an error (ERR_REMOTE_HANDLER on the
+   * requester, with the error's message). Requests that came before handle() are answered now.
+   * Once the peer has ended its side, ours ends by itself after the last answer: DISCONNECT_ACK
+   * proves every reply arrived. Returns the connection.
+   */
+  handle(handler: RequestHandler): this {
+    if (typeof handler !== 'function') throw invalid('handle() takes a function (body, connection) => reply')
+    this.handler = handler
+    for (const r of this.unhandled.splice(0)) this.runHandler(r.requestId, r.payload)
+    this.endAfterPeer()
+    return this
+  }
+
+  /** Whether a SHUTDOWN_NOTICE was sent on this connection (server) or received (client): refuse new work, finish old. */
+  get shuttingDown(): boolean {
+    return this.shutdownHeard
   }
 
   /**
@@ -275,19 +373,33 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       resolve: () => callback?.(),
       reject: (error) => {
         if (callback) callback(error)
-        else if (!this.engine.isTerminal) {
-          this.engine.destroy(now(), error, 'write-failed')
-          this.runActions()
-        }
+        else if (!this.engine.isTerminal) this.writeFailed(error)
+        // Once the connection has ended, its close result says why every waiting write failed.
       },
       bytes: payload.length,
     }
-    this.enqueue(payload, pending, undefined)
+    this.enqueue(this.engine.send(now(), payload), pending, undefined)
     return this.gauge.check()
   }
 
-  private enqueue(payload: Buffer, pending: PendingSend, signal: AbortSignal | undefined): void {
-    const id = this.engine.send(now(), payload)
+  /**
+   * A write() without a callback failed on a connection that is still up (queue full, too large,
+   * after end, send timeout): the message is lost, so it is reported, as Node's streams do, on
+   * 'error', when the application listens for it; otherwise as a process warning (once per
+   * connection), never by destroying a healthy connection or crashing the process.
+   */
+  private writeFailed(error: Error): void {
+    if (this.listenerCount('error') > 0) return this.notify('error', error)
+    if (this.warnedWriteFailure) return
+    this.warnedWriteFailure = true
+    process.emitWarning(`a write() without a callback failed and the connection has no 'error' listener: ${error.message}`, {
+      code: 'RDMA_GRACEFUL_WRITE_FAILED',
+      detail: 'Pass write() a callback, or listen for the connection\'s \'error\' event, to handle each failed write.',
+    })
+  }
+
+  private enqueue(id: number, pending: PendingSend, signal: AbortSignal | undefined): void {
+    this.sendsMade++
     this.sends.set(id, pending)
     this.runActions()
     if (!this.sends.has(id)) return
@@ -323,10 +435,19 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private armSendDeadline(id: number, pending: PendingSend, signal: AbortSignal | undefined): void {
     this.sendDeadlines.push({ id, at: now() + this.sendTimeoutMs })
     this.rearm()
-    if (signal === undefined) return
-    const onAbort = (): void => this.withdrawSend(id, signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    pending.release = () => signal.removeEventListener('abort', onAbort)
+    if (signal !== undefined) pending.release = onAbort(signal, () => this.withdrawSend(id, signal.reason))
+  }
+
+  /** A request given up (timeout, abort): if it still waits to be written, it never will be. */
+  private withdrawRequest(requestId: number): void {
+    const sendId = this.requestSends.get(requestId)
+    this.requestSends.delete(requestId)
+    if (sendId !== undefined && this.engine.cancelSend(now(), sendId)) {
+      this.sends.get(sendId)!.reject = () => {} // the request itself rejects with the timeout / abort
+      this.settleSend(sendId, new ConnectionClosedError('withdrawn'))
+    }
+    this.runActions()
+    this.settleIdle()
   }
 
   /** Withdraws a send still waiting in the engine's queue and rejects it with `error`. */
@@ -362,10 +483,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         this.runActions()
       }
       if (signal.aborted) abort()
-      else {
-        signal.addEventListener('abort', abort, { once: true })
-        void this.closed.then(() => signal.removeEventListener('abort', abort))
-      }
+      else void this.closed.then(onAbort(signal, abort))
     }
     return this.closed
   }
@@ -393,6 +511,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     this.refed = on
     if (this.conn !== 0) this.hub.setRef(this.conn, on)
     this.timer?.setRef(on)
+    this.requests.setRef(on)
     return this
   }
 
@@ -485,10 +604,54 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     }
   }
 
-  /** @internal Server side: announce SHUTDOWN_NOTICE and keep serving for `graceMs`. */
+  /**
+   * @internal Server side: announce SHUTDOWN_NOTICE and keep serving for `graceMs`; the
+   * application hears 'shutdown' too (shuttingDown is true from now on).
+   */
   shutdownNotice(graceMs: number): void {
     this.engine.shutdownNotice(now(), graceMs)
     this.runActions()
+    if (!this.shutdownHeard && !this.engine.isTerminal) {
+      this.shutdownHeard = true
+      this.notify('shutdown', { graceMs })
+    }
+  }
+
+  /**
+   * Client: the server's SHUTDOWN_NOTICE arrived. With closeOnShutdownNotice (the default) our
+   * side ends once the application is idle, so a stream or a chain of requests in progress
+   * finishes inside the grace; a stream adapter (toDuplex) ends it when the stream ends.
+   */
+  private heardShutdown(graceMs: number): void {
+    this.shutdownHeard = true
+    this.notify('shutdown', { graceMs })
+    if (this.endOnNotice && !this.streamOwned) {
+      this.idleEndArmed = true
+      this.settleIdle()
+    }
+  }
+
+  /**
+   * Ends our side for the notice once the application is idle: nothing waits in the send queue, no
+   * request waits for its reply, and nothing was sent for a whole event-loop turn (a writer that
+   * resumes on 'drain', or a request made when the previous reply came, writes within the turn).
+   * Checked at the notice, when the queue empties and when a request settles.
+   */
+  private settleIdle(): void {
+    if (!this.idleEndArmed || this.idleCheckScheduled) return
+    if (this.gauge.messages > 0 || this.requests.size > 0) return // checked again when they settle
+    this.idleCheckScheduled = true
+    const made = this.sendsMade
+    setImmediate(() => {
+      this.idleCheckScheduled = false
+      if (this.engine.isTerminal || this.engine.hasEnded) return
+      if (this.sendsMade !== made) return this.settleIdle() // still at work: look again next turn
+      if (this.gauge.messages > 0 || this.requests.size > 0) return
+      this.idleEndArmed = false
+      this.closeStartedAt ??= now()
+      this.engine.end(now(), 'shutdown-notice')
+      this.runActions()
+    })
   }
 
   // ------------------------------------------------------------------ engine -> world
@@ -567,14 +730,28 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       case 'deliver':
         this.deliver(a.payload)
         return
+      case 'request':
+        this.countReceived(a.payload)
+        if (this.handler !== undefined) this.runHandler(a.requestId, a.payload)
+        else this.unhandled.push({ requestId: a.requestId, payload: a.payload })
+        return
+      case 'response':
+        this.countReceived(a.payload)
+        this.requests.settle(a.requestId, a.ok ? undefined : new RemoteHandlerError(a.payload.toString()), a.payload)
+        this.settleIdle()
+        return
+      case 'notProcessed':
+        for (const id of a.requestIds) this.requests.settle(id, new RequestNotProcessedError())
+        this.settleIdle()
+        return
       case 'peerEnded':
         this.endReads('eof')
-        // An application that never reads has no reply in progress to wait for.
-        if (!this.reader) this.endAfterPeer()
+        // allowHalfOpen: false and an application that never reads: no reply in progress to wait for.
+        if (!this.reader || this.handler !== undefined) this.endAfterPeer()
         this.notify('end')
         return
       case 'shutdown':
-        this.notify('shutdown', { graceMs: a.graceMs })
+        this.heardShutdown(a.graceMs)
         return
       case 'event':
         this.stateChanged(a)
@@ -598,8 +775,10 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         for (const id of this.refusedSends.splice(0)) {
           this.settleSend(id, a.error ?? new ConnectionDownError('transport-down'))
         }
-        this.result = { outcome: a.outcome, reason: a.reason, ...(a.error ? { error: a.error } : {}) }
+        this.result = a.error ? { outcome: 'forced', reason: a.reason, error: a.error } : { outcome: 'graceful', reason: a.reason }
         if (this.closeStartedAt !== undefined) this.timings.closeMs = a.at - this.closeStartedAt
+        this.requests.rejectAll(a.error ?? new ConnectionClosedError(a.reason))
+        this.unhandled.length = 0
         this.endReads(a.error ?? 'eof')
         this.finish()
         return
@@ -610,7 +789,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     try {
       this.hub.send(this.conn, kind, credits, payload)
       this.bytes.wireBytesSent += FRAME_HEADER_BYTES + payload.length
-      if (kind === FrameKind.DATA) {
+      if (isDataKind(kind)) {
         this.bytes.bytesSent += payload.length
         this.idle.activity()
       }
@@ -640,11 +819,45 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     if (pending.queued) this.gauge.remove(pending.bytes, !this.engine.isTerminal)
     if (error) pending.reject(error)
     else pending.resolve()
+    if (this.gauge.messages === 0) this.settleIdle()
+  }
+
+  /** Runs the request handler for one request; its result (or error) is the answer. */
+  private runHandler(requestId: number, body: Buffer): void {
+    const handler = this.handler as RequestHandler
+    let result: Reply | Promise<Reply>
+    try {
+      result = handler(body, this)
+    } catch (err) {
+      return this.answer(requestId, err, false)
+    }
+    Promise.resolve(result).then(
+      (reply) => this.answer(requestId, reply, true),
+      (err: unknown) => this.answer(requestId, err, false),
+    )
+  }
+
+  private answer(requestId: number, value: unknown, ok: boolean): void {
+    if (this.engine.isTerminal) return
+    let body = ok ? payloadOf(value ?? '', 'the request handler') : undefined
+    if (body instanceof Error) {
+      ok = false
+      body = Buffer.from(body.message.replace(/^the request handler\(\) takes/, 'the request handler must return'))
+    }
+    if (!ok && body === undefined) body = Buffer.from(value instanceof Error ? value.message : String(value))
+    // The request's receive buffer is free once it is answered: at most receiveWindow handlers run at once.
+    this.engine.consumed(now(), 1)
+    this.engine.respond(now(), requestId, body as Buffer, ok)
+    this.runActions()
+  }
+
+  private countReceived(payload: Buffer): void {
+    this.bytes.bytesReceived += payload.length
+    this.idle.activity()
   }
 
   private deliver(payload: Buffer): void {
-    this.bytes.bytesReceived += payload.length
-    this.idle.activity()
+    this.countReceived(payload)
     const reader = this.reads.shift()
     if (reader) {
       this.engine.consumed(now(), 1)
@@ -668,14 +881,16 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   }
 
   /**
-   * Without half-open, end our side once the application has read everything up to the peer's end
-   * (or at once when it never reads from this connection).
+   * After the peer's end: a request handler ends our side at once (the engine holds our ACK until
+   * every request is answered); allowHalfOpen: false ends it once the application has read
+   * everything up to the peer's end (or at once when it never reads). Otherwise the application ends it.
    */
   private endAfterPeer(): void {
-    if (this.autoEnd && this.engine.closeState === 'REQ_RECEIVED') {
-      this.engine.end(now())
-      this.runActions()
-    }
+    if (this.engine.closeState !== 'REQ_RECEIVED' || this.engine.hasEnded) return
+    if (this.handler !== undefined) this.engine.end(now(), 'handler-end')
+    else if (this.autoEnd) this.engine.end(now(), 'auto-end')
+    else return
+    this.runActions()
   }
 
   private stateChanged(change: StateChange & { type: 'event' }): void {
@@ -707,6 +922,8 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
    */
   endsByStream(): void {
     this.autoEnd = false
+    this.streamOwned = true
+    this.idleEndArmed = false
   }
 
   /** @internal transport 'auto' chose this connection's transport (connect()): recorded and reported. */
@@ -735,6 +952,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       bytesSent: this.bytes.bytesSent,
       bytesReceived: this.bytes.bytesReceived,
     }))
+    // Node's habit for a stream that failed, for whoever listens (events.once(conn, 'drain') does):
+    // never emitted without a listener, so a process that does not listen cannot crash on it.
+    if (result.error !== undefined && this.listenerCount('error') > 0) this.notify('error', result.error)
     this.notify('close', result)
     this.resolveClosed(result)
   }
@@ -746,4 +966,11 @@ function payloadOf(data: unknown, call: string): Buffer | TransportError {
   if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   const what = data === null ? 'null' : Array.isArray(data) ? 'an array' : typeof data
   return new TransportError('ERR_INVALID_ARGUMENT', `${call}() takes a Buffer, a Uint8Array or a string, got ${what}`)
+}
+
+/** A request's `timeoutMs`, checked: an integer number of ms from 1 up, or Infinity for none. */
+function requestTimeoutOf(v: unknown, fallback: number): number {
+  if (v === undefined) return fallback
+  if (v === Infinity || (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= Number.MAX_SAFE_INTEGER)) return v
+  throw invalid(`request(): timeoutMs must be an integer number of ms from 1 up, or Infinity, got ${String(v)}`)
 }

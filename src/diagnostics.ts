@@ -51,13 +51,14 @@ export interface AcceptMessage extends ChannelMessage {
 }
 
 /** 'rdma-graceful:close': a connection's close result, once its native resources are freed. */
-export interface CloseMessage extends ChannelMessage, CloseResult {
-  connection: Connection
-  connectionId: number
-  closeMs?: number
-  bytesSent: number
-  bytesReceived: number
-}
+export type CloseMessage = ChannelMessage &
+  CloseResult & {
+    connection: Connection
+    connectionId: number
+    closeMs?: number
+    bytesSent: number
+    bytesReceived: number
+  }
 
 /** 'rdma-graceful:diagnostic': every 'diagnostic' of connections and servers (stale READY, retries, transport 'auto' ...). */
 export interface DiagnosticMessage extends ChannelMessage, Omit<Diagnostic, 'type'> {
@@ -71,6 +72,18 @@ export const CHANNEL_NAMES = {
   close: 'rdma-graceful:close',
   diagnostic: 'rdma-graceful:diagnostic',
 } as const
+
+/**
+ * The message each channel carries, by channel name, for a typed subscriber:
+ * `subscribe(CHANNEL_NAMES.close, (m) => { const msg = m as ChannelMessageMap['rdma-graceful:close'] })`.
+ */
+export interface ChannelMessageMap {
+  'rdma-graceful:state': StateMessage
+  'rdma-graceful:connect': ConnectMessage
+  'rdma-graceful:accept': AcceptMessage
+  'rdma-graceful:close': CloseMessage
+  'rdma-graceful:diagnostic': DiagnosticMessage
+}
 
 /** Every state change of every connection (StateMessage). */
 export const stateChannel = channel(CHANNEL_NAMES.state)

@@ -12,7 +12,10 @@ import type { TransportError } from './errors'
 import type { StateChange } from './protocol'
 import type { ServerCloseResult } from './server'
 
-/** The server is shutting down: it keeps serving this connection for `graceMs` more. */
+/**
+ * The server is shutting down: it keeps serving this connection for `graceMs` more (on the client,
+ * as the SHUTDOWN_NOTICE said; on the server's side of a connection, when server.close() began).
+ */
 export interface ShutdownNotice {
   graceMs: number
 }
@@ -42,6 +45,15 @@ export interface ConnectionEventMap {
   timeout: []
   /** A `write()` returned false and every queued message has since been handed to the transport. */
   drain: []
+  /**
+   * Only emitted when a listener is attached, so a process that does not listen never crashes:
+   * a `write()` without a callback failed while the connection is up (ERR_SEND_QUEUE_FULL,
+   * ERR_MESSAGE_TOO_LARGE, ERR_SEND_AFTER_END, ERR_SEND_TIMEOUT: that message was not sent, the
+   * connection stays up; without a listener a process warning says so, once), or the connection
+   * was forced closed (the close result's error, just before 'close'), so that
+   * `await once(conn, 'drain')` rejects instead of waiting forever.
+   */
+  error: [error: Error]
   /** The connection is closed and every native resource of it freed. */
   close: [result: CloseResult]
 }

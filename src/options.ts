@@ -154,14 +154,17 @@ export function connectionOptionsOf(
       throw invalid(`writableHighWaterMark must be an integer number of bytes >= 1, got ${m}`)
     picked.writableHighWaterMark = m
   }
-  if (o.sendTimeoutMs === undefined) return picked
-  // A driver timer (chained past setTimeout's 2^31-1 ms): like the protocol's durations, anything
+  // Driver timers (chained past setTimeout's 2^31-1 ms): like the protocol's durations, anything
   // from 1 ms to years, unlike the transport deadlines that the native side takes as u32 ms.
-  const t = o.sendTimeoutMs
-  if (!Number.isInteger(t) || t < 1 || t > Number.MAX_SAFE_INTEGER) {
-    throw invalid(`sendTimeoutMs must be an integer number of ms from 1 up (years are fine), got ${t}`)
+  for (const name of ['sendTimeoutMs', 'requestTimeoutMs'] as const) {
+    const t = o[name]
+    if (t === undefined) continue
+    if (!Number.isInteger(t) || t < 1 || t > Number.MAX_SAFE_INTEGER) {
+      throw invalid(`${name} must be an integer number of ms from 1 up (years are fine), got ${t}`)
+    }
+    picked[name] = t
   }
-  return { ...picked, sendTimeoutMs: t }
+  return picked
 }
 
 /**

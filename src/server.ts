@@ -31,10 +31,11 @@ export interface ServerStats {
   bytesReceived: number
 }
 
+/** What `server.close()` dealt with: the connections open when it began, or admitted during its grace. */
 export interface ServerCloseResult {
-  /** Connections that completed the close handshake. */
+  /** Connections of this shutdown that completed the close handshake. */
   graceful: number
-  /** Connections force-closed (grace expired, deadline, transport failure). */
+  /** Connections of this shutdown force-closed (grace expired, deadline, transport failure). */
   forced: number
 }
 
@@ -151,10 +152,6 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   }
 
   /**
-   * Stops accepting and shuts down politely: every connection gets SHUTDOWN_NOTICE and is served
-   * for `graceMs` (default 5000); then the rest are force-closed. Resolves when all are closed.
-   */
-  /**
    * Lets the process exit while the server listens, like `net.Server#unref()`; connections it
    * accepted are not affected (each has its own `unref()`). Returns the server.
    */
@@ -169,6 +166,11 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
     return this
   }
 
+  /**
+   * Stops accepting and shuts down politely: every connection gets SHUTDOWN_NOTICE (and its
+   * 'shutdown' event on this side) and is served for `graceMs` (default 5000); then the rest are
+   * force-closed. Resolves, once all are closed, with the counts of this shutdown's connections.
+   */
   close(opts: { graceMs?: number } = {}): Promise<ServerCloseResult> {
     if (this.closing) return this.closing
     const graceMs = opts.graceMs ?? 5000
@@ -176,6 +178,9 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
       return Promise.reject(invalid(`graceMs must be a finite number of ms >= 0, got ${String(graceMs)}`))
     }
     this.graceEndsAt = performance.now() + graceMs
+    // This shutdown's counts: every connection closed from now on was open now or admitted during
+    // the grace (the totals since listen() stay in stats()).
+    const before = { ...this.tally }
     this.hub.closeListener(this.listenerId)
     for (const c of this.live) c.shutdownNotice(graceMs)
     for (const a of this.admitting) a.cutOff(graceMs)
@@ -184,8 +189,9 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
       await Promise.all([...this.admitting].map((a) => a.settled))
       await Promise.all([...this.live].map((c) => c.closed))
       for (const w of this.waiters.splice(0)) w({ done: true, value: undefined })
-      this.emit('close', this.tally)
-      return { ...this.tally }
+      const result = { graceful: this.tally.graceful - before.graceful, forced: this.tally.forced - before.forced }
+      this.emit('close', result)
+      return result
     })()
     return this.closing
   }

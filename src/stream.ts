@@ -12,7 +12,11 @@
  *   connection's own `allowHalfOpen: false` auto-end is off: the stream's writable end decides
  *   (see DuplexOptions.allowHalfOpen).
  * - `destroy(err)` destroys the connection; a connection that fails destroys the stream with its
- *   error (ERR_CONNECTION_DOWN ...), which `pipeline()` reports.
+ *   error (ERR_CONNECTION_DOWN ...), which `pipeline()` reports. A write the connection refused
+ *   (ERR_SEND_AFTER_END ...) also errors the stream, but leaves the connection to close gracefully:
+ *   the stream did not fail it, so its close never says the application destroyed it.
+ * - A server's SHUTDOWN_NOTICE does not end an adapted connection by itself: the stream finishes
+ *   and ends it (inside the grace), so a pipeline in progress is not cut off.
  *
  * One adapter per connection, since it owns the connection's reads: toDuplex() returns the same
  * Duplex for the same connection (`pipeline(toDuplex(conn), transform, toDuplex(conn))` echoes).
@@ -47,13 +51,19 @@ export function toDuplex(conn: Connection, opts: DuplexOptions = {}): Duplex {
 
 function makeDuplex(conn: Connection, opts: DuplexOptions): Duplex {
   let reading = false
+  /** Errors that came from the connection: destroying the stream with one must not destroy it again. */
+  const fromConnection = new WeakSet<Error>()
+  const failWith = (err: Error): void => {
+    fromConnection.add(err)
+    if (!duplex.destroyed) duplex.destroy(err)
+  }
   let waitingForDrain: (() => void) | undefined
   const onClose = (r: CloseResult): void => {
     // The connection ended under a write waiting for 'drain': release it with the close's error.
     const resume = waitingForDrain
     waitingForDrain = undefined
     resume?.()
-    if (r.error && !duplex.destroyed) duplex.destroy(r.error)
+    if (r.error) failWith(r.error)
   }
   const duplex: Duplex = new Duplex({
     objectMode: true,
@@ -63,7 +73,7 @@ function makeDuplex(conn: Connection, opts: DuplexOptions): Duplex {
     write(chunk: Buffer | Uint8Array | string, _encoding, callback) {
       let failed: Error | undefined
       try {
-        if (conn.write(chunk, (err) => err && duplex.destroy(err))) return callback()
+        if (conn.write(chunk, (err) => err && failWith(err))) return callback()
       } catch (err) {
         failed = err as Error // bad chunk type: ERR_INVALID_ARGUMENT
         return callback(failed)
@@ -94,7 +104,7 @@ function makeDuplex(conn: Connection, opts: DuplexOptions): Duplex {
             if (!duplex.push(message)) return
           }
         } catch (err) {
-          duplex.destroy(err as Error)
+          failWith(err as Error)
         } finally {
           reading = false
         }
@@ -102,9 +112,12 @@ function makeDuplex(conn: Connection, opts: DuplexOptions): Duplex {
     },
     destroy(error, callback) {
       conn.off('close', onClose)
-      if (error) {
+      if (error && !fromConnection.has(error)) {
         conn.destroy(error)
         void conn.closed.then(() => callback(error))
+      } else if (error) {
+        // The connection refused a write or failed itself: close it as well as it still can.
+        void conn.close().then(() => callback(error))
       } else {
         void conn.close().then((r) => callback(r.error ?? null))
       }

@@ -38,6 +38,12 @@ export type Action =
   | { type: 'sendFrame'; kind: number; credits: number; payload: Buffer; sendId?: number }
   /** A DATA message for the application, in order. */
   | { type: 'deliver'; payload: Buffer }
+  /** A REQUEST of the peer's: hand it to the request handler; answer with respond(requestId) once. */
+  | { type: 'request'; requestId: number; payload: Buffer }
+  /** The RESPONSE to our request `requestId` (`ok` false: the payload is the handler's error message). */
+  | { type: 'response'; requestId: number; ok: boolean; payload: Buffer }
+  /** Our requests the peer never saw (it ended before they arrived): reject them, safe to retry. */
+  | { type: 'notProcessed'; requestIds: number[]; at: number }
   /** The peer sends no more data (its REQ arrived): end the app's read stream after the delivered data. */
   | { type: 'peerEnded'; at: number }
   /** Active side: the server sent SHUTDOWN_NOTICE; it keeps serving for graceMs. */

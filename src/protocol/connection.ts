@@ -12,6 +12,8 @@
  *   c.frameReceived(now, frame)          // every frame the transport delivers, in order
  *   c.handleTimeout(now)                 // the driver's timer reached pollTimeout()
  *   const id = c.send(now, payload)      // app send; settles by a sendFrame{sendId} or a rejectSends
+ *   c.request(now, body)                 // a REQUEST; its RESPONSE comes as a 'response' action
+ *   c.respond(now, requestId, body, ok)  // answer a 'request' action (exactly once each)
  *   c.consumed(now, n)                   // only with creditGrant 'on-consume'
  *   c.end(now) / c.close(now)            // graceful: this side sends no more, run REQ/ACK/FIN
  *   c.destroy(now, err?)                 // abort
@@ -40,6 +42,7 @@ import {
   ReadyTimeoutError,
   SendAfterEndError,
   SendQueueFullError,
+  UnsupportedByPeerError,
 } from './errors'
 import {
   checkFrameHeader,
@@ -48,16 +51,22 @@ import {
   decodeHello,
   decodeNotice,
   decodeReady,
+  decodeRequest,
+  decodeResponse,
   encodeCloseMessage,
   encodeFin,
   encodeHello,
   encodeNotice,
   encodeReady,
+  encodeRequest,
+  encodeResponse,
   type Frame,
   FrameKind,
   type HelloPayload,
   kindName,
   PROTOCOL_VERSION,
+  REQUEST_HEADER_SIZE,
+  RESPONSE_HEADER_SIZE,
 } from './frames'
 import { negotiate, type Negotiated, readyMatches } from './handshake'
 import { Fifo } from './fifo'
@@ -84,11 +93,20 @@ export interface ConnectionStats {
   duplicateAck: number
   /** Largest number of sends that waited in the queue at once. */
   maxQueuedSends: number
+  /** REQUEST frames written / delivered to the application. */
+  requestsSent: number
+  requestsReceived: number
+  /** REQUESTs that arrived after this side ended: not delivered, the peer learns so from our REQ. */
+  requestsNotProcessed: number
 }
 
 interface QueuedSend {
   id: number
+  /** DATA, REQUEST or RESPONSE: every one takes a credit and counts in the close handshake. */
+  kind: number
   payload: Buffer
+  /** REQUEST: its id (outstanding once written). */
+  requestId?: number
 }
 
 /** Queue-pair numbers (rdma) of this connection; 0 when unknown (tcp). */
@@ -116,6 +134,9 @@ export class ProtocolConnection {
     duplicateReq: 0,
     duplicateAck: 0,
     maxQueuedSends: 0,
+    requestsSent: 0,
+    requestsReceived: 0,
+    requestsNotProcessed: 0,
   }
 
   private lifecycle: ConnectionState = 'INIT'
@@ -140,6 +161,11 @@ export class ProtocolConnection {
   private pendingNoticeUntil: number | undefined
   private noticeSent = false
   private terminalError: RdmaGracefulError | undefined
+  /** Our REQUESTs written whose RESPONSE has not arrived. */
+  private readonly outstanding = new Set<number>()
+  /** The peer's REQUESTs delivered that we have not answered: our REQ/ACK waits for them. */
+  private readonly owed = new Set<number>()
+  private nextRequestId = 1
 
   constructor(options: ConnectionOptions) {
     this.options = resolveOptions(options)
@@ -172,6 +198,18 @@ export class ProtocolConnection {
   /** Sends waiting for the gate or for credits. */
   get queuedSends(): number {
     return this.queue.length
+  }
+  /** Requests of ours written and not answered yet. */
+  get requestsOutstanding(): number {
+    return this.outstanding.size
+  }
+  /** Requests of the peer delivered and not answered yet. */
+  get requestsOwed(): number {
+    return this.owed.size
+  }
+  /** This side has ended (end(), close(), an auto-end): it sends no more DATA or REQUESTs. */
+  get hasEnded(): boolean {
+    return this.ended
   }
   /** DATA credits we hold towards the peer (Infinity without flow control). */
   get sendCredits(): number {
@@ -236,7 +274,9 @@ export class ProtocolConnection {
           this.onReady(now, frame.payload)
           break
         case FrameKind.DATA:
-          this.onData(now, frame.payload)
+        case FrameKind.REQUEST:
+        case FrameKind.RESPONSE:
+          this.onData(now, frame.kind, frame.payload)
           break
         case FrameKind.DISCONNECT_REQ:
           this.onReq(now, frame.payload)
@@ -305,20 +345,71 @@ export class ProtocolConnection {
    * carrying that `sendId` (written to the transport) or by a `rejectSends` action naming it.
    */
   send(now: number, payload: Buffer | Uint8Array): number {
-    const id = this.nextSendId++
     const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+    return this.enqueue(now, FrameKind.DATA, buf, 0)
+  }
+
+  /**
+   * Queues a REQUEST. Returns its send id (settled like a send's) and its request id: the peer's
+   * RESPONSE comes as a `response` action with that id; if the connection ends first, the driver
+   * rejects it with the terminal error, and one the peer never saw comes as `notProcessed`.
+   */
+  request(now: number, body: Buffer): { sendId: number; requestId: number } {
+    const requestId = this.nextRequestId
+    this.nextRequestId = (this.nextRequestId + 1) >>> 0 || 1
+    const sendId = this.enqueue(now, FrameKind.REQUEST, body, REQUEST_HEADER_SIZE, requestId)
+    return { sendId, requestId }
+  }
+
+  /**
+   * Answers the peer's request `requestId` (from a `request` action), exactly once: `ok` false
+   * sends `body` as the handler's error message. Allowed after this side ended: our REQ/ACK waits
+   * for every answer owed. A reply too large for the peer is answered with an error instead (and
+   * this send rejects with ERR_MESSAGE_TOO_LARGE), so the requester never waits in vain.
+   */
+  respond(now: number, requestId: number, body: Buffer, ok = true): number {
+    if (!this.owed.has(requestId)) throw new RangeError(`respond(): request ${requestId} is not awaiting an answer`)
+    const id = this.nextSendId++
+    if (this.isTerminal) {
+      this.reject([id], this.terminalError ?? new ConnectionClosedError('closed'))
+      return id
+    }
+    this.owed.delete(requestId)
+    const limit = this.payloadLimit(RESPONSE_HEADER_SIZE)
+    let reply = { requestId, ok, body }
+    if (body.length > limit) {
+      this.reject([id], new MessageTooLargeError(body.length, limit))
+      reply = { requestId, ok: false, body: Buffer.from(`reply of ${body.length} bytes exceeds the limit of ${limit} bytes`) }
+      this.queue.push({ id: this.nextSendId++, kind: FrameKind.RESPONSE, payload: encodeResponse(reply) })
+    } else {
+      this.queue.push({ id, kind: FrameKind.RESPONSE, payload: encodeResponse(reply) })
+    }
+    this.flush(now)
+    return id
+  }
+
+  /** The largest body a frame with `header` bytes before it may carry to the peer (and from us). */
+  private payloadLimit(header: number): number {
+    const own = this.options.maxMessageSize
+    return Math.min(own, this.peer?.maxMessageSize ?? own) - header
+  }
+
+  private enqueue(now: number, kind: number, body: Buffer, header: number, requestId?: number): number {
+    const id = this.nextSendId++
+    const limit = this.payloadLimit(header)
     if (this.isTerminal) {
       this.reject([id], this.terminalError ?? new ConnectionClosedError('closed'))
     } else if (this.ended) {
-      this.reject([id], new SendAfterEndError())
-    } else if (buf.length > this.options.maxMessageSize) {
-      this.reject([id], new MessageTooLargeError(buf.length, this.options.maxMessageSize))
-    } else if (this.peer !== undefined && buf.length > this.peer.maxMessageSize) {
-      this.reject([id], new MessageTooLargeError(buf.length, this.peer.maxMessageSize))
+      this.reject([id], new SendAfterEndError(this.endReason))
+    } else if (body.length > limit) {
+      this.reject([id], new MessageTooLargeError(body.length, limit))
+    } else if (kind === FrameKind.REQUEST && this.features !== undefined && !this.features.requests) {
+      this.reject([id], new UnsupportedByPeerError('requests (REQUEST/RESPONSE frames)'))
     } else if (this.queue.length >= this.options.maxQueuedSends) {
       this.reject([id], new SendQueueFullError(this.options.maxQueuedSends))
     } else {
-      this.queue.push({ id, payload: buf })
+      const payload = kind === FrameKind.REQUEST ? encodeRequest(requestId as number, body) : body
+      this.queue.push(requestId === undefined ? { id, kind, payload } : { id, kind, payload, requestId })
       this.stats.maxQueuedSends = Math.max(this.stats.maxQueuedSends, this.queue.length)
       this.flush(now)
     }
@@ -344,9 +435,13 @@ export class ProtocolConnection {
     this.flush(now)
   }
 
-  /** This side sends no more data. Starts the close handshake, or answers the peer's REQ with ACK. */
-  end(now: number): void {
-    this.beginEnd(now, 'app-end')
+  /**
+   * This side sends no more data. Starts the close handshake, or answers the peer's REQ with ACK,
+   * once what is queued is written and every request of the peer's is answered. `reason` says who
+   * ended it (the state change's reason; ERR_SEND_AFTER_END names it): 'app-end' by default.
+   */
+  end(now: number, reason = 'app-end'): void {
+    this.beginEnd(now, reason)
   }
 
   /**
@@ -487,18 +582,51 @@ export class ProtocolConnection {
 
   // ============================================================================ data
 
-  private onData(now: number, payload: Buffer): void {
+  /** DATA, REQUEST or RESPONSE: the same checks and credit, then each its own way to the app. */
+  private onData(now: number, kind: number, payload: Buffer): void {
+    const name = kindName(kind)
     if (this.lifecycle !== 'OPEN' && this.lifecycle !== 'CLOSING') {
-      return this.violation(now, `DATA in ${this.lifecycle}`)
+      return this.violation(now, `${name} in ${this.lifecycle}`)
     }
-    if (this.peerEnded) return this.violation(now, 'DATA after the peer announced its end')
+    if (this.peerEnded) return this.violation(now, `${name} after the peer announced its end`)
     if (payload.length > this.options.maxMessageSize) {
-      return this.violation(now, `DATA of ${payload.length} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`)
+      return this.violation(now, `${name} of ${payload.length} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`)
     }
-    if (!this.credits.onDataReceived()) return this.violation(now, 'DATA without credit')
+    if (!this.credits.onDataReceived()) return this.violation(now, `${name} without credit`)
+    if (kind === FrameKind.REQUEST) return this.onRequest(now, payload)
+    if (kind === FrameKind.RESPONSE) return this.onResponse(now, payload)
     this.stats.dataDelivered++
     this.actions.push({ type: 'deliver', payload })
     if (this.options.creditGrant === 'on-deliver') this.credits.consume(1)
+  }
+
+  private onRequest(now: number, payload: Buffer): void {
+    if (!this.features?.requests) return this.violation(now, 'REQUEST without negotiated REQUESTS')
+    const decoded = decodeRequest(payload)
+    if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
+    const { requestId, body } = decoded.value
+    if (this.owed.has(requestId)) return this.violation(now, `REQUEST ${requestId} while that id still awaits our answer`)
+    if (this.ended) {
+      // We said (or are about to say, once the owed answers are out) that we send no more: a
+      // request that arrives now is not delivered, and our REQ tells the peer it was not processed.
+      this.stats.requestsNotProcessed++
+      this.credits.consume(1)
+      return this.diagnostic(now, 'request-not-processed', `REQUEST ${requestId} arrived after this side ended: not delivered`)
+    }
+    this.stats.requestsReceived++
+    this.owed.add(requestId)
+    this.actions.push({ type: 'request', requestId, payload: body })
+    if (this.options.creditGrant === 'on-deliver') this.credits.consume(1)
+  }
+
+  private onResponse(now: number, payload: Buffer): void {
+    const decoded = decodeResponse(payload)
+    if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
+    const { requestId, ok, body } = decoded.value
+    if (!this.outstanding.delete(requestId)) return this.violation(now, `RESPONSE to request ${requestId}, which is not outstanding`)
+    // The driver hands it to the waiting request at once: its buffer is free again.
+    this.credits.consume(1)
+    this.actions.push({ type: 'response', requestId, ok, payload: body })
   }
 
   /** May DATA be written now (state-wise)? The closer stops at REQ; the responder stops at ACK. */
@@ -521,15 +649,25 @@ export class ProtocolConnection {
       const next = this.queue.shift()!
       const peerMax = (this.peer as HelloPayload).maxMessageSize
       if (next.payload.length > peerMax) {
+        // Checked at enqueue when the peer's HELLO was already in; a send queued before it lands here.
         this.reject([next.id], new MessageTooLargeError(next.payload.length, peerMax))
+        continue
+      }
+      if (next.kind === FrameKind.REQUEST && !this.features?.requests) {
+        this.reject([next.id], new UnsupportedByPeerError('requests (REQUEST/RESPONSE frames)'))
         continue
       }
       this.credits.onDataSent()
       this.stats.dataSent++
-      this.emitFrame(now, FrameKind.DATA, next.payload, next.id)
+      if (next.requestId !== undefined) {
+        this.outstanding.add(next.requestId)
+        this.stats.requestsSent++
+      }
+      this.emitFrame(now, next.kind, next.payload, next.id)
     }
 
-    if (this.lifecycle === 'CLOSING' && this.ended && this.queue.length === 0) {
+    // REQ / ACK: after every queued frame and every answer we owe the peer.
+    if (this.lifecycle === 'CLOSING' && this.ended && this.queue.length === 0 && this.owed.size === 0) {
       if (this.closing.state === 'NONE') this.sendReq(now)
       else if (this.closing.state === 'REQ_RECEIVED') this.sendAck(now)
     }
@@ -601,6 +739,7 @@ export class ProtocolConnection {
     }
     this.peerEnded = true
     this.actions.push({ type: 'peerEnded', at: now })
+    this.refuseOutstanding(now)
 
     if (this.features?.threeWayClose !== true) {
       // Old peer closes with REQ and goes away: nothing more can be sent to it.
@@ -643,6 +782,9 @@ export class ProtocolConnection {
     if (decoded.value.dataCount !== this.credits.dataReceived >>> 0) {
       return this.violation(now, `DISCONNECT_ACK says ${decoded.value.dataCount} DATA sent, ${this.credits.dataReceived} arrived`)
     }
+    // The peer answers every request it saw before its ACK, and we end (so it sees no new ones)
+    // before our REQ: a request still waiting now is one it never saw.
+    this.refuseOutstanding(now)
     if (!this.peerEnded) {
       this.peerEnded = true
       this.actions.push({ type: 'peerEnded', at: now })
@@ -667,11 +809,22 @@ export class ProtocolConnection {
     this.finish(now, 'graceful', 'close-complete')
   }
 
+  /**
+   * The peer ended its side (REQ or ACK): it answered, in order before it, every request it saw;
+   * the ones still outstanding reached it after it ended and were not delivered to its application.
+   */
+  private refuseOutstanding(now: number): void {
+    if (this.outstanding.size === 0) return
+    const ids = [...this.outstanding]
+    this.outstanding.clear()
+    this.actions.push({ type: 'notProcessed', requestIds: ids, at: now })
+  }
+
   private onCloseDeadline(now: number): void {
     const o = this.options
     switch (this.closing.state) {
       case 'NONE':
-        return this.fail(now, 'flush-timeout', new CloseTimeoutError('flush-timeout', `queued data not written within ${o.flushTimeoutMs} ms`))
+        return this.fail(now, 'flush-timeout', new CloseTimeoutError('flush-timeout', `${this.unfinished()} within ${o.flushTimeoutMs} ms`))
       case 'REQ_SENT':
         if (this.closing.attempt < o.maxCloseRetries) {
           this.closing.attempt++
@@ -682,7 +835,12 @@ export class ProtocolConnection {
         }
         return this.fail(now, 'ack-timeout', new CloseTimeoutError('ack-timeout', `no DISCONNECT_ACK after ${o.maxCloseRetries + 1} REQs`))
       case 'REQ_RECEIVED':
-        return this.fail(now, 'drain-timeout', new CloseTimeoutError('drain-timeout', `own data and ACK not sent within ${o.drainTimeoutMs} ms`))
+        if (!this.ended) {
+          // The library cannot know whether the application still has replies to send: it waited.
+          const detail = `the application did not end its side (end() or close()) within ${o.drainTimeoutMs} ms of the peer's DISCONNECT_REQ`
+          return this.fail(now, 'end-timeout', new CloseTimeoutError('end-timeout', detail))
+        }
+        return this.fail(now, 'drain-timeout', new CloseTimeoutError('drain-timeout', `${this.unfinished()} within ${o.drainTimeoutMs} ms`))
       case 'ACK_SENT':
         if (this.closing.attempt < o.maxCloseRetries) {
           this.closing.attempt++
@@ -698,6 +856,14 @@ export class ProtocolConnection {
       default:
         return
     }
+  }
+
+  /** What keeps our REQ/ACK back, for a close deadline's message. */
+  private unfinished(): string {
+    const parts = []
+    if (this.queue.length > 0) parts.push(`${this.queue.length} queued message(s) not written (no credit from the peer)`)
+    if (this.owed.size > 0) parts.push(`${this.owed.size} request(s) of the peer's not answered`)
+    return parts.length > 0 ? parts.join(' and ') : 'close frame not sent'
   }
 
   // ============================================================================ shutdown notice

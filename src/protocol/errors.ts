@@ -17,6 +17,10 @@ export const PROTOCOL_ERROR_CODES = [
   'ERR_SEND_TIMEOUT',
   'ERR_MESSAGE_TOO_LARGE',
   'ERR_PROTOCOL_VIOLATION',
+  'ERR_REQUEST_TIMEOUT',
+  'ERR_REQUEST_NOT_PROCESSED',
+  'ERR_REMOTE_HANDLER',
+  'ERR_UNSUPPORTED_BY_PEER',
 ] as const
 
 export type ErrorCode = (typeof PROTOCOL_ERROR_CODES)[number]
@@ -84,11 +88,23 @@ export class GraceExpiredError extends RdmaGracefulError {
   }
 }
 
-/** send() after end()/close() (or after the close handshake passed the point where data may flow). */
+/**
+ * send() after this side ended. `endReason` says who ended it: 'app-end'/'app-close' (end() or
+ * close()), 'shutdown-notice' (the server is shutting down and this client ended once idle),
+ * 'auto-end' (allowHalfOpen: false, after the peer's end).
+ */
 export class SendAfterEndError extends RdmaGracefulError {
-  constructor() {
-    super('ERR_SEND_AFTER_END', 'send-after-end', 'send after end(): this side has announced it sends no more')
+  constructor(endReason = 'app-end') {
+    super('ERR_SEND_AFTER_END', 'send-after-end', `send after this side ended (${END_WHY[endReason] ?? endReason}): it sends no more`)
   }
+}
+
+const END_WHY: Record<string, string> = {
+  'app-end': 'end() was called',
+  'app-close': 'close() was called',
+  'shutdown-notice': "the server is shutting down: this side ended once idle after its SHUTDOWN_NOTICE; set closeOnShutdownNotice: false to end it yourself",
+  'auto-end': "allowHalfOpen: false ended it after the peer's end",
+  'handler-end': "the request handler ended it after the peer's end",
 }
 
 /** The bounded queue of sends waiting for the gate or for credits is full. */
@@ -116,5 +132,36 @@ export class MessageTooLargeError extends RdmaGracefulError {
 export class ProtocolViolationError extends RdmaGracefulError {
   constructor(detail: string) {
     super('ERR_PROTOCOL_VIOLATION', 'protocol-violation', `protocol violation: ${detail}`)
+  }
+}
+
+/** A request got no reply within its timeout (`request(msg, { timeoutMs })`); a late reply is dropped. */
+export class RequestTimeoutError extends RdmaGracefulError {
+  constructor(timeoutMs: number) {
+    super('ERR_REQUEST_TIMEOUT', 'request-timeout', `no reply within ${timeoutMs} ms`)
+  }
+}
+
+/**
+ * The peer ended its side before this request reached it: its application never saw the request,
+ * so it is safe to send again on another connection (as HTTP/2's GOAWAY says of later streams).
+ */
+export class RequestNotProcessedError extends RdmaGracefulError {
+  constructor() {
+    super('ERR_REQUEST_NOT_PROCESSED', 'request-not-processed', 'the peer ended its side before this request reached it: not processed, safe to retry')
+  }
+}
+
+/** The peer's request handler threw or rejected; `message` carries its error's message. */
+export class RemoteHandlerError extends RdmaGracefulError {
+  constructor(remoteMessage: string) {
+    super('ERR_REMOTE_HANDLER', 'remote-handler', `the peer's request handler failed: ${remoteMessage}`)
+  }
+}
+
+/** The peer does not advertise a capability this call needs (e.g. an older version and request()). */
+export class UnsupportedByPeerError extends RdmaGracefulError {
+  constructor(what: string) {
+    super('ERR_UNSUPPORTED_BY_PEER', 'unsupported-by-peer', `the peer does not support ${what}`)
   }
 }

@@ -25,6 +25,10 @@ export const FrameKind = {
   SHUTDOWN_NOTICE: 6,
   HEARTBEAT: 7,
   CREDIT: 8,
+  /** A request: DATA that asks for exactly one RESPONSE (conn.request() / conn.handle()). */
+  REQUEST: 9,
+  /** The one answer to a REQUEST, by its id. */
+  RESPONSE: 10,
 } as const
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind]
 
@@ -42,8 +46,16 @@ export const Capability = {
   THREE_WAY_CLOSE: 1 << 1,
   HEARTBEAT: 1 << 2,
   CREDITS: 1 << 3,
+  /** REQUEST/RESPONSE frames; a peer without it is never sent a REQUEST (plain DATA still works). */
+  REQUESTS: 1 << 4,
 } as const
-export const ALL_CAPABILITIES = Capability.READY_GATE | Capability.THREE_WAY_CLOSE | Capability.HEARTBEAT | Capability.CREDITS
+export const ALL_CAPABILITIES =
+  Capability.READY_GATE | Capability.THREE_WAY_CLOSE | Capability.HEARTBEAT | Capability.CREDITS | Capability.REQUESTS
+
+/** Frame kinds that carry application data: each takes a credit and counts in the close handshake. */
+export function isDataKind(kind: number): boolean {
+  return kind === FrameKind.DATA || kind === FrameKind.REQUEST || kind === FrameKind.RESPONSE
+}
 
 export const PROTOCOL_VERSION = 1
 
@@ -212,4 +224,46 @@ export function decodeNotice(p: Buffer): Decoded<{ graceMs: number }> {
   const v = p.readBigUInt64BE(0)
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) return fail('SHUTDOWN_NOTICE graceMs exceeds 2^53-1')
   return { ok: true, value: { graceMs: Number(v) } }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// REQUEST (4 + n bytes): u32 requestId, then the request body.
+// RESPONSE (5 + n bytes): u32 requestId, u8 status (0 ok: the body is the reply; 1 error: the body is
+// the UTF-8 message of the handler's error), then the body.
+// The id is the requester's (it numbers its own requests); the two directions are independent.
+// ---------------------------------------------------------------------------------------------------
+export const REQUEST_HEADER_SIZE = 4
+export const RESPONSE_HEADER_SIZE = 5
+
+export function encodeRequest(requestId: number, body: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(REQUEST_HEADER_SIZE + body.length)
+  b.writeUInt32BE(requestId >>> 0, 0)
+  body.copy(b, REQUEST_HEADER_SIZE)
+  return b
+}
+
+export function decodeRequest(p: Buffer): Decoded<{ requestId: number; body: Buffer }> {
+  if (p.length < REQUEST_HEADER_SIZE) return fail(`REQUEST payload is ${p.length} bytes, needs at least ${REQUEST_HEADER_SIZE}`)
+  return { ok: true, value: { requestId: p.readUInt32BE(0), body: p.subarray(REQUEST_HEADER_SIZE) } }
+}
+
+export interface ResponsePayload {
+  requestId: number
+  ok: boolean
+  body: Buffer
+}
+
+export function encodeResponse(r: ResponsePayload): Buffer {
+  const b = Buffer.allocUnsafe(RESPONSE_HEADER_SIZE + r.body.length)
+  b.writeUInt32BE(r.requestId >>> 0, 0)
+  b.writeUInt8(r.ok ? 0 : 1, 4)
+  r.body.copy(b, RESPONSE_HEADER_SIZE)
+  return b
+}
+
+export function decodeResponse(p: Buffer): Decoded<ResponsePayload> {
+  if (p.length < RESPONSE_HEADER_SIZE) return fail(`RESPONSE payload is ${p.length} bytes, needs at least ${RESPONSE_HEADER_SIZE}`)
+  const status = p.readUInt8(4)
+  if (status > 1) return fail(`RESPONSE status ${status} is not 0 or 1`)
+  return { ok: true, value: { requestId: p.readUInt32BE(0), ok: status === 0, body: p.subarray(RESPONSE_HEADER_SIZE) } }
 }

@@ -17,6 +17,7 @@ export interface Negotiated {
   threeWayClose: boolean
   heartbeat: boolean
   credits: boolean
+  requests: boolean
 }
 
 export function negotiate(ownCapabilities: number, peer: HelloPayload): Negotiated {
@@ -28,6 +29,7 @@ export function negotiate(ownCapabilities: number, peer: HelloPayload): Negotiat
     threeWayClose: (both & Capability.THREE_WAY_CLOSE) !== 0,
     heartbeat: (both & Capability.HEARTBEAT) !== 0,
     credits: (both & Capability.CREDITS) !== 0,
+    requests: (both & Capability.REQUESTS) !== 0,
   }
 }
 
