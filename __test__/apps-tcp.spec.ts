@@ -21,3 +21,4 @@ test.serial('tcp: a grace too short for the stream: forced on both sides, failed
 test.serial('tcp: 18 slow requests in progress at shutdown are all answered; close() counts this shutdown', (t) =>
   s.slowRequestsFinishInsideTheGrace(t, net),
 )
+test.serial('tcp: 200 requests through request()/handle(), 64 in flight at close(): every reply, graceful', (t) => s.requestsInFlightAtClose(t, net))

@@ -91,19 +91,28 @@ export function rdmaUnavailableReason(): string | undefined {
 /** The address rdma tests listen on: the Soft-RoCE device's (rdma-cm does not work on 127.0.0.1). */
 export const rdmaHost = process.env.SOFTROCE_IP ?? process.env.RDMA_TEST_HOST ?? '127.0.0.1'
 
-/** Echoes every message of `c` back until the connection ends (how it ends is the test's to check). */
+/**
+ * Echoes every message of `c` back until the peer ends, then ends this side too (the README's
+ * idiom: DISCONNECT_ACK goes after the last echo). How the connection ends is the test's to check.
+ */
 export function echo(c: Connection): void {
   void (async () => {
     for await (const m of c) await c.send(m)
+    c.end()
   })().catch(() => {})
 }
 
-/** A tcp server on a free port and one client of it: the client and the server's side of it. */
+/**
+ * A tcp server on a free port and one client of it: the client and the server's side of it. The
+ * server's side ends by itself after the client's end when its test does not read from it
+ * (`allowHalfOpen: false`, unless `serverOpts` says otherwise): these tests are about something
+ * else than who ends the server's side (see __test__/apps-tcp.spec.ts for that).
+ */
 export async function serverAndClient(
   clientOpts: Partial<ConnectOptions> = {},
   serverOpts: ListenOptions = {},
 ): Promise<{ server: Server; client: Connection; peer: Connection }> {
-  const server = await listen({ port: 0, ...serverOpts })
+  const server = await listen({ port: 0, allowHalfOpen: false, ...serverOpts })
   const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
   const client = await connect({ ...clientOpts, port: server.port })
   return { server, client, peer: await accepted }

@@ -80,6 +80,7 @@ async function scenario(o: DemoOptions, name: (c: Connection, label: string) => 
         await c.send(m)
         serverSent++
       }
+      c.end() // every echo sent: our DISCONNECT_ACK goes after them
     })().catch(() => {})
   })
 

@@ -288,3 +288,47 @@ function concurrentServerSlow(conn: Connection): Promise<void> {
     conn.end()
   })()
 }
+
+/**
+ * The request API: 200 requests with 64 in flight against a handler that answers after an async
+ * step; close() with requests still in flight waits for every reply, then completes gracefully.
+ */
+export async function requestsInFlightAtClose(t: ExecutionContext, net: Net): Promise<void> {
+  const server = await serverFor(net)
+  let handled = 0
+  server.on('connection', (c) =>
+    c.handle(async (body) => {
+      const n = Number(body.toString().split(' ')[1])
+      await sleep(jitter(n))
+      handled++
+      return `reply ${n}`
+    }),
+  )
+  const conn = await clientOf(net, server.port)
+  const total = 200
+  const replies: Array<Promise<Buffer>> = []
+  let inFlight = 0
+  let wake: (() => void) | undefined
+  for (let i = 0; i < total; i++) {
+    while (inFlight >= 64) await new Promise<void>((r) => (wake = r))
+    inFlight++
+    const reply = conn.request(`request ${i}`)
+    replies.push(reply)
+    void reply.finally(() => {
+      inFlight--
+      wake?.()
+    })
+  }
+  t.true(inFlight > 0, 'requests are in flight when close() is called')
+  const result = await withDeadline(conn.close(), 20_000, 'close')
+  const got = (await Promise.all(replies)).map((b) => b.toString())
+  t.deepEqual(numbersOf(got), range(total), 'every request got its own reply')
+  t.true(
+    got.every((r, i) => r === `reply ${i}`),
+    'each reply correlated with its request',
+  )
+  t.is(handled, total)
+  t.is(result.outcome, 'graceful', JSON.stringify(result))
+  t.deepEqual(await server.close({ graceMs: 1000 }), { graceful: 0, forced: 0 })
+  assertNoLiveResources(t)
+}

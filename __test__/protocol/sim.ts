@@ -56,8 +56,19 @@ export class Peer {
   transportCloseCount = 0
   transportCloseGraceful: boolean | undefined
   peerEndedCount = 0
+  /** The peer's REQUESTs delivered to this side's application, in order (id, body). */
+  readonly requestsIn: Array<{ requestId: number; body: string }> = []
+  /** This side's requests: body by request id, and how each ended (a reply, or not processed). */
+  readonly requestsOut = new Map<number, string>()
+  readonly replies = new Map<number, { ok: boolean; body: string }>()
+  readonly notProcessed: number[] = []
+  /** A reply or rejection for a request that had already ended (must never happen). */
+  readonly requestErrors: string[] = []
   crashed = false
   framesAfterTransportClose = 0
+  /** App-model hooks (set by a test): a request delivered, the peer's end. */
+  onRequest: ((requestId: number, body: string) => void) | undefined
+  onPeerEnded: (() => void) | undefined
 
   constructor(
     readonly side: Side,
@@ -113,6 +124,15 @@ export class Sim {
     return this
   }
 
+  /** Application timers on the simulated clock (app models: handlers that answer later, paced writers). */
+  private readonly appTimers: Array<{ at: number; seq: number; fn: () => void }> = []
+
+  /** Runs `fn` at simulated time `at` (after wire events and deadlines due at the same time). */
+  at(at: number, fn: () => void): void {
+    this.appTimers.push({ at, seq: this.seq++, fn })
+    this.appTimers.sort((x, y) => x.at - y.at || x.seq - y.seq)
+  }
+
   // ------------------------------------------------------------------ app inputs
   /** Returns the send id, or 0 when the side is crashed (nothing happens then). */
   send(s: Side, payload: string): number {
@@ -124,6 +144,27 @@ export class Sim {
     this.peer(s).sends.set(id, payload)
     // settle actions were already processed during input(); the map entry is for the writtenPayloads view
     return id
+  }
+  /** Sends a request; returns its request id (0 when the side is crashed). */
+  request(s: Side, body: string): number {
+    let requestId = 0
+    let sendId = 0
+    this.input(s, (c) => {
+      ;({ requestId, sendId } = c.request(this.now, Buffer.from(body)))
+    })
+    const p = this.peer(s)
+    // A request refused at once (after end, queue full ...) was never on its way: its caller heard so.
+    if (requestId !== 0 && !p.rejected.has(sendId)) {
+      p.requestsOut.set(requestId, body)
+      p.sends.set(sendId, `request ${requestId}`)
+    }
+    return requestId
+  }
+  /** Answers the peer's request `requestId` (a no-op once crashed or terminal). */
+  respond(s: Side, requestId: number, body: string): void {
+    this.input(s, (c) => {
+      if (!c.isTerminal) c.respond(this.now, requestId, Buffer.from(body))
+    })
   }
   close(s: Side): void {
     this.input(s, (c) => c.close(this.now))
@@ -199,6 +240,8 @@ export class Sim {
       const at = p.conn.pollTimeout()
       if (at !== undefined) consider(at, p.side === 'A' ? 2 : 3, () => this.input(p.side, (c) => c.handleTimeout(this.now)))
     }
+    const app = this.appTimers[0]
+    if (app !== undefined) consider(app.at, 4, () => (this.appTimers.shift() as { fn: () => void }).fn())
     return best
   }
 
@@ -289,6 +332,21 @@ export class Sim {
         return
       case 'peerEnded':
         p.peerEndedCount++
+        p.onPeerEnded?.()
+        return
+      case 'request':
+        p.requestsIn.push({ requestId: a.requestId, body: a.payload.toString() })
+        p.onRequest?.(a.requestId, a.payload.toString())
+        return
+      case 'response':
+        if (p.replies.has(a.requestId) || p.notProcessed.includes(a.requestId)) p.requestErrors.push(`request ${a.requestId} ended twice`)
+        p.replies.set(a.requestId, { ok: a.ok, body: a.payload.toString() })
+        return
+      case 'notProcessed':
+        for (const id of a.requestIds) {
+          if (p.replies.has(id) || p.notProcessed.includes(id)) p.requestErrors.push(`request ${id} ended twice`)
+          p.notProcessed.push(id)
+        }
         return
       case 'diagnostic':
         return

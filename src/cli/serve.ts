@@ -70,6 +70,7 @@ export async function serve(values: Values, out: Output): Promise<number> {
           await c.send(m)
           echoed++
         }
+        c.end() // the client ended: every echo is sent, DISCONNECT_ACK goes after them
       })().catch(() => {}) // a failed connection's reason comes with its close result
       void c.closed.then((r: CloseResult) => {
         if (shutdown.started) shutdown[r.outcome]++
