@@ -6,10 +6,14 @@
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
+import { once } from 'node:events'
+
 import test from 'ava'
 
 import { connect, listen, toDuplex } from '../src/index'
 import { assertNoLiveResources, serverAndClient, withDeadline } from './helpers'
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 test.serial("write() returns false at the high-water mark, counts what waits, and 'drain' follows once it is all sent", async (t) => {
   // The server grants 4 credits and reads nothing until told: writes beyond 4 wait.
@@ -79,21 +83,41 @@ test.serial('a producer that waits for drain sends 2,000 messages without a prom
 })
 
 test.serial(
-  'a write() that fails without a callback destroys the connection with the error as cause (never silent); with one, the callback gets it',
+  "a write() that fails without a callback is reported on 'error' (or, with no listener, by one process warning); the connection stays up",
   async (t) => {
-    const { server, client } = await serverAndClient({ sendTimeoutMs: 100 }, { receiveWindow: 1 })
+    const { server, client, peer } = await serverAndClient({ sendTimeoutMs: 100 }, { receiveWindow: 1 })
     const errors: Array<Error | undefined> = []
     client.write('fits', (e) => errors.push(e))
     client.write('waits, then times out', (e) => errors.push(e))
-    await new Promise((r) => setTimeout(r, 300))
+    await sleep(300)
     t.is(errors[0], undefined)
     t.is((errors[1] as Error & { code: string }).code, 'ERR_SEND_TIMEOUT')
     t.is(client.state, 'OPEN', 'with a callback the caller decides')
-    client.write('waits too, and nobody listens')
-    const result = await withDeadline(client.closed, 2000, 'close after the failed write')
-    t.is(result.outcome, 'forced')
-    t.is(result.reason, 'write-failed')
-    t.is((result.error?.cause as (Error & { code: string }) | undefined)?.code, 'ERR_SEND_TIMEOUT')
+    // Listened for: the failure comes as 'error' (Node's habit), the connection stays up.
+    const reported = once(client, 'error')
+    client.write('waits too, and an error listener hears it')
+    const [error] = (await withDeadline(reported, 2000, "'error' after the failed write")) as [Error & { code: string }]
+    t.is(error.code, 'ERR_SEND_TIMEOUT')
+    t.is(client.state, 'OPEN', 'a failed write does not destroy a healthy connection')
+    // Nobody listens: one process warning for the connection, however many writes fail.
+    const warnings: Array<Error & { code?: string }> = []
+    const onWarning = (w: Error): void => void warnings.push(w)
+    process.on('warning', onWarning)
+    client.write('nobody listens')
+    client.write('nobody listens either')
+    await sleep(400)
+    process.off('warning', onWarning)
+    t.deepEqual(
+      warnings.filter((w) => w.code === 'RDMA_GRACEFUL_WRITE_FAILED').map((w) => w.message.includes('no credit')),
+      [true],
+    )
+    t.is(client.state, 'OPEN')
+    // The peer reads: only the first message was ever written; the failed ones never were.
+    t.is((await peer.read())?.toString(), 'fits')
+    const eof = peer.read() // the peer reads to the client's end: its side then ends (allowHalfOpen: false)
+    const closed = await client.close()
+    t.is(closed.outcome, 'graceful', JSON.stringify(closed))
+    t.is(await eof, null)
     await server.close({ graceMs: 100 })
     assertNoLiveResources(t)
   },

@@ -28,6 +28,7 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
     // A listener attached in the 'connection' handler hears every state change, the first included.
     c.on('state', (e: StateChange) => heard.push(`${e.machine}:${e.from}->${e.to}`))
     void c.send('welcome') // sent before READY: queued, not failed
+    c.once('end', () => c.end()) // nothing more to say once the client has ended
   })
   const conn = await connect({ port: server.port })
   t.is((await conn.read())?.toString(), 'welcome')
@@ -77,6 +78,7 @@ test.serial('an old peer without capabilities still connects, exchanges data and
   t.is((await old.read())?.toString(), 'from the past')
   const result = await old.close()
   t.is(result.outcome, 'graceful')
-  t.deepEqual(await server.close({ graceMs: 500 }), { graceful: 1, forced: 0 })
+  t.deepEqual(await server.close({ graceMs: 500 }), { graceful: 0, forced: 0 }, 'it had closed before the shutdown')
+  t.like(server.stats(), { graceful: 1, forced: 0 })
   assertNoLiveResources(t)
 })

@@ -43,6 +43,7 @@ test.serial('server shutdown: 45 clients finish in-flight work and close gracefu
         await sleep(20) // each request takes a while: responses are in flight when the notice comes
         await c.send(Buffer.concat([Buffer.from('re: '), m]))
       }
+      c.end()
     })().catch(() => {})
   })
   const clients = await Promise.all(Array.from({ length: 50 }, (_, i) => connect({ port: server.port, closeOnShutdownNotice: i >= 5 })))
@@ -119,6 +120,7 @@ test.serial('timeouts beyond 2^31-1 ms are honoured, not fired at once', async (
     (c: Connection) =>
       void (async () => {
         for await (const _ of c);
+        c.end()
       })().catch(() => {}),
   )
   const conn = await connect({ port: server.port, heartbeatTimeoutMs: 2 ** 33, heartbeatIntervalMs: 2 ** 32, readyTimeoutMs: 2 ** 32 })
@@ -153,6 +155,7 @@ test.serial('a send waiting for credits from a peer that never reads has a deadl
   t.deepEqual(got, ['fits 0', 'fits 1', 'fits 2', 'fits 3', 'after credits'], 'withdrawn sends were never written')
   const readToEnd = (async () => {
     for await (const m of serverSide) t.fail(`unexpected message ${m.toString()}`)
+    serverSide.end()
   })()
   t.is((await conn.close()).outcome, 'graceful')
   await readToEnd

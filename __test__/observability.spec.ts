@@ -66,7 +66,8 @@ test.serial('connect, accept, state, close and diagnostic messages carry role, t
   t.is((await peer.read())?.toString(), '12345')
   t.true(seen.state.some((s) => s.role === 'server' && s.to === 'OPEN' && s.connectionId === peer.id))
   void (async () => {
-    for await (const _ of peer); // read up to the client's end: the server side then ends too
+    for await (const _ of peer); // read up to the client's end, then end the server side too
+    peer.end()
   })()
   await client.close()
   await withDeadline(peer.closed, 2000, 'server side closed')

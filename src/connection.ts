@@ -133,9 +133,7 @@ interface PendingSend {
  * Forced: `reason` says why (e.g. 'ack-timeout', 'end-timeout', 'transport-down', 'grace-expired',
  * 'destroyed'), and `error` is the typed error pending reads, sends and requests were rejected with.
  */
-export type CloseResult =
-  | { outcome: 'graceful'; reason: string; error?: undefined }
-  | { outcome: 'forced'; reason: string; error: RdmaGracefulError }
+export type CloseResult = { outcome: 'graceful'; reason: string; error?: undefined } | { outcome: 'forced'; reason: string; error: RdmaGracefulError }
 
 export interface ConnectionTimings {
   /** From transport established to OPEN (handshake and readiness gate), ms; set once OPEN (always, once connect() resolved). */
@@ -394,7 +392,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     this.warnedWriteFailure = true
     process.emitWarning(`a write() without a callback failed and the connection has no 'error' listener: ${error.message}`, {
       code: 'RDMA_GRACEFUL_WRITE_FAILED',
-      detail: 'Pass write() a callback, or listen for the connection\'s \'error\' event, to handle each failed write.',
+      detail: "Pass write() a callback, or listen for the connection's 'error' event, to handle each failed write.",
     })
   }
 

@@ -54,7 +54,16 @@ export { AbortError } from './abort'
 export { toDuplex } from './stream'
 export type { DuplexOptions } from './stream'
 export { CHANNEL_NAMES } from './diagnostics'
-export type { AcceptMessage, ChannelMessage, ChannelMessageMap, CloseMessage, ConnectMessage, DiagnosticMessage, Role, StateMessage } from './diagnostics'
+export type {
+  AcceptMessage,
+  ChannelMessage,
+  ChannelMessageMap,
+  CloseMessage,
+  ConnectMessage,
+  DiagnosticMessage,
+  Role,
+  StateMessage,
+} from './diagnostics'
 export type { ConnectOptions, ListenOptions, TransportOptions, TransportRequest } from './options'
 export type { TransportChoice } from './auto'
 export type { TransportKind } from './hub'

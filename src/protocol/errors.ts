@@ -102,7 +102,8 @@ export class SendAfterEndError extends RdmaGracefulError {
 const END_WHY: Record<string, string> = {
   'app-end': 'end() was called',
   'app-close': 'close() was called',
-  'shutdown-notice': "the server is shutting down: this side ended once idle after its SHUTDOWN_NOTICE; set closeOnShutdownNotice: false to end it yourself",
+  'shutdown-notice':
+    'the server is shutting down: this side ended once idle after its SHUTDOWN_NOTICE; set closeOnShutdownNotice: false to end it yourself',
   'auto-end': "allowHalfOpen: false ended it after the peer's end",
   'handler-end': "the request handler ended it after the peer's end",
 }
@@ -148,7 +149,11 @@ export class RequestTimeoutError extends RdmaGracefulError {
  */
 export class RequestNotProcessedError extends RdmaGracefulError {
   constructor() {
-    super('ERR_REQUEST_NOT_PROCESSED', 'request-not-processed', 'the peer ended its side before this request reached it: not processed, safe to retry')
+    super(
+      'ERR_REQUEST_NOT_PROCESSED',
+      'request-not-processed',
+      'the peer ended its side before this request reached it: not processed, safe to retry',
+    )
   }
 }
 

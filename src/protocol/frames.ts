@@ -49,8 +49,7 @@ export const Capability = {
   /** REQUEST/RESPONSE frames; a peer without it is never sent a REQUEST (plain DATA still works). */
   REQUESTS: 1 << 4,
 } as const
-export const ALL_CAPABILITIES =
-  Capability.READY_GATE | Capability.THREE_WAY_CLOSE | Capability.HEARTBEAT | Capability.CREDITS | Capability.REQUESTS
+export const ALL_CAPABILITIES = Capability.READY_GATE | Capability.THREE_WAY_CLOSE | Capability.HEARTBEAT | Capability.CREDITS | Capability.REQUESTS
 
 /** Frame kinds that carry application data: each takes a credit and counts in the close handshake. */
 export function isDataKind(kind: number): boolean {
