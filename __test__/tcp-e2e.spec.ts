@@ -60,16 +60,13 @@ test.serial('a client killed with SIGKILL takes its server-side connection DOWN;
   await t.throwsAsync(withDeadline(read, 5000, 'pending read'), { code: 'ERR_CONNECTION_DOWN' })
   t.is((await serverSide.closed).outcome, 'forced')
 
-  server.once('connection', (c: Connection) => {
-    void (async () => {
-      for await (const m of c) await c.send(m)
-    })()
-  })
+  server.once('connection', echo)
   const other = await connect({ port: server.port })
   await other.send('still serving')
   t.is((await other.read())?.toString(), 'still serving')
   t.is((await other.close()).outcome, 'graceful')
-  t.deepEqual(await server.close({ graceMs: 500 }), { graceful: 1, forced: 1 })
+  t.deepEqual(await server.close({ graceMs: 500 }), { graceful: 0, forced: 0 }, 'both had closed before the shutdown')
+  t.like(server.stats(), { graceful: 1, forced: 1 })
   assertNoLiveResources(t)
 })
 
@@ -140,6 +137,7 @@ test.serial('bad input from the application is a typed error, never a crash or a
     (c: Connection) =>
       void (async () => {
         for await (const _ of c);
+        c.end()
       })().catch(() => {}),
   )
   // Sending after end().
@@ -187,7 +185,7 @@ test.serial('an AbortSignal cancels a connection attempt', async (t) => {
 
 test.serial('a host name is resolved off the event loop; one that does not resolve rejects ERR_ADDRESS_UNREACHABLE', async (t) => {
   // 'localhost' goes through Node's resolver (not the native side, which must never block the loop).
-  const server = await listen({ host: 'localhost', port: 0 })
+  const server = await listen({ host: 'localhost', port: 0, allowHalfOpen: false })
   const conn = await connect({ host: 'localhost', port: server.port })
   t.regex(conn.remoteAddress, /^(127\.0\.0\.1|\[?::1\]?):\d+$/)
   await conn.close()
@@ -210,7 +208,7 @@ test.serial('rdma tuning options are checked at once, whatever the transport', a
     t.regex(err!.message, /rdmaRetryCount must be an integer from 0 to 7/)
   }
   // Valid values are accepted (and ignored by tcp).
-  const server = await listen({ port: 0, rdmaAckTimeoutExponent: 14 })
+  const server = await listen({ port: 0, rdmaAckTimeoutExponent: 14, allowHalfOpen: false })
   const conn = await connect({ port: server.port, rdmaRetryCount: 3, rdmaAckTimeoutExponent: 18 })
   t.is((await conn.close()).outcome, 'graceful')
   await server.close()
@@ -218,7 +216,7 @@ test.serial('rdma tuning options are checked at once, whatever the transport', a
 })
 
 test.serial('send() with something that is not a Buffer, Uint8Array or string rejects ERR_INVALID_ARGUMENT (never throws)', async (t) => {
-  const server = await listen({ port: 0 })
+  const server = await listen({ port: 0, allowHalfOpen: false }) // takes no part: its side ends after the client's
   const conn = await connect({ port: server.port })
   for (const bad of [undefined, null, 42, { a: 1 }, new ArrayBuffer(4), [1, 2]]) {
     let p: Promise<void> | undefined
@@ -239,7 +237,7 @@ test.serial('send() with something that is not a Buffer, Uint8Array or string re
 })
 
 test.serial('sendTimeoutMs takes any duration from 1 ms to years (a chained timer), and refuses nonsense', async (t) => {
-  const server = await listen({ port: 0 })
+  const server = await listen({ port: 0, allowHalfOpen: false }) // takes no part: its side ends after the client's
   const threeYears = 3 * 365 * 24 * 3600 * 1000 // beyond 2^32-1 ms
   const conn = await connect({ port: server.port, sendTimeoutMs: threeYears })
   t.is((await conn.close()).outcome, 'graceful')

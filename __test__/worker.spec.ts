@@ -67,6 +67,7 @@ test.serial('a connection made on the main thread is unaffected by a worker endi
   const server = await listen({ port: 0 })
   server.on('connection', async (c) => {
     for await (const m of c) await c.send(m)
+    c.end()
   })
   const conn = await connect({ port: server.port })
   const worker = new Worker(`require('node:worker_threads'); setTimeout(() => {}, 10)`, { eval: true })

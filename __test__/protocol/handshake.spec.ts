@@ -18,7 +18,7 @@ test('handshake: active HELLO, passive HELLO, READY; both OPEN; connect time fro
   t.is(aOpen?.at, 20, 'active is open after one round trip')
   t.is(bOpen?.at, 30, 'passive is open after one and a half round trips')
   t.is(bOpen?.reason, 'ready-received')
-  t.deepEqual(sim.A.conn.negotiated, { version: 1, readyGate: true, threeWayClose: true, heartbeat: true, credits: true })
+  t.deepEqual(sim.A.conn.negotiated, { version: 1, readyGate: true, threeWayClose: true, heartbeat: true, credits: true, requests: true })
 })
 
 test('ready gate: passive sends are queued (not failed) in WAIT_READY and flow after READY', (t) => {
@@ -230,5 +230,5 @@ test('unknown capability bits from a newer peer are ignored', (t) => {
   const sim = new Sim({ latencyMs: 5, b: { capabilities: ALL_CAPABILITIES | 0xff00 } }).connect()
   sim.advance(100)
   t.is(sim.B.conn.state, 'OPEN')
-  t.deepEqual(sim.A.conn.negotiated, { version: 1, readyGate: true, threeWayClose: true, heartbeat: true, credits: true })
+  t.deepEqual(sim.A.conn.negotiated, { version: 1, readyGate: true, threeWayClose: true, heartbeat: true, credits: true, requests: true })
 })
