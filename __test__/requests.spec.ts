@@ -99,15 +99,19 @@ test.serial('requests and plain messages share the connection; requests before h
 test.serial('the server ending while requests are on their way: those it never saw reject ERR_REQUEST_NOT_PROCESSED', async (t) => {
   const { server, client, peer } = await serverAndClient()
   let seen = 0
+  let handling!: () => void
+  const firstHandled = new Promise<void>((resolve) => (handling = resolve))
   peer.handle(async (body) => {
     seen++
+    handling()
     await sleep(20)
     return body
   })
   const first = client.request('first')
-  await sleep(5) // 'first' is being handled
+  await withDeadline(firstHandled, 5000, "the handler got 'first'")
   peer.end() // the server ends its side: it answers 'first', then sends DISCONNECT_REQ
   const later = Array.from({ length: 5 }, (_, i) => client.request(`later ${i}`))
+  for (const r of later) r.catch(() => {}) // each is checked below
   t.is((await first).toString(), 'first', 'a request seen before the end is answered')
   for (const r of later) await t.throwsAsync(r, { code: 'ERR_REQUEST_NOT_PROCESSED' })
   t.is(seen, 1, 'the handler never saw the later ones')

@@ -10,6 +10,9 @@ import { promisify } from 'node:util'
 
 import test from 'ava'
 
+import { liveCounts } from '../src/index'
+import { LIVE_COUNT_KEYS } from '../src/native'
+
 const run = promisify(execFile)
 const root = path.join(__dirname, '..')
 const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc')
@@ -43,4 +46,8 @@ test("server.on('conection', ...) is a compile error naming the event", async (t
   t.regex(output, /error TS2345: Argument of type '"conection"' is not assignable to parameter of type 'keyof ServerEventMap'/)
   // ... and that is the only error.
   t.is(output.match(/error TS/g)?.length, 1, output)
+})
+
+test('liveCounts() reports exactly the resource kinds its type names', (t) => {
+  t.deepEqual(Object.keys(liveCounts()).sort(), [...LIVE_COUNT_KEYS].sort())
 })

@@ -13,7 +13,7 @@ scripts/softroce/rust-tests.sh
 # The ava suite and the demo, over the addon built by setup.sh. The guest's /tmp is empty and
 # small: keep tsx's cache inside the repository, which the guest shares read-write.
 scripts/softroce/run.sh 'export RDMA_REQUIRED=1 TSX_TSCONFIG_PATH=tsconfig.json; ibv_devices &&
-  npx ava --timeout=300s --concurrency=1 __test__/rdma-e2e.spec.ts __test__/rdma-scale.spec.ts __test__/reliability/rdma-faults.spec.ts __test__/cli-rdma.spec.ts &&
+  npx ava --timeout=300s --concurrency=1 __test__/rdma-e2e.spec.ts __test__/apps-rdma.spec.ts __test__/rdma-scale.spec.ts __test__/reliability/rdma-faults.spec.ts __test__/cli-rdma.spec.ts &&
   node dist/cli.js demo --transport rdma --host "$SOFTROCE_IP"'
 
 # Two hosts: the tests run on a; b runs the agent that starts their peers and powers b off when a

@@ -9,7 +9,7 @@
 import { lookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 
-import { Connection } from './connection'
+import { Connection, type ConnectionTimings } from './connection'
 import { TransportError } from './errors'
 import { signalOf } from './abort'
 import { chooseTransport, fallBack, rdmaView, type TransportChoice } from './auto'
@@ -68,6 +68,7 @@ export type { ConnectOptions, ListenOptions, TransportOptions, TransportRequest 
 export type { TransportChoice } from './auto'
 export type { TransportKind } from './hub'
 export { liveCounts } from './native'
+export type { LiveCounts } from './native'
 export * from './errors'
 export type { CloseState, ConnectionState, ConnectionStats, Outcome, StateChange } from './protocol'
 export type { ConnectionEventMap, Diagnostic, ServerEventMap, ShutdownNotice, TypedEventEmitter } from './events'
@@ -122,12 +123,15 @@ function listenSettingsOf(o: ListenOptions): { maxPayload: number; protocol: Ret
   return { maxPayload: maxMessageSizeOf(o), protocol: connectionOptionsOf(o) }
 }
 
+/** What connect() resolves with: a Connection that reached OPEN, so its setup time is known. */
+export type OpenConnection = Connection & { readonly timings: ConnectionTimings & { readonly connectMs: number } }
+
 /**
  * Connects to a server. Resolves once the connection is OPEN: transport up, HELLOs exchanged,
  * READY sent, so the server may send. Rejects with a typed error otherwise. With transport 'auto',
  * tries rdma first where it may serve the host and falls back to tcp (src/auto.ts says when).
  */
-export async function connect(options: ConnectOptions): Promise<Connection> {
+export async function connect(options: ConnectOptions): Promise<OpenConnection> {
   // Everything that can be refused is checked before anything native starts.
   const opts = optionsObject(options, 'connect', false)
   const request = requestOf(opts)
@@ -165,7 +169,7 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promis
   })
 }
 
-function chosen(conn: Connection, choice: TransportChoice): Connection {
+function chosen(conn: OpenConnection, choice: TransportChoice): OpenConnection {
   conn.chose(choice)
   return conn
 }
@@ -188,8 +192,8 @@ function connectSettingsOf(opts: ConnectOptions): ConnectSettings {
 }
 
 /** One connection attempt over `kind` to a resolved `host`. */
-function attempt(kind: TransportKind, host: string, { options, target }: ConnectSettings, signal: AbortSignal | undefined): Promise<Connection> {
-  return new Promise<Connection>((resolve, reject) => {
+function attempt(kind: TransportKind, host: string, { options, target }: ConnectSettings, signal: AbortSignal | undefined): Promise<OpenConnection> {
+  return new Promise<OpenConnection>((resolve, reject) => {
     const hub = Hub.for(kind)
     const conn = new Connection(hub, 'active', options)
     let aborted = false
@@ -221,7 +225,7 @@ function attempt(kind: TransportKind, host: string, { options, target }: Connect
       signal?.removeEventListener('abort', onAbort)
       conn.off('close', onCloseEarly)
       report()
-      resolve(conn)
+      resolve(conn as OpenConnection) // 'open' follows the OPEN state change, which set timings.connectMs
     })
     conn.once('close', onCloseEarly)
     signal?.addEventListener('abort', onAbort, { once: true })

@@ -50,9 +50,35 @@ export function createTransport(kind: string, onEvents: (events: BindingEvent[])
   }
 }
 
+/** The resource kinds liveCounts() reports (the native core's counters; __test__/types.spec.ts checks the list). */
+export const LIVE_COUNT_KEYS = [
+  'tcpConnections',
+  'tcpListeners',
+  'tcpSendBuffers',
+  'rdmaDevices',
+  'rdmaProtectionDomains',
+  'rdmaSharedReceiveQueues',
+  'rdmaCompletionChannels',
+  'rdmaCompletionQueues',
+  'rdmaMemoryRegions',
+  'rdmaQueuePairs',
+  'rdmaCmEventChannels',
+  'rdmaCmIds',
+  'rdmaRegisteredBytes',
+] as const
+
+/**
+ * `liveCounts()`: how many of each native resource are alive, process-wide: tcp connections,
+ * listeners and send buffers; rdma devices, protection domains, shared receive queues, completion
+ * channels and queues, memory regions, queue pairs, CM event channels and CM ids; and
+ * `rdmaRegisteredBytes`, the memory registered (pinned) with RDMA devices. All zero once
+ * everything is closed (an rdma listener keeps its device's pool until it closes).
+ */
+export type LiveCounts = Record<(typeof LIVE_COUNT_KEYS)[number], number>
+
 /** Live count of every resource kind the native core owns, process-wide. */
-export function liveCounts(): Record<string, number> {
-  return load().liveCounts()
+export function liveCounts(): LiveCounts {
+  return load().liveCounts() as LiveCounts
 }
 
 /** Fixed sizes of the rdma transport (known without loading rdma-core). */

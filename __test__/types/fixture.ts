@@ -20,7 +20,14 @@ import {
   type ServerEventMap,
   type ShutdownNotice,
   type StateChange,
+  type ChannelMessageMap,
+  type CloseMessage,
+  type LiveCounts,
+  type OpenConnection,
+  liveCounts,
+  CHANNEL_NAMES,
 } from 'rdma-graceful'
+import { subscribe } from 'node:diagnostics_channel'
 // @ts-expect-error internals are not part of the package: no deep imports
 import type { Hub } from 'rdma-graceful/dist/hub'
 
@@ -53,7 +60,9 @@ export async function typed(): Promise<void> {
   server.emit('connection', 'not a connection')
 
   // Connection events.
-  const conn: Connection = await connect({ port: server.port })
+  const conn: OpenConnection = await connect({ port: server.port })
+  const asConnection: Connection = conn // an OpenConnection is a Connection
+  void asConnection
   conn.on('open', () => {})
   conn.on('state', (change) => {
     const c: StateChange = change
@@ -78,6 +87,38 @@ export async function typed(): Promise<void> {
   conn.on('closed', () => {})
   // @ts-expect-error the 'close' listener gets a CloseResult
   conn.once('close', (r: number) => void r)
+
+  // connect() resolves once OPEN: its setup time is a number under --strict, without a check.
+  const connectMs: number = conn.timings.connectMs
+  // A close result says forced or graceful; a forced one has a typed error whose code needs no cast.
+  const result = await conn.closed
+  if (result.outcome === 'forced') {
+    const code: string = result.error.code
+    void code
+  } else {
+    // @ts-expect-error a graceful close has no error
+    const code: string = result.error.code
+    void code
+  }
+  // Requests and replies.
+  conn.handle(async (body) => body.toString().toUpperCase())
+  // @ts-expect-error a handler returns a Buffer, Uint8Array, string or nothing
+  conn.handle(() => 42)
+  const answer: Buffer = await conn.request('q', { timeoutMs: 100 })
+  const closing: boolean = conn.shuttingDown
+  // Live counts: every documented key, nothing else.
+  const counts: LiveCounts = liveCounts()
+  const qps: number = counts.rdmaQueuePairs
+  // @ts-expect-error not a resource kind
+  void counts.rdmaQueuePair
+  // Diagnostics channel messages as listener parameter types.
+  subscribe(CHANNEL_NAMES.close, (m) => {
+    const msg = m as ChannelMessageMap[typeof CHANNEL_NAMES.close]
+    const close: CloseMessage = msg
+    const bytes: number = close.bytesSent
+    void bytes
+  })
+  void [connectMs, answer, closing, qps]
 
   // Every type in a signature is exported by name.
   const stats: ConnectionStats = conn.stats

@@ -1,0 +1,33 @@
+/**
+ * Applications in real shapes over rdma (__test__/apps/scenarios.ts), in the Soft-RoCE guest
+ * (`npm run test:rdma`); elsewhere each test is reported as skipped, with the reason in its title.
+ */
+import test, { type ExecutionContext } from 'ava'
+
+import * as s from './apps/scenarios'
+import { rdmaHost, rdmaUnavailableReason } from './helpers'
+
+const unavailable = rdmaUnavailableReason()
+const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
+  if (unavailable === undefined) test.serial(title, fn)
+  else test.skip(`${title} (skipped: ${unavailable})`, fn)
+}
+const net: s.Net = { transport: 'rdma', host: rdmaHost }
+
+rdmaTest('rdma: a client closing with 64 requests in flight gets every reply from a concurrent server first', (t) =>
+  s.clientClosesWithRequestsInFlight(t, net),
+)
+rdmaTest('rdma: a server that never ends its side is forced with end-timeout, never called graceful', (t) =>
+  s.serverThatNeverEndsIsNotCalledGraceful(t, net),
+)
+rdmaTest('rdma: a client streaming with write()/drain finishes inside the shutdown grace; all 20,000 arrive', (t) =>
+  s.streamingClientFinishesInsideTheGrace(t, net, 'write'),
+)
+rdmaTest('rdma: a client streaming through toDuplex + pipeline finishes inside the shutdown grace', (t) =>
+  s.streamingClientFinishesInsideTheGrace(t, net, 'pipeline'),
+)
+rdmaTest('rdma: a grace too short for the stream: forced on both sides, failed writes reported', (t) => s.streamingClientWithAGraceTooShort(t, net))
+rdmaTest('rdma: 18 slow requests in progress at shutdown are all answered; close() counts this shutdown', (t) =>
+  s.slowRequestsFinishInsideTheGrace(t, net),
+)
+rdmaTest('rdma: 200 requests through request()/handle(), 64 in flight at close(): every reply, graceful', (t) => s.requestsInFlightAtClose(t, net))
