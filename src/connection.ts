@@ -80,10 +80,11 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000
 export type { RequestOptions } from './requests'
 
 /** What a request handler may answer: the reply (empty for undefined). A throw or rejection answers with an error. */
-export type Reply = Buffer | Uint8Array | string | undefined | void
+export type Reply = Buffer | Uint8Array | string | undefined
 
 /** `conn.handle(handler)`: answers each request of the peer's; `body` is the request, the result the reply. */
-export type RequestHandler = (body: Buffer, connection: Connection) => Reply | Promise<Reply>
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing on some paths answers with an empty reply
+export type RequestHandler = (body: Buffer, connection: Connection) => Reply | void | Promise<Reply | void>
 
 export interface SendOptions {
   /** Withdraws the send if it is still waiting (rejects with the signal's reason). */
@@ -330,7 +331,11 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       this.requests.add(requestId, { resolve, reject }, timeoutMs, signal, this.refed)
       this.requestSends.set(requestId, sendId)
       const written = (): void => void this.requestSends.delete(requestId)
-      this.enqueue(sendId, { resolve: written, reject: (e) => (written(), this.requests.settle(requestId, e)), bytes: payload.length }, undefined)
+      const refused = (e: Error): void => {
+        written()
+        this.requests.settle(requestId, e)
+      }
+      this.enqueue(sendId, { resolve: written, reject: refused, bytes: payload.length }, undefined)
       this.settleIdle()
     })
   }
@@ -823,7 +828,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   /** Runs the request handler for one request; its result (or error) is the answer. */
   private runHandler(requestId: number, body: Buffer): void {
     const handler = this.handler as RequestHandler
-    let result: Reply | Promise<Reply>
+    let result: ReturnType<RequestHandler>
     try {
       result = handler(body, this)
     } catch (err) {
