@@ -91,6 +91,7 @@ export function createContext(transport: Transport, host: string, scale: Scale):
         void (async () => {
           try {
             for await (const m of conn) await conn.send(m)
+            conn.end() // the client ended: our ACK goes after the last echo
           } catch {
             /* counted by the close results */
           }

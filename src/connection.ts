@@ -328,7 +328,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     if (signal?.aborted) return Promise.reject(abortError(signal, 'request()'))
     return new Promise<Buffer>((resolve, reject) => {
       const { sendId, requestId } = this.engine.request(now(), payload)
-      this.requests.add(requestId, { resolve, reject }, timeoutMs, signal, this.refed)
+      this.requests.add(requestId, { resolve, reject }, timeoutMs, signal)
       this.requestSends.set(requestId, sendId)
       const written = (): void => void this.requestSends.delete(requestId)
       const refused = (e: Error): void => {
