@@ -46,7 +46,12 @@ export class PendingRequests {
     return this.pending.size
   }
 
-  add(requestId: number, settle: { resolve(reply: Buffer): void; reject(error: Error): void }, timeoutMs: number, signal: AbortSignal | undefined): void {
+  add(
+    requestId: number,
+    settle: { resolve(reply: Buffer): void; reject(error: Error): void },
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): void {
     const entry: Pending = { resolve: settle.resolve, reject: settle.reject, release: undefined }
     this.pending.set(requestId, entry)
     if (Number.isFinite(timeoutMs)) this.addDeadline({ requestId, at: performance.now() + timeoutMs, timeoutMs })
