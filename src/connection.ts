@@ -74,6 +74,13 @@ export interface DriverOptions {
   requestTimeoutMs?: number
 }
 
+/**
+ * How this driver runs the protocol engine, whatever the application's options: the end policies
+ * (allowHalfOpen, closeOnShutdownNotice) are applied here, and credits return as the application
+ * reads. The property tests (__test__/protocol/) run the engine with these same settings.
+ */
+export const DRIVER_ENGINE_OPTIONS = { allowHalfOpen: true, closeOnShutdownNotice: false, creditGrant: 'on-consume' } as const
+
 export const DEFAULT_SEND_TIMEOUT_MS = 60_000
 export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000
 
@@ -243,7 +250,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     // the exception: the engine knows every request it owes an answer. allowHalfOpen: false opts
     // into node:net's habit, ending our side once the application has read up to the peer's end.
     this.autoEnd = options.allowHalfOpen === false
-    this.engine = new ProtocolConnection({ ...options, allowHalfOpen: true, closeOnShutdownNotice: false, role, creditGrant: 'on-consume' })
+    this.engine = new ProtocolConnection({ ...options, ...DRIVER_ENGINE_OPTIONS, role })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
   }
 

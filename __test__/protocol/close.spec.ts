@@ -215,12 +215,15 @@ test('FIN lost, closer lingering: the duplicate ACK is re-FINed and both end gra
   t.deepEqual(sim.A.closeStates(), CLOSER)
 })
 
-test('half-open responder that never ends: drain-timeout; closer gives up at ack-timeout', (t) => {
+test('half-open responder whose application never ends: it gives up first, with end-timeout at drainTimeoutMs; the closer sees it go', (t) => {
   const sim = openSim({ b: { allowHalfOpen: true, heartbeatTimeoutMs: 0 }, a: { heartbeatTimeoutMs: 0 } })
   sim.close('A')
   sim.runToQuiet()
-  t.is(sim.A.closed?.reason, 'ack-timeout')
-  t.is(sim.B.closed?.outcome, 'forced')
+  const reqAt = sim.B.events.find((e) => e.machine === 'close' && e.to === 'REQ_RECEIVED')!.at
+  t.is(sim.B.closed?.reason, 'end-timeout', 'the side that knows why says so')
+  t.is(sim.B.closed?.error?.code, 'ERR_CLOSE_TIMEOUT')
+  t.is((sim.B.closed?.at as number) - reqAt, 15_000, 'at drainTimeoutMs (15 s by default), below the closer patience of 4 x 5 s')
+  t.is(sim.A.closed?.reason, 'transport-down', 'the closer had not given up yet')
 })
 
 test('closer whose data cannot leave (no credits) is forced with flush-timeout', (t) => {

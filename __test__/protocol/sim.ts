@@ -25,6 +25,8 @@ export interface Faults {
   duplicate?: (frame: Frame, dir: Direction, sim: Sim) => boolean
   /** Extra one-way delay for this frame (order is still kept: later frames wait behind it). */
   delay?: (frame: Frame, dir: Direction, sim: Sim) => number
+  /** A transport close that never reaches the other side (the host vanished: no reset, no FIN). */
+  dropDown?: (dir: Direction, sim: Sim) => boolean
 }
 
 export interface SimOptions {
@@ -62,13 +64,21 @@ export class Peer {
   readonly requestsOut = new Map<number, string>()
   readonly replies = new Map<number, { ok: boolean; body: string }>()
   readonly notProcessed: number[] = []
+  /** Sends withdrawn with cancelSend (settled by the caller). */
+  readonly cancelled = new Set<number>()
   /** A reply or rejection for a request that had already ended (must never happen). */
   readonly requestErrors: string[] = []
   crashed = false
   framesAfterTransportClose = 0
+  /**
+   * With creditGrant 'on-consume' (the driver's): the application reads each delivered message
+   * this long after it arrives (undefined: it never reads on its own; the test calls consumed()).
+   */
+  readDelayMs: number | undefined
   /** App-model hooks (set by a test): a request delivered, the peer's end. */
   onRequest: ((requestId: number, body: string) => void) | undefined
   onPeerEnded: (() => void) | undefined
+  onShutdown: (() => void) | undefined
 
   constructor(
     readonly side: Side,
@@ -134,6 +144,20 @@ export class Sim {
   }
 
   // ------------------------------------------------------------------ app inputs
+  /**
+   * Withdraws the newest send of `s` still waiting (the driver's send deadline or abort:
+   * cancelSend); a withdrawn send counts as settled by its caller.
+   */
+  cancel(s: Side): void {
+    const p = this.peer(s)
+    const waiting = [...p.sends.keys()].filter((id) => !p.written.includes(id) && !p.rejected.has(id) && !p.cancelled.has(id))
+    const id = waiting.at(-1)
+    if (id === undefined) return
+    this.input(s, (c) => {
+      if (c.cancelSend(this.now, id)) p.cancelled.add(id)
+    })
+  }
+
   /** Returns the send id, or 0 when the side is crashed (nothing happens then). */
   send(s: Side, payload: string): number {
     if (this.peer(s).crashed) return 0
@@ -254,6 +278,8 @@ export class Sim {
   }
 
   private pushDown(dir: Direction, at: number): void {
+    this.wireClosed[dir] = true
+    if (this.faults.dropDown?.(dir, this) === true) return
     const when = Math.max(at, this.lastAt[dir])
     this.wires[dir].push({ at: when, seq: this.seq++, what: 'down' })
     this.lastAt[dir] = when
@@ -296,6 +322,7 @@ export class Sim {
       }
       case 'deliver':
         p.delivered.push(a.payload.toString())
+        if (p.readDelayMs !== undefined) this.at(this.now + p.readDelayMs, () => this.consumed(p.side, 1))
         return
       case 'event': {
         const { type: _type, ...change } = a
@@ -329,6 +356,7 @@ export class Sim {
         return
       case 'shutdown':
         p.shutdowns.push(a.graceMs)
+        p.onShutdown?.()
         return
       case 'peerEnded':
         p.peerEndedCount++

@@ -43,7 +43,10 @@ export interface ConnectionOptions {
   flushTimeoutMs?: number
   /**
    * Responder: after REQ arrived, our send queue must drain (our own last data written) and ACK go
-   * out within this. Default 20000. ('drain' in this code means only that: a send queue emptied.)
+   * out within this. Default 15000: below the closer's patience for the ACK (ackTimeoutMs x
+   * (maxCloseRetries + 1) = 20000 by default), so that when the application never ends its side,
+   * this side gives up first and says why ('end-timeout'), rather than the closer reporting an
+   * 'ack-timeout' that looks like lost REQs. ('drain' in this code means only that: a send queue emptied.)
    */
   drainTimeoutMs?: number
   /** Closer: stay in FIN_SENT this long to re-FIN duplicate ACKs (0 = COMPLETED at once). Default 0. */
@@ -73,7 +76,7 @@ export const DEFAULTS = {
   finTimeoutMs: 10_000,
   maxCloseRetries: 3,
   flushTimeoutMs: 5_000,
-  drainTimeoutMs: 20_000,
+  drainTimeoutMs: 15_000,
   finLingerMs: 0,
   heartbeatIntervalMs: 1_000,
   heartbeatTimeoutMs: 5_000,
