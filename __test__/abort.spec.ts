@@ -109,3 +109,39 @@ async function pairOn(server: Awaited<ReturnType<typeof listen>>): Promise<{ cli
   )
   return { client: await connect({ port: server.port }) }
 }
+
+test.serial(
+  'one AbortSignal shared by 200 waiting sends, reads and requests across connections: no MaxListenersExceededWarning, one listener',
+  async (t) => {
+    const { server, client, peer } = await serverAndClient({}, { receiveWindow: 1 })
+    const other = await connect({ port: server.port })
+    const warnings: Error[] = []
+    const onWarning = (w: Error): void => void warnings.push(w)
+    process.on('warning', onWarning)
+    const controller = new AbortController()
+    const { signal } = controller
+    // Window 1 and nobody reading: every send after the first waits for a credit.
+    const sends = Array.from({ length: 100 }, (_, i) => client.send(`m${i}`, { signal }))
+    const reads = Array.from({ length: 50 }, () => other.read({ signal }))
+    const requests = Array.from({ length: 50 }, () => other.request('q', { signal }))
+    await new Promise((r) => setTimeout(r, 50))
+    t.is(getEventListeners(signal, 'abort').length, 1, 'one listener on the signal, however many waits share it')
+    controller.abort(new Error('enough'))
+    const settled = await Promise.allSettled([...sends, ...reads, ...requests])
+    t.true(settled.filter((s) => s.status === 'rejected').length >= 199, 'every wait but the first send gave up')
+    t.is(getEventListeners(signal, 'abort').length, 0)
+    await new Promise((r) => setImmediate(r))
+    process.off('warning', onWarning)
+    t.deepEqual(
+      warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message),
+      [],
+    )
+    t.is((await peer.read())?.toString(), 'm0', 'only the first send was ever written')
+    const eof = peer.read() // read to the client's end: the server's side then ends (allowHalfOpen: false)
+    t.is((await client.close()).outcome, 'graceful')
+    t.is(await eof, null)
+    t.is((await other.close()).outcome, 'graceful', "the request nobody handled was answered when the server's side ended")
+    await server.close({ graceMs: 100 })
+    assertNoLiveResources(t)
+  },
+)

@@ -469,6 +469,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   /** Half-close: this side sends no more (after what is queued); reading goes on until the peer ends. */
   end(): void {
     this.closeStartedAt ??= now()
+    this.refuseUnhandled()
     this.engine.end(now())
     this.runActions()
   }
@@ -485,6 +486,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       return Promise.reject(err) // bad options: the one rejection close() has
     }
     this.closeStartedAt ??= now()
+    this.refuseUnhandled()
     this.engine.close(now())
     this.runActions()
     if (signal !== undefined && this.result === undefined) {
@@ -659,6 +661,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       if (this.gauge.messages > 0 || this.requests.size > 0) return
       this.idleEndArmed = false
       this.closeStartedAt ??= now()
+      this.refuseUnhandled()
       this.engine.end(now(), 'shutdown-notice')
       this.runActions()
     })
@@ -832,6 +835,16 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     if (this.gauge.messages === 0) this.settleIdle()
   }
 
+  /**
+   * Our side ends and no handler was ever set: nobody will answer the requests that wait for one,
+   * so they are answered now, with an error the requester can act on (our ACK waits for every
+   * answer owed).
+   */
+  private refuseUnhandled(): void {
+    if (this.handler !== undefined || this.engine.isTerminal) return
+    for (const r of this.unhandled.splice(0)) this.answer(r.requestId, new Error('no request handler: the peer ended without handle()'), false)
+  }
+
   /** Runs the request handler for one request; its result (or error) is the answer. */
   private runHandler(requestId: number, body: Buffer): void {
     const handler = this.handler as RequestHandler
@@ -898,8 +911,10 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private endAfterPeer(): void {
     if (this.engine.closeState !== 'REQ_RECEIVED' || this.engine.hasEnded) return
     if (this.handler !== undefined) this.engine.end(now(), 'handler-end')
-    else if (this.autoEnd) this.engine.end(now(), 'auto-end')
-    else return
+    else if (this.autoEnd) {
+      this.refuseUnhandled()
+      this.engine.end(now(), 'auto-end')
+    } else return
     this.runActions()
   }
 
