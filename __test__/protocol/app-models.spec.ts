@@ -12,6 +12,7 @@
 import test from 'ava'
 import fc from 'fast-check'
 
+import { DRIVER_ENGINE_OPTIONS } from '../../src/connection'
 import { FrameKind } from '../../src/protocol/frames'
 import { type Peer, Sim } from './sim'
 
@@ -23,8 +24,19 @@ const LOSSY_KINDS = new Set<number>([
   FrameKind.CREDIT,
 ])
 
-/** What the product's driver passes the engine (src/connection.ts). */
-const DRIVER = { allowHalfOpen: true, closeOnShutdownNotice: false } as const
+/** Both ends as the product's driver runs the engine; `bReads`: B's application reads every message at once. */
+function driverSim(s: { latencyMs: number; window: number; lossPct?: number }, random: () => number, bReads: boolean): Sim {
+  const lossPct = s.lossPct ?? 0
+  const sim = new Sim({
+    latencyMs: s.latencyMs,
+    a: DRIVER_ENGINE_OPTIONS,
+    b: { ...DRIVER_ENGINE_OPTIONS, receiveWindow: s.window },
+    faults: { drop: (f) => LOSSY_KINDS.has(f.kind) && random() * 100 < lossPct },
+  }).connect()
+  sim.A.readDelayMs = 0
+  if (bReads) sim.B.readDelayMs = 0
+  return sim
+}
 
 function lcg(seed: number): () => number {
   let x = seed >>> 0
@@ -76,12 +88,7 @@ test('request handler answering after random delays; the client closes with requ
   fc.assert(
     fc.property(scheduleArb, (s) => {
       const random = lcg(s.seed)
-      const sim = new Sim({
-        latencyMs: s.latencyMs,
-        a: { ...DRIVER, creditGrant: 'on-deliver' },
-        b: { ...DRIVER, creditGrant: 'on-consume', receiveWindow: s.window },
-        faults: { drop: (f) => LOSSY_KINDS.has(f.kind) && random() * 100 < s.lossPct },
-      }).connect()
+      const sim = driverSim(s, random, false)
       // B: the driver's handle(): each request answered after a random delay, its credit back then;
       // at the peer's end, end at once (the engine holds the ACK until the last answer).
       sim.B.onRequest = (id, body) =>
@@ -120,12 +127,7 @@ test('plain-message server answering after random delays, ending its side when i
   fc.assert(
     fc.property(scheduleArb, (s) => {
       const random = lcg(s.seed)
-      const sim = new Sim({
-        latencyMs: s.latencyMs,
-        a: { ...DRIVER, creditGrant: 'on-deliver' },
-        b: { ...DRIVER, creditGrant: 'on-deliver', receiveWindow: s.window },
-        faults: { drop: (f) => LOSSY_KINDS.has(f.kind) && random() * 100 < s.lossPct },
-      }).connect()
+      const sim = driverSim(s, random, true)
       // B: the README's concurrent-server idiom: each message answered after a random delay; once
       // the client has ended, wait for the handlers, then end().
       let handling = 0
@@ -193,7 +195,7 @@ test('a client streaming when SHUTDOWN_NOTICE comes ends once idle: graceful mea
         latencyMs: fc.integer({ min: 0, max: 30 }),
       }),
       (s) => {
-        const sim = new Sim({ latencyMs: s.latencyMs, a: DRIVER, b: { ...DRIVER, receiveWindow: s.window } }).connect()
+        const sim = driverSim(s, Math.random, true)
         // B reads everything and ends once the client has (the counting server of the e2e tests).
         sim.B.onPeerEnded = () => sim.at(sim.now, () => sim.end('B'))
         // A streams `messages`, one every pacingMs; on the notice it ends once idle: after its
