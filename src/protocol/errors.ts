@@ -54,7 +54,7 @@ export class ConnectionClosedError extends RdmaGracefulError {
 
 /** The application destroyed the connection (abort, no close handshake). */
 export class ConnectionDestroyedError extends RdmaGracefulError {
-  /** `reason`: 'destroyed' (destroy()), 'aborted' (close({ signal }) aborted), 'write-failed' (a write() without callback failed). */
+  /** `reason`: 'destroyed' (destroy()), 'aborted' (close({ signal }) aborted). */
   constructor(options?: { cause?: unknown }, reason = 'destroyed') {
     super('ERR_CONNECTION_DESTROYED', reason, `connection was destroyed by the application (${reason})`, options)
   }
