@@ -181,7 +181,9 @@ export async function streamingClientFinishesInsideTheGrace(t: ExecutionContext,
   const seen = { count: 0, inOrder: true }
   server.on('connection', (c) => countingServer(c, seen))
   const conn = await clientOf(net, server.port)
-  const total = 20_000
+  // The Soft-RoCE guest emulates its CPU (TCG): about 1,700 x 1 KiB messages a second there
+  // (measured, target/adhoc), so a 20,000-message stream would outlast the 10 s grace honestly.
+  const total = net.transport === 'tcp' ? 20_000 : 4_000
   const notices: number[] = []
   conn.on('shutdown', (n) => notices.push(n.graceMs))
   let stream: Promise<Error[]>
@@ -199,7 +201,7 @@ export async function streamingClientFinishesInsideTheGrace(t: ExecutionContext,
     )
     stream = pipeline(source, toDuplex(conn)).then(() => [])
   }
-  while (seen.count < 1000) await sleep(1)
+  while (seen.count < total / 20) await sleep(1)
   const shutdown = server.close({ graceMs: 10_000 })
   const errors = await withDeadline(stream, 30_000, 'the stream').catch((e: Error) => [e])
   const result = await withDeadline(conn.close(), 30_000, 'close')
