@@ -8,7 +8,7 @@ import test from 'ava'
 import { connect, listen, type Connection, type Server, TransportError } from '../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../src/protocol'
 import { encodeHello } from '../src/protocol/frames'
-import { assertNoLiveResources, echo, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, sleep, withDeadline } from './helpers'
 import { PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
 
 const hello = (role: 'active' | 'passive' = 'active'): Buffer =>
@@ -86,7 +86,7 @@ test.serial('server.close() refuses a peer that has not sent its HELLO by the en
   const seen = await watch(server)
   const peer = await RawPeer.open(server.port)
   peer.write(PREAMBLE)
-  await new Promise((r) => setTimeout(r, 50))
+  await sleep(50)
   const error = seen.next()
   const started = performance.now()
   t.deepEqual(await withDeadline(server.close({ graceMs: 100 }), 5000, 'server close'), { graceful: 0, forced: 0 })
@@ -104,7 +104,7 @@ test.serial('a valid HELLO makes the connection; the setup deadline counts from 
   server.on('connection', (c) => c.on('state', (s) => states.push(`${s.from}->${s.to}`)))
   const peer = await RawPeer.open(server.port)
   peer.write(PREAMBLE)
-  await new Promise((r) => setTimeout(r, 250))
+  await sleep(250)
   t.is(seen.conns.length, 0, 'not a connection before its HELLO')
   peer.write(frameBytes(FrameKind.HELLO, 8, hello()))
   t.truthy(await peer.take(FrameKind.HELLO, 2000), 'the server answered HELLO')

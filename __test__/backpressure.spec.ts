@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises'
 import test from 'ava'
 
 import { connect, listen, toDuplex } from '../src/index'
-import { assertNoLiveResources, serverAndClient, withDeadline } from './helpers'
+import { assertNoLiveResources, serverAndClient, sleep, withDeadline } from './helpers'
 
 test.serial("write() returns false at the high-water mark, counts what waits, and 'drain' follows once it is all sent", async (t) => {
   // The server grants 4 credits and reads nothing until told: writes beyond 4 wait.
@@ -85,7 +85,7 @@ test.serial(
     const errors: Array<Error | undefined> = []
     client.write('fits', (e) => errors.push(e))
     client.write('waits, then times out', (e) => errors.push(e))
-    await new Promise((r) => setTimeout(r, 300))
+    await sleep(300)
     t.is(errors[0], undefined)
     t.is((errors[1] as Error & { code: string }).code, 'ERR_SEND_TIMEOUT')
     t.is(client.state, 'OPEN', 'with a callback the caller decides')
@@ -157,7 +157,7 @@ test.serial('toDuplex: a slow consumer holds the producer back end to end (credi
     }
     client.end()
   })()
-  await new Promise((r) => setTimeout(r, 200))
+  await sleep(200)
   t.true(client.writableMessages > 0, 'messages wait at the producer while nobody reads')
   let consumed = 0
   await pipeline(

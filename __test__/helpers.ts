@@ -91,12 +91,42 @@ export function rdmaUnavailableReason(): string | undefined {
 /** The address rdma tests listen on: the Soft-RoCE device's (rdma-cm does not work on 127.0.0.1). */
 export const rdmaHost = process.env.SOFTROCE_IP ?? process.env.RDMA_TEST_HOST ?? '127.0.0.1'
 
+/** The longest delay a Node timer takes: a longer one fires after 1 ms (TimeoutOverflowWarning). */
+export const MAX_NODE_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * Records the delay of every global setTimeout call until the test ends. A deadline beyond
+ * MAX_NODE_TIMER_MS is honoured only when it is armed in steps of at most that (src/long-timer.ts):
+ * a test of such a deadline checks that one step was exactly MAX_NODE_TIMER_MS and none longer.
+ */
+export function recordTimerDelays(t: ExecutionContext): number[] {
+  const delays: number[] = []
+  const original = globalThis.setTimeout
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    delays.push(ms ?? 0)
+    return original(fn, ms)
+  }) as typeof setTimeout
+  t.teardown(() => {
+    globalThis.setTimeout = original
+  })
+  return delays
+}
+
 /** Echoes every message of `c` back until the connection ends (how it ends is the test's to check). */
 export function echo(c: Connection): void {
   void (async () => {
     for await (const m of c) await c.send(m)
   })().catch(() => {})
 }
+
+/** Reads and drops every message of `c` until the connection ends (how it ends is the test's to check). */
+export function discard(c: Connection): void {
+  void (async () => {
+    for await (const _ of c);
+  })().catch(() => {})
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 /** A tcp server on a free port and one client of it: the client and the server's side of it. */
 export async function serverAndClient(

@@ -4,12 +4,10 @@
  */
 import test from 'ava'
 
-import { assertNoLiveResources, serverAndClient } from './helpers'
+import { assertNoLiveResources, serverAndClient, sleep } from './helpers'
 
 // Heartbeats every 20 ms: control traffic that must not count as activity.
 const heartbeats = { heartbeatIntervalMs: 20 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 test.serial("setTimeout(ms) emits 'timeout' once per idle period, heartbeats do not count, and the connection stays open", async (t) => {
   const { server, client, peer } = await serverAndClient(heartbeats, heartbeats)

@@ -5,9 +5,7 @@
 import test from 'ava'
 
 import { connect, listen, type CloseResult, type Connection } from '../src/index'
-import { assertNoLiveResources, echo, startPeer, withDeadline } from './helpers'
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+import { assertNoLiveResources, discard, echo, MAX_NODE_TIMER_MS, recordTimerDelays, sleep, startPeer, withDeadline } from './helpers'
 
 test.serial('close() with thousands of messages in flight both ways loses none (peer in another process)', async (t) => {
   const peer = startPeer(t, ['server'])
@@ -113,17 +111,23 @@ test.serial('a frozen peer (SIGSTOP: its kernel still acks TCP) is DOWN within t
 })
 
 test.serial('timeouts beyond 2^31-1 ms are honoured, not fired at once', async (t) => {
-  const server = await listen({ port: 0, heartbeatTimeoutMs: 2 ** 33, heartbeatIntervalMs: 2 ** 32 })
-  server.on(
-    'connection',
-    (c: Connection) =>
-      void (async () => {
-        for await (const _ of c);
-      })().catch(() => {}),
-  )
+  const delays = recordTimerDelays(t)
+  // The server has no liveness timeout, so the client's heartbeat interval stays its own 2^32 ms:
+  // the client's earliest deadline is then 2^32 ms away (its liveness timeout 2^33 ms).
+  const server = await listen({ port: 0, heartbeatTimeoutMs: 0, heartbeatIntervalMs: 2 ** 32, readyTimeoutMs: 2 ** 32 })
+  server.on('connection', discard)
   const conn = await connect({ port: server.port, heartbeatTimeoutMs: 2 ** 33, heartbeatIntervalMs: 2 ** 32, readyTimeoutMs: 2 ** 32 })
+  const armed = delays.length
   await sleep(300)
   t.is(conn.state, 'OPEN', 'a 99-day heartbeat timeout did not fire early')
+  t.is(conn.stats.heartbeatsSent, 0, 'nor a 49-day heartbeat interval')
+  t.true(delays.includes(MAX_NODE_TIMER_MS), 'a deadline beyond 2^31-1 ms was armed, as a chain of steps of 2^31-1 ms')
+  t.deepEqual(
+    delays.filter((d) => d > MAX_NODE_TIMER_MS),
+    [],
+    'no Node timer got a delay it would turn into 1 ms',
+  )
+  t.true(delays.length - armed <= 2, `the idle connection's timer did not spin (${delays.length - armed} timers in 300 ms)`)
   t.is((await conn.close()).outcome, 'graceful')
   await server.close({ graceMs: 100 })
   assertNoLiveResources(t)

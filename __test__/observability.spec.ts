@@ -9,7 +9,7 @@ import test from 'ava'
 import { CHANNEL_NAMES, connect, listen, type Connection } from '../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../src/protocol'
 import { encodeHello } from '../src/protocol/frames'
-import { assertNoLiveResources, echo, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, sleep, withDeadline } from './helpers'
 import { PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
 
 type Message = Record<string, unknown>
@@ -89,7 +89,7 @@ test.serial('connect, accept, state, close and diagnostic messages carry role, t
   await withDeadline(raw.closed, 2000, 'refused')
   await withDeadline(
     (async () => {
-      while (seen.accept.length < 2) await new Promise((r) => setTimeout(r, 5))
+      while (seen.accept.length < 2) await sleep(5)
     })(),
     2000,
     'accept message',
@@ -131,7 +131,7 @@ test.serial("every connection 'diagnostic' is published on rdma-graceful:diagnos
   raw.write(frameBytes(FrameKind.READY, 8, Buffer.alloc(20)))
   await withDeadline(
     (async () => {
-      while (seen.diagnostic.length === 0) await new Promise((r) => setTimeout(r, 5))
+      while (seen.diagnostic.length === 0) await sleep(5)
     })(),
     2000,
     'diagnostic',
@@ -170,7 +170,7 @@ test.serial('conn.stats counts application and wire bytes; server.stats() gives 
   await raw.closed
   await withDeadline(
     (async () => {
-      while (server.stats().forced + server.stats().graceful < 2 || server.stats().refused < 1) await new Promise((r) => setTimeout(r, 5))
+      while (server.stats().forced + server.stats().graceful < 2 || server.stats().refused < 1) await sleep(5)
     })(),
     3000,
     'tallies',

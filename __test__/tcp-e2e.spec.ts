@@ -7,7 +7,7 @@ import net from 'node:net'
 import test from 'ava'
 
 import { connect, listen, type Connection, TransportError } from '../src/index'
-import { assertNoLiveResources, echo, startPeer, withDeadline } from './helpers'
+import { assertNoLiveResources, discard, echo, MAX_NODE_TIMER_MS, recordTimerDelays, sleep, startPeer, withDeadline } from './helpers'
 
 test.serial('1,000 messages each way arrive complete and in order (server in another process)', async (t) => {
   const peer = startPeer(t, ['server'])
@@ -135,13 +135,7 @@ test.serial('bad input from the application is a typed error, never a crash or a
   await t.throwsAsync(connect({ port: 1, receiveWindow: 0 }), { code: 'ERR_INVALID_ARGUMENT', message: /receiveWindow/ })
 
   const server = await listen({ port: 0 })
-  server.on(
-    'connection',
-    (c: Connection) =>
-      void (async () => {
-        for await (const _ of c);
-      })().catch(() => {}),
-  )
+  server.on('connection', discard)
   // Sending after end().
   const a = await connect({ port: server.port })
   a.end()
@@ -167,7 +161,7 @@ test.serial('an abort in the middle of an attempt frees it at once: a rejected c
   const port = (silent.address() as net.AddressInfo).port
   const controller = new AbortController()
   const attempt = connect({ port, signal: controller.signal, connectTimeoutMs: 10_000 })
-  await new Promise((r) => setTimeout(r, 100))
+  await sleep(100)
   controller.abort(new Error('no answer, giving up'))
   const started = performance.now()
   await t.throwsAsync(withDeadline(attempt, 2000, 'aborted connect'), { message: 'no answer, giving up' })
@@ -239,9 +233,29 @@ test.serial('send() with something that is not a Buffer, Uint8Array or string re
 })
 
 test.serial('sendTimeoutMs takes any duration from 1 ms to years (a chained timer), and refuses nonsense', async (t) => {
-  const server = await listen({ port: 0 })
+  const delays = recordTimerDelays(t)
+  // No liveness timeout on either side and a longer heartbeat interval: the send's deadline is the
+  // client's earliest, the one its timer is armed for.
+  const server = await listen({ port: 0, receiveWindow: 1, heartbeatTimeoutMs: 0 })
+  const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
   const threeYears = 3 * 365 * 24 * 3600 * 1000 // beyond 2^32-1 ms
-  const conn = await connect({ port: server.port, sendTimeoutMs: threeYears })
+  const conn = await connect({ port: server.port, sendTimeoutMs: threeYears, heartbeatTimeoutMs: 0, heartbeatIntervalMs: 2 * threeYears })
+  const serverSide = await accepted // reads nothing yet: one credit, so the second send waits
+  await conn.send('fits')
+  let settled = false
+  const waiting = conn.send('waits three years at most').finally(() => (settled = true))
+  await sleep(300)
+  t.false(settled, 'the send waits: its three-year deadline did not fire at once')
+  t.true(delays.includes(MAX_NODE_TIMER_MS), 'its deadline was armed as a chain of steps of 2^31-1 ms')
+  t.deepEqual(
+    delays.filter((d) => d > MAX_NODE_TIMER_MS),
+    [],
+    'no Node timer got a delay it would turn into 1 ms',
+  )
+  t.is((await serverSide.read())?.toString(), 'fits')
+  await waiting // the read returned a credit
+  t.is((await serverSide.read())?.toString(), 'waits three years at most')
+  discard(serverSide)
   t.is((await conn.close()).outcome, 'graceful')
   for (const bad of [0, -5, 1.5, Number.NaN, Infinity]) {
     await t.throwsAsync(connect({ port: server.port, sendTimeoutMs: bad }), { code: 'ERR_INVALID_ARGUMENT' } as never)

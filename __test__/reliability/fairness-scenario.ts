@@ -9,6 +9,7 @@ import path from 'node:path'
 import { createInterface } from 'node:readline'
 
 import { connect, listen, type CloseResult, type Connection, type TransportKind } from '../../src/index'
+import { sleep } from '../helpers'
 
 export interface FairnessOptions {
   transport: TransportKind
@@ -104,7 +105,7 @@ export async function runFairness(o: FairnessOptions): Promise<FairnessResult> {
       ticks++
     }, 50)
     const t0 = now()
-    await new Promise((r) => setTimeout(r, o.durationMs))
+    await sleep(o.durationMs)
     const secs = (now() - t0) / 1000
     running = false
     clearInterval(interval)

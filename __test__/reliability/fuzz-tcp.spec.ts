@@ -11,7 +11,7 @@ import fc from 'fast-check'
 import { connect, listen, type CloseResult, type Connection, TransportError } from '../../src/index'
 import { ALL_CAPABILITIES, FrameKind } from '../../src/protocol'
 import { decodeCloseMessage, decodeHello, encodeCloseMessage, encodeFin, encodeHello, encodeNotice, encodeReady } from '../../src/protocol/frames'
-import { assertNoLiveResources, echo, withDeadline } from '../helpers'
+import { assertNoLiveResources, echo, sleep, withDeadline } from '../helpers'
 import { PREAMBLE, RawPeer, frameBytes, header } from './raw-peer'
 
 const opts = { maxMessageSize: 1024, readyTimeoutMs: 400, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 500 }
@@ -244,7 +244,7 @@ function nextOf<T>(seen: T[], ms: number, what: string): Promise<T> {
   const until = performance.now() + ms
   return withDeadline(
     (async () => {
-      while (seen.length === known && performance.now() < until) await new Promise((r) => setTimeout(r, 2))
+      while (seen.length === known && performance.now() < until) await sleep(2)
       return seen[known]!
     })(),
     ms + 100,
@@ -270,7 +270,7 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
   const good = await connect({ port: server.port, ...opts })
   await withDeadline(
     (async () => {
-      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2))
+      while (accepted.length === 0) await sleep(2)
     })(),
     2000,
     'accept of the good client',
@@ -283,7 +283,7 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
       const m = await good.read()
       if (m?.toString() !== `ping ${pongs}`) throw new Error(`good client got ${m?.toString()} for ping ${pongs}`)
       pongs++
-      await new Promise((r) => setTimeout(r, 5))
+      await sleep(5)
     }
   })()
 
@@ -408,7 +408,7 @@ test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never 
       await withDeadline(peer.closed, END_BOUND_MS, 'server closed the socket')
       await withDeadline(
         (async () => {
-          while (errors.length === before) await new Promise((r) => setTimeout(r, 2))
+          while (errors.length === before) await sleep(2)
         })(),
         2000,
         'clientError',

@@ -21,7 +21,7 @@ export interface Node {
 
 /** Wall-clock ms (as the fixture prints in `at`): comparable across processes on one machine. */
 export const wall = (): number => performance.timeOrigin + performance.now()
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+export { sleep } from '../helpers'
 /** What `p` rejected with, or undefined once it resolved: a promise that never rejects. */
 export const settledError = (p: Promise<unknown>): Promise<unknown> =>
   p.then(
