@@ -6,17 +6,11 @@ import net from 'node:net'
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
-import test, { type ExecutionContext } from 'ava'
-
 import { connect, listen, liveCounts, toDuplex, type TransportError } from '../src/index'
 import { runDemo } from '../src/demo'
-import { assertNoLiveResources, echo, rdmaHost, rdmaUnavailableReason, startPeer, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, rdmaHost, startPeer, withDeadline } from './helpers'
+import { rdmaTest } from './rdma-test'
 
-const unavailable = rdmaUnavailableReason()
-const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
-  if (unavailable === undefined) test.serial(title, fn)
-  else test.skip(`${title} (skipped: ${unavailable})`, fn)
-}
 const peerEnv = { PEER_TRANSPORT: 'rdma', PEER_HOST: rdmaHost }
 
 rdmaTest('rdma: 1,000 messages each way in order, graceful close, every verbs resource freed', async (t) => {

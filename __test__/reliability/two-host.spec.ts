@@ -11,23 +11,24 @@
  */
 import test, { type ExecutionContext } from 'ava'
 
-import { rdmaUnavailableReason } from '../helpers'
+import { rdmaTest } from '../rdma-test'
 import * as cases from './two-host-cases'
 import { agentReady, twoHostUnavailableReason } from './two-host'
 
-const unavailable = twoHostUnavailableReason() ?? rdmaUnavailableReason()
-const twoHostTest = (title: string, fn: (t: ExecutionContext) => Promise<unknown>): void => {
-  if (unavailable === undefined) {
-    test.serial(title, async (t) => {
+const twoHostUnavailable = twoHostUnavailableReason()
+const twoHostTest = (title: string, fn: (t: ExecutionContext) => Promise<unknown>): void =>
+  rdmaTest(
+    title,
+    async (t) => {
       await agentReady()
       // Printed at once as well: ava reports failures only at the end of the run.
       await fn(t).catch((err: unknown) => {
         console.error(`${title}: ${(err as Error)?.stack ?? String(err)}`)
         throw err
       })
-    })
-  } else test.skip(`${title} (skipped: ${unavailable})`, () => {})
-}
+    },
+    twoHostUnavailable,
+  )
 
 const envs: cases.Env[] = (['rdma', 'tcp'] as const).map((transport) => ({ transport, heartbeatIntervalMs: 200, heartbeatTimeoutMs: 1500 }))
 const summary: string[] = []
