@@ -6,22 +6,11 @@
 import test from 'ava'
 
 import { connect, listen, type Connection, type Server, TransportError } from '../src/index'
-import { ALL_CAPABILITIES, FrameKind } from '../src/protocol'
-import { encodeHello } from '../src/protocol/frames'
+import { FrameKind } from '../src/protocol'
 import { assertNoLiveResources, echo, sleep, withDeadline } from './helpers'
-import { PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
+import { clientHello, PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
 
-const hello = (role: 'active' | 'passive' = 'active'): Buffer =>
-  encodeHello({
-    version: 1,
-    role,
-    capabilities: ALL_CAPABILITIES,
-    connectionId: 42,
-    generation: 1,
-    receiveWindow: 8,
-    maxMessageSize: 1024,
-    idleTimeoutMs: 0,
-  })
+const hello = (role: 'active' | 'passive' = 'active'): Buffer => clientHello({ role })
 
 async function watch(server: Server): Promise<{ conns: Connection[]; errors: TransportError[]; next(): Promise<TransportError> }> {
   const conns: Connection[] = []

@@ -9,10 +9,18 @@ import test from 'ava'
 import fc from 'fast-check'
 
 import { connect, listen, type CloseResult, type Connection, TransportError } from '../../src/index'
-import { ALL_CAPABILITIES, FrameKind } from '../../src/protocol'
-import { decodeCloseMessage, decodeHello, encodeCloseMessage, encodeFin, encodeHello, encodeNotice, encodeReady } from '../../src/protocol/frames'
+import { FrameKind } from '../../src/protocol'
+import {
+  decodeCloseMessage,
+  decodeHello,
+  encodeCloseMessage,
+  encodeFin,
+  encodeNotice,
+  encodeReady,
+  type HelloPayload,
+} from '../../src/protocol/frames'
 import { assertNoLiveResources, echo, sleep, withDeadline } from '../helpers'
-import { PREAMBLE, RawPeer, frameBytes, header } from './raw-peer'
+import { clientHello, PREAMBLE, RawPeer, frameBytes, header } from './raw-peer'
 
 const opts = { maxMessageSize: 1024, readyTimeoutMs: 400, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 500 }
 /** Every connection the model drives must be over within this (the longest deadline is 500 ms). */
@@ -111,18 +119,8 @@ const beforeHello = (e: Expect): Expect => {
   return { refused: true, code: e.causeCode ?? (e.reason === 'handshake-timeout' ? 'ERR_TRANSPORT_TIMEOUT' : undefined) }
 }
 
-const hello = (over: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer =>
-  encodeHello({
-    version: 1,
-    role: 'active',
-    capabilities: ALL_CAPABILITIES,
-    connectionId: 0x1234abcd,
-    generation: 7,
-    receiveWindow: WINDOW,
-    maxMessageSize: 1 << 20,
-    idleTimeoutMs: 0,
-    ...over,
-  })
+const hello = (over: Partial<HelloPayload> = {}): Buffer =>
+  clientHello({ connectionId: 0x1234abcd, generation: 7, receiveWindow: WINDOW, maxMessageSize: 1 << 20, ...over })
 
 /**
  * Plays `s` against the server from a raw socket and says what the server-side connection must end

@@ -6,7 +6,24 @@
  */
 import net from 'node:net'
 
+import { ALL_CAPABILITIES } from '../../src/protocol'
+import { encodeHello, type HelloPayload } from '../../src/protocol/frames'
+
 export const PREAMBLE = Buffer.from('RDMAGRC\x01', 'latin1')
+
+/** A client HELLO payload: connection id 42, generation 1, window 8, 1 KiB messages, unless `over` says otherwise. */
+export const clientHello = (over: Partial<HelloPayload> = {}): Buffer =>
+  encodeHello({
+    version: 1,
+    role: 'active',
+    capabilities: ALL_CAPABILITIES,
+    connectionId: 42,
+    generation: 1,
+    receiveWindow: 8,
+    maxMessageSize: 1024,
+    idleTimeoutMs: 0,
+    ...over,
+  })
 
 export interface RawFrame {
   kind: number
