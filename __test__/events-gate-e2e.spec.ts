@@ -9,9 +9,8 @@ import test from 'ava'
 
 import { connect, listen, type Connection, type StateChange } from '../src/index'
 import { FrameKind } from '../src/protocol'
-import { decodeHello, encodeReady } from '../src/protocol/frames'
 import { assertNoLiveResources, echo, sleep } from './helpers'
-import { clientHello, frameBytes, PREAMBLE, RawPeer } from './reliability/raw-peer'
+import { clientHello, frameBytes, PREAMBLE, RawPeer, readyFor } from './reliability/raw-peer'
 
 // The reason of each state change on the paths below (docs/protocol.md), client side then server side.
 const REASONS_CLIENT = ['transport-connected', 'ready-sent', 'app-close', 'app-close', 'ack-received', 'fin-sent', 'fin-sent', 'close-complete']
@@ -106,8 +105,6 @@ test.serial("the server's first send leaves only after the client's READY (seen 
   raw.write(PREAMBLE)
   raw.write(frameBytes(FrameKind.HELLO, 8, clientHello()))
   const theirHello = await raw.take(FrameKind.HELLO, 5000)
-  const h = decodeHello(theirHello!.payload)
-  if (!h.ok) throw h.error
   // Long enough for a send the gate failed to hold to reach us (a loopback round trip is < 1 ms).
   await sleep(200)
   t.deepEqual(
@@ -116,13 +113,7 @@ test.serial("the server's first send leaves only after the client's READY (seen 
     'nothing after the server HELLO while READY is outstanding',
   )
   t.deepEqual(sent, [], 'the send still waits for the gate')
-  raw.write(
-    frameBytes(
-      FrameKind.READY,
-      0,
-      encodeReady({ activeConnectionId: 42, passiveConnectionId: h.value.connectionId, generation: 1, activeQpn: 0, passiveQpn: 0 }),
-    ),
-  )
+  raw.write(readyFor(theirHello!.payload))
   const data = await raw.take(FrameKind.DATA, 5000)
   t.is(data?.payload.toString(), 'welcome', 'the queued message left once READY arrived')
   t.deepEqual(sent, ['OPEN'])

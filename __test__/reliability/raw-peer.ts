@@ -7,7 +7,8 @@
 import net from 'node:net'
 
 import { ALL_CAPABILITIES } from '../../src/protocol'
-import { encodeHello, type HelloPayload } from '../../src/protocol/frames'
+import { FrameKind } from '../../src/protocol'
+import { decodeHello, encodeHello, encodeReady, type HelloPayload } from '../../src/protocol/frames'
 
 export const PREAMBLE = Buffer.from('RDMAGRC\x01', 'latin1')
 
@@ -24,6 +25,17 @@ export const clientHello = (over: Partial<HelloPayload> = {}): Buffer =>
     idleTimeoutMs: 0,
     ...over,
   })
+
+/** The READY frame that answers the server HELLO `serverHello` (its payload) for clientHello()'s id and generation. */
+export function readyFor(serverHello: Buffer): Buffer {
+  const h = decodeHello(serverHello)
+  if (!h.ok) throw h.error
+  return frameBytes(
+    FrameKind.READY,
+    0,
+    encodeReady({ activeConnectionId: 42, passiveConnectionId: h.value.connectionId, generation: 1, activeQpn: 0, passiveQpn: 0 }),
+  )
+}
 
 export interface RawFrame {
   kind: number
