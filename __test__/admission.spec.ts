@@ -31,6 +31,7 @@ const cases: Array<[string, (p: RawPeer) => void, string, RegExp]> = [
   ['a short HELLO', (p) => p.write(frameBytes(FrameKind.HELLO, 0, hello().subarray(0, 10))), 'ERR_MALFORMED_FRAME', /HELLO payload is 10 bytes/],
   ['a bad frame header', (p) => p.write(Buffer.from([0xee, 0, 0, 0, 0, 0, 0, 0])), 'ERR_MALFORMED_FRAME', /./],
   ['a close', (p) => p.sock.end(), 'ERR_PEER_CLOSED', /./],
+  ['an RST', (p) => p.sock.resetAndDestroy(), 'ERR_CONNECTION_RESET', /./],
 ]
 
 for (const [what, act, code, message] of cases) {
