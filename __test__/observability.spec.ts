@@ -2,11 +2,11 @@
  * diagnostics_channel channels (connect, accept, close, diagnostic, state), each message with role,
  * transport and remote address; byte counters in conn.stats; server.stats().
  */
-import { subscribe, unsubscribe } from 'node:diagnostics_channel'
+import { channel, subscribe, unsubscribe } from 'node:diagnostics_channel'
 
 import test from 'ava'
 
-import { CHANNEL_NAMES, connect, listen, type Connection } from '../src/index'
+import { CHANNEL_NAMES, Connection, connect, listen, Server } from '../src/index'
 import { FrameKind } from '../src/protocol'
 import { assertNoLiveResources, echo, sleep, withDeadline } from './helpers'
 import { clientHello, PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
@@ -163,5 +163,48 @@ test.serial('conn.stats counts application and wire bytes; server.stats() gives 
   )
   t.like(server.stats(), { connections: {}, accepted: 2, refused: 1, graceful: 1, forced: 1, bytesSent: 6, bytesReceived: 6 })
   await server.close()
+  assertNoLiveResources(t)
+})
+
+test.serial('without a subscriber, no channel message is built or published', async (t) => {
+  const built: string[] = []
+  // Every message starts from the connection's or the server's channelBase(): count those calls.
+  for (const [name, proto] of [
+    ['connection', Connection.prototype],
+    ['server', Server.prototype],
+  ] as const) {
+    const target = proto as unknown as { channelBase(...args: unknown[]): unknown }
+    const original = target.channelBase
+    target.channelBase = function (this: unknown, ...args: unknown[]) {
+      built.push(name)
+      return original.apply(this, args)
+    }
+    t.teardown(() => {
+      target.channelBase = original
+    })
+  }
+  const published: string[] = []
+  for (const name of Object.values(CHANNEL_NAMES)) {
+    const ch = channel(name)
+    t.false(ch.hasSubscribers, `${name} has no subscriber in this test`)
+    const original = ch.publish.bind(ch)
+    ch.publish = (m: unknown) => {
+      published.push(name)
+      original(m)
+    }
+    t.teardown(() => {
+      ch.publish = original
+    })
+  }
+  const server = await listen({ port: 0 })
+  server.on('connection', echo)
+  const client = await connect({ port: server.port })
+  await client.send('x')
+  await client.read()
+  await client.close()
+  await server.close()
+  await t.throwsAsync(connect({ port: server.port }), { code: 'ERR_CONNECTION_REFUSED' })
+  t.deepEqual(built, [], 'no message was built')
+  t.deepEqual(published, [], 'nothing was published')
   assertNoLiveResources(t)
 })
