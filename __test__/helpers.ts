@@ -1,4 +1,4 @@
-/** Shared helpers of the end-to-end tests: peer processes, live-count checks, deadlines. */
+/** Shared helpers of the end-to-end tests: the peer process, live-count checks, deadlines, timers. */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
@@ -8,35 +8,46 @@ import type { ExecutionContext } from 'ava'
 import { connect, listen, liveCounts, type Connection, type ConnectOptions, type ListenOptions, type Server } from '../src/index'
 import { Hub } from '../src/hub'
 
+// biome-ignore lint/suspicious/noExplicitAny: JSON lines of peer processes, read field by field in the tests
+export type Line = Record<string, any>
+
 export interface Peer {
   child: ChildProcess
   /** The JSON lines the peer printed, in order. */
-  lines: Array<Record<string, unknown>>
-  /** Resolves with the next printed line that has `key`. */
-  waitFor(key: string, ms?: number): Promise<Record<string, unknown>>
+  lines: Line[]
+  /** The first line (seen or coming) that has the key `match`, or that satisfies it. */
+  waitFor(match: string | ((l: Line) => boolean), what?: string, ms?: number): Promise<Line>
+  /** Writes one command line to the peer's stdin. */
+  command(line: string): void
 }
 
-/** Starts __test__/fixtures/peer.ts in a child process (killed when the test ends). */
-export function startPeer(t: ExecutionContext, args: string[], env: Record<string, string> = {}): Peer {
+/**
+ * Starts the peer process, __test__/fixtures/peer.ts (killed when the test ends). Its environment:
+ * RG_TRANSPORT, RG_HOST, RG_OPTS, RG_BEHAVIOUR (see the fixture). `prefix` runs it under another
+ * command, e.g. ['ip', 'netns', 'exec', 'ns'].
+ */
+export function startPeer(t: ExecutionContext, args: string[], env: Record<string, string> = {}, prefix: string[] = []): Peer {
   const fixture = path.join(__dirname, 'fixtures', 'peer.ts')
-  const child = spawn(process.execPath, ['--import=tsx', fixture, ...args], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, ...env },
-  })
+  const argv = [...prefix, process.execPath, '--import=tsx', fixture, ...args]
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } })
+  child.stdin!.on('error', () => {})
   t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGCONT')
+      child.kill('SIGKILL')
+    }
   })
-  const lines: Array<Record<string, unknown>> = []
-  const waiting: Array<{ key: string; resolve(l: Record<string, unknown>): void }> = []
+  const lines: Line[] = []
+  const waiting: Array<{ match(l: Line): boolean; resolve(l: Line): void }> = []
   createInterface({ input: child.stdout! }).on('line', (text) => {
-    let line: Record<string, unknown>
+    let line: Line
     try {
       line = JSON.parse(text)
     } catch {
       return
     }
     lines.push(line)
-    for (const w of waiting.filter((w) => w.key in line)) {
+    for (const w of waiting.filter((w) => w.match(line))) {
       waiting.splice(waiting.indexOf(w), 1)
       w.resolve(line)
     }
@@ -44,11 +55,13 @@ export function startPeer(t: ExecutionContext, args: string[], env: Record<strin
   return {
     child,
     lines,
-    waitFor: (key, ms = 20_000) => {
-      const seen = lines.find((l) => key in l)
+    waitFor: (m, what = typeof m === 'string' ? `"${m}"` : 'matching', ms = 20_000) => {
+      const match = typeof m === 'string' ? (l: Line) => m in l : m
+      const seen = lines.find(match)
       if (seen) return Promise.resolve(seen)
-      return withDeadline(new Promise((resolve) => waiting.push({ key, resolve })), ms, `peer line with "${key}"`)
+      return withDeadline(new Promise<Line>((resolve) => waiting.push({ match, resolve })), ms, `peer line ${what}`)
     },
+    command: (line) => void child.stdin!.write(`${line}\n`),
   }
 }
 

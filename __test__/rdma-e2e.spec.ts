@@ -11,11 +11,11 @@ import { runDemo } from '../src/demo'
 import { assertNoLiveResources, echo, rdmaHost, startPeer, withDeadline } from './helpers'
 import { rdmaTest } from './rdma-test'
 
-const peerEnv = { PEER_TRANSPORT: 'rdma', PEER_HOST: rdmaHost }
+const peerEnv = { RG_TRANSPORT: 'rdma', RG_HOST: rdmaHost }
 
 rdmaTest('rdma: 1,000 messages each way in order, graceful close, every verbs resource freed', async (t) => {
   const peer = startPeer(t, ['server'], peerEnv)
-  const { port } = await peer.waitFor('port', 60_000)
+  const { port } = await peer.waitFor('port', 'port', 60_000)
   const conn = await connect({ transport: 'rdma', host: rdmaHost, port: port as number })
   t.is(conn.transport, 'rdma')
   const during = liveCounts()
@@ -40,7 +40,7 @@ rdmaTest('rdma: 1,000 messages each way in order, graceful close, every verbs re
 
 rdmaTest('rdma: a peer killed with SIGKILL takes the connection DOWN; the pending read rejects', async (t) => {
   const peer = startPeer(t, ['server'], peerEnv)
-  const { port } = await peer.waitFor('port', 60_000)
+  const { port } = await peer.waitFor('port', 'port', 60_000)
   const conn = await connect({ transport: 'rdma', host: rdmaHost, port: port as number, heartbeatIntervalMs: 250, heartbeatTimeoutMs: 2000 })
   await conn.send('ping')
   t.is((await conn.read())?.toString(), 'ping')

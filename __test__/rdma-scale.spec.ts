@@ -36,8 +36,8 @@ async function roundTrip(c: Connection, text: string): Promise<number> {
 }
 
 rdmaTest('rdma: 1,000 connections at once, one flooding while 999 trickle: nothing lost, no RNR, all closed gracefully', async (t) => {
-  const peer = startPeer(t, ['server'], { PEER_TRANSPORT: 'rdma', PEER_HOST: rdmaHost })
-  const { port } = await peer.waitFor('port', 60_000)
+  const peer = startPeer(t, ['server'], { RG_TRANSPORT: 'rdma', RG_HOST: rdmaHost })
+  const { port } = await peer.waitFor('port', 'port', 60_000)
   const rnrBefore = rnrCounters()
   // The title's "no RNR" is checked on the device's counters: without them this test proves nothing.
   if (rnrBefore === undefined) throw new Error('no RNR counters under /sys/class/infiniband/*/ports/*/hw_counters: cannot check "no RNR"')
@@ -109,7 +109,7 @@ rdmaTest('rdma: 1,000 connections at once, one flooding while 999 trickle: nothi
     JSON.stringify(results.find((r) => r.outcome !== 'graceful')),
   )
   assertNoLiveResources(t)
-  const idle = await peer.waitFor('idle', 60_000)
+  const idle = await peer.waitFor('idle', 'idle', 60_000)
   t.is(idle.idle, n)
   // The server's listener (its CM id) still keeps the device pool; every connection is gone.
   const live = idle.live as Record<string, number>

@@ -62,11 +62,7 @@ test.serial('a client killed with SIGKILL takes its server-side connection DOWN;
   await t.throwsAsync(withDeadline(read, 5000, 'pending read'), { code: 'ERR_CONNECTION_DOWN' })
   t.is((await serverSide.closed).outcome, 'forced')
 
-  server.once('connection', (c: Connection) => {
-    void (async () => {
-      for await (const m of c) await c.send(m)
-    })()
-  })
+  server.once('connection', echo)
   const other = await connect({ port: server.port })
   await other.send('still serving')
   t.is((await other.read())?.toString(), 'still serving')

@@ -15,15 +15,16 @@ const workerCode = `
   require('tsx/cjs')
   const { parentPort, workerData } = require('node:worker_threads')
   const { connect, listen } = require(workerData.index)
+  const { echo } = require(workerData.helpers)
   ;(async () => {
     const server = await listen({ port: 0 })
-    server.on('connection', async (c) => { for await (const m of c) await c.send(m) })
+    server.on('connection', echo)
     const conn = await connect({ port: server.port })
     await conn.send('from the worker')
-    const echo = await conn.read()
+    const reply = await conn.read()
     const outside = await connect({ port: workerData.mainPort })
     await outside.send('hello main')
-    parentPort.postMessage({ echo: echo.toString(), port: server.port })
+    parentPort.postMessage({ echo: reply.toString(), port: server.port })
     if (workerData.exit) process.exit(0)
   })().catch((e) => parentPort.postMessage({ error: String(e) }))
 `
@@ -39,7 +40,12 @@ for (const how of ['terminate', 'process.exit'] as const) {
     })
     const worker = new Worker(workerCode, {
       eval: true,
-      workerData: { index: require.resolve('../src/index'), mainPort: mainServer.port, exit: how === 'process.exit' },
+      workerData: {
+        index: require.resolve('../src/index'),
+        helpers: require.resolve('./helpers'),
+        mainPort: mainServer.port,
+        exit: how === 'process.exit',
+      },
     })
     // Listened for at once: a worker that exits by itself may be gone before its report is read.
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
@@ -70,7 +76,10 @@ test.serial('a connection made on the main thread is unaffected by a worker with
   await conn.send('before')
   t.is((await conn.read())?.toString(), 'before')
   // The worker loads the addon, runs its own transport and connects to this thread's server too.
-  const worker = new Worker(workerCode, { eval: true, workerData: { index: require.resolve('../src/index'), mainPort: server.port, exit: false } })
+  const worker = new Worker(workerCode, {
+    eval: true,
+    workerData: { index: require.resolve('../src/index'), helpers: require.resolve('./helpers'), mainPort: server.port, exit: false },
+  })
   const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
   const report = await withDeadline(
     new Promise<{ echo?: string; error?: string }>((resolve) => worker.once('message', resolve)),

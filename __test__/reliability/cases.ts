@@ -6,8 +6,8 @@
 import type { ExecutionContext } from 'ava'
 
 import { connect, listen, type CloseResult, type Connection } from '../../src/index'
-import { assertNoLiveResources, echo, withDeadline } from '../helpers'
-import { has, settleCodes, settledError, sleep, startNode } from './util'
+import { assertNoLiveResources, echo, type Peer, startPeer, withDeadline } from '../helpers'
+import { has, settleCodes, settledError, sleep } from './util'
 
 export interface Env {
   transport: 'tcp' | 'rdma'
@@ -65,7 +65,7 @@ function checkForced(t: ExecutionContext, r: CloseResult, reasons: RegExp): void
 
 /** The peer server process dies (SIGKILL) while thousands of messages stream both ways. */
 export async function killServerMidTransfer(t: ExecutionContext, e: Env): Promise<void> {
-  const peer = startNode(t, ['server'], peerEnv(e))
+  const peer = startPeer(t, ['server'], peerEnv(e))
   const { port } = await peer.waitFor(has('port'), 'port', e.startMs)
   const total = Math.round(20_000 * e.scale)
   const conn = await connect({ transport: e.transport, host: e.host, port, ...hb(e), maxQueuedSends: total })
@@ -97,7 +97,7 @@ export async function killClientMidTransfer(t: ExecutionContext, e: Env): Promis
   const server = await listen({ transport: e.transport, host: e.host, port: 0, ...hb(e), maxQueuedSends: 20_000 })
   t.teardown(() => void server.close({ graceMs: 0 }))
   const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
-  const client = startNode(t, ['client', String(server.port)], peerEnv(e))
+  const client = startPeer(t, ['client', String(server.port)], peerEnv(e))
   await client.waitFor(has('connected'), 'connected', e.startMs)
   const conn = await withDeadline(accepted, 10_000, 'accept')
   let echoes = 0
@@ -129,7 +129,7 @@ export async function killClientMidTransfer(t: ExecutionContext, e: Env): Promis
  * and dies. `flushing`: the server also never reads, so our REQ is still behind queued sends.
  */
 export async function killServerMidClose(t: ExecutionContext, e: Env, flushing: boolean): Promise<void> {
-  const peer = startNode(t, ['server'], peerEnv(e, { RG_BEHAVIOUR: 'hold', RG_READ: flushing ? '0' : '1' }))
+  const peer = startPeer(t, ['server'], peerEnv(e, { RG_BEHAVIOUR: 'hold', RG_READ: flushing ? '0' : '1' }))
   const { port } = await peer.waitFor(has('port'), 'port', e.startMs)
   const conn = await connect({ transport: e.transport, host: e.host, port, ...hb(e) })
   const n = flushing ? 200 : 10 // 200 is above the receive window (64 tcp, 48 rdma)
@@ -164,7 +164,7 @@ export async function killClientMidClose(t: ExecutionContext, e: Env): Promise<v
   const server = await listen({ transport: e.transport, host: e.host, port: 0, ...hb(e), allowHalfOpen: true })
   t.teardown(() => void server.close({ graceMs: 0 }))
   const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
-  const client = startNode(t, ['client', String(server.port)], peerEnv(e, { RG_BEHAVIOUR: 'close', RG_COUNT: '10' }))
+  const client = startPeer(t, ['client', String(server.port)], peerEnv(e, { RG_BEHAVIOUR: 'close', RG_COUNT: '10' }))
   const conn = await withDeadline(accepted, e.startMs, 'accept')
   const got: string[] = []
   const reading = (async () => {
@@ -203,11 +203,11 @@ export async function killClientMidClose(t: ExecutionContext, e: Env): Promise<v
  */
 export async function frozenPeer(t: ExecutionContext, e: Env, side: 'server' | 'client'): Promise<void> {
   let conn: Connection
-  let peer: ReturnType<typeof startNode>
+  let peer: Peer
   let server: Awaited<ReturnType<typeof listen>> | undefined
   let peerPort = 0
   if (side === 'server') {
-    peer = startNode(t, ['server'], peerEnv(e))
+    peer = startPeer(t, ['server'], peerEnv(e))
     peerPort = (await peer.waitFor(has('port'), 'port', e.startMs)).port
     conn = await connect({ transport: e.transport, host: e.host, port: peerPort, ...hb(e), maxQueuedSends: 20_000 })
   } else {
@@ -215,7 +215,7 @@ export async function frozenPeer(t: ExecutionContext, e: Env, side: 'server' | '
     server = s
     t.teardown(() => void s.close({ graceMs: 0 }))
     const accepted = new Promise<Connection>((resolve) => s.once('connection', resolve))
-    peer = startNode(t, ['client', String(s.port)], peerEnv(e))
+    peer = startPeer(t, ['client', String(s.port)], peerEnv(e))
     conn = await withDeadline(accepted, e.startMs, 'accept')
     s.on('connection', echo)
   }
@@ -345,7 +345,7 @@ export async function shutdownUnderLoad(t: ExecutionContext, e: Env, polite: num
  * graceful.
  */
 export async function zeroLossAtClose(t: ExecutionContext, e: Env, conns: number, perConn: number): Promise<void> {
-  const peer = startNode(t, ['server'], peerEnv(e))
+  const peer = startPeer(t, ['server'], peerEnv(e))
   const { port } = await peer.waitFor(has('port'), 'port', e.startMs)
   const cs = await Promise.all(
     Array.from({ length: conns }, () => connect({ transport: e.transport, host: e.host, port, ...hb(e), maxQueuedSends: perConn })),

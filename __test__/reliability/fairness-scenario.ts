@@ -39,7 +39,7 @@ const now = (): number => performance.now()
 
 /** Starts the fixture peer as a flooding client of `port`; resolves once it floods. */
 function startFlooder(transport: string, host: string, port: number, size: number) {
-  const fixture = path.join(__dirname, 'fixtures', 'node.ts')
+  const fixture = path.join(__dirname, '..', 'fixtures', 'peer.ts')
   const child = spawn(process.execPath, ['--import=tsx', fixture, 'client', String(port)], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, RG_TRANSPORT: transport, RG_HOST: host, RG_BEHAVIOUR: 'flood', RG_SIZE: String(size), RG_OPTS: JSON.stringify(HEARTBEAT) },

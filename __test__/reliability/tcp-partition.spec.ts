@@ -10,7 +10,8 @@ import path from 'node:path'
 
 import test from 'ava'
 
-import { has, sleep, startNode, wall } from './util'
+import { startPeer } from '../helpers'
+import { has, sleep, wall } from './util'
 
 const script = path.join(__dirname, '..', '..', 'scripts', 'netns', 'veth-pair.sh')
 const check = spawnSync('bash', [script, 'check'], { encoding: 'utf8' })
@@ -31,9 +32,9 @@ netnsTest(
     t.teardown(() => ns('destroy'))
     ns('create')
     const opts = { RG_OPTS: JSON.stringify({ heartbeatIntervalMs, heartbeatTimeoutMs }), RG_HOST: '10.200.0.1' }
-    const server = startNode(t, ['server'], opts, ['ip', 'netns', 'exec', `${name}a`])
+    const server = startPeer(t, ['server'], opts, ['ip', 'netns', 'exec', `${name}a`])
     const { port } = await server.waitFor(has('port'), 'port')
-    const client = startNode(t, ['client', String(port)], opts, ['ip', 'netns', 'exec', `${name}b`])
+    const client = startPeer(t, ['client', String(port)], opts, ['ip', 'netns', 'exec', `${name}b`])
     await client.waitFor(has('connected'), 'connected')
     await server.waitFor(has('accepted'), 'accepted')
     await client.command(`probe ${port}`) // traffic across the link before the cut
