@@ -1,6 +1,6 @@
 /**
  * The command line end to end over tcp on loopback: `serve`, `ping` and `bench` each in their own
- * process (node dist/cli.js), talking to each other; the SIGINT shutdown with a straggler forced at
+ * process (src/cli.ts, see cli-run.ts), talking to each other; the SIGINT shutdown with a straggler forced at
  * the end of the grace period; a second SIGINT forcing; runtime failures with their codes.
  */
 import test from 'ava'
