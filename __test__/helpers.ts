@@ -106,10 +106,22 @@ export const rdmaHost = process.env.SOFTROCE_IP ?? process.env.RDMA_TEST_HOST ??
 
 /**
  * How late a timer may fire on a loaded machine: the allowance of every timing bound of the form
- * "deadline + LATE_TIMER_MS". Measured on the 2-core test machine under two busy loops (`for i in 1
- * 2; do (while :; do :; done) & done`) while the suite ran: timers fired up to ~XX ms late.
+ * "deadline + LATE_TIMER_MS". Measured on the 2-core test machine (load average ~8 from other
+ * work) under two busy loops (`for i in 1 2; do (while :; do :; done) & done`): a 20 ms timer in an
+ * otherwise idle process fired up to 308 ms late; the suite's bounds, logged as "timing:" lines,
+ * overshot their deadlines by 42 ms at most (connectTimeoutMs with transport 'auto'). A process that
+ * is itself busy (the tests are) can wait longer than an idle one: hence 500, not 308.
  */
-export const LATE_TIMER_MS = 250
+export const LATE_TIMER_MS = 500
+
+/**
+ * Asserts `lo <= ms <= hi` for a measured duration, and logs it either way: the margins of the
+ * timing bounds are read from these lines (run under load, see LATE_TIMER_MS).
+ */
+export function assertWithin(t: ExecutionContext, ms: number, lo: number, hi: number, what: string): void {
+  t.log(`timing: ${what}: ${ms.toFixed(0)} ms (bounds ${lo}..${hi} ms)`)
+  t.true(ms >= lo && ms <= hi, `${what}: ${ms.toFixed(0)} ms, outside ${lo}..${hi} ms`)
+}
 
 /** The longest delay a Node timer takes: a longer one fires after 1 ms (TimeoutOverflowWarning). */
 export const MAX_NODE_TIMER_MS = 2 ** 31 - 1

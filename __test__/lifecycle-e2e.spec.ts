@@ -5,7 +5,18 @@
 import test from 'ava'
 
 import { connect, listen, type CloseResult, type Connection } from '../src/index'
-import { assertNoLiveResources, discard, echo, MAX_NODE_TIMER_MS, recordTimerDelays, sleep, startPeer, withDeadline } from './helpers'
+import {
+  assertNoLiveResources,
+  assertWithin,
+  discard,
+  echo,
+  LATE_TIMER_MS,
+  MAX_NODE_TIMER_MS,
+  recordTimerDelays,
+  sleep,
+  startPeer,
+  withDeadline,
+} from './helpers'
 
 test.serial('close() with thousands of messages in flight both ways loses none (peer in another process)', async (t) => {
   const peer = startPeer(t, ['server'])
@@ -80,8 +91,8 @@ test.serial('server shutdown: 45 clients finish in-flight work and close gracefu
     t.is(results[i].outcome, 'forced', `client ${i} ignored the notice`)
     await replies[i].catch(() => {}) // its reads end with the forced close
   }
-  t.true(elapsed >= graceMs - 50, `the stragglers were served until the grace ended (${elapsed.toFixed(0)} ms)`)
-  t.true(elapsed < graceMs + 3000, `and force-closed right after it (${elapsed.toFixed(0)} ms)`)
+  // Served until the grace ended, force-closed then (a late timer's allowance at most).
+  assertWithin(t, elapsed, graceMs - 50, graceMs + LATE_TIMER_MS, 'the stragglers forced at grace end')
   assertNoLiveResources(t)
 })
 
@@ -102,7 +113,9 @@ test.serial('a frozen peer (SIGSTOP: its kernel still acks TCP) is DOWN within t
   peer.child.kill('SIGSTOP')
   await t.throwsAsync(withDeadline(pending, 10_000, 'read from a frozen peer'), { code: 'ERR_CONNECTION_DOWN' })
   const detectedMs = performance.now() - frozenAt
-  t.true(detectedMs <= heartbeatTimeoutMs + heartbeatIntervalMs + 150, `detected after ${detectedMs.toFixed(0)} ms`)
+  // The documented bound, timeout + one interval, and a late timer's allowance. No lower bound: the
+  // peer's last heartbeat may have come well before the freeze on a loaded machine.
+  assertWithin(t, detectedMs, 0, heartbeatTimeoutMs + heartbeatIntervalMs + LATE_TIMER_MS, 'DOWN after SIGSTOP')
   const result = await conn.closed
   t.is(result.outcome, 'forced')
   t.regex(result.reason, /heartbeat|liveness|timeout/)
@@ -146,7 +159,7 @@ test.serial('a send waiting for credits from a peer that never reads has a deadl
   const started = performance.now()
   await t.throwsAsync(conn.send('no credit'), { code: 'ERR_SEND_TIMEOUT' })
   const waited = performance.now() - started
-  t.true(waited >= 290 && waited < 2000, `rejected after ${waited.toFixed(0)} ms`)
+  assertWithin(t, waited, 300, 300 + LATE_TIMER_MS, 'ERR_SEND_TIMEOUT after sendTimeoutMs')
   const controller = new AbortController()
   const aborted = conn.send('given up', { signal: controller.signal })
   controller.abort(new Error('caller gave up'))
