@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava'
 
 import { connect, listen, type CloseResult, type Connection, type Server } from '../src/index'
 import { FrameKind } from '../src/protocol'
-import { assertNoLiveResources, assertWithin, discard, echo, LATE_TIMER_MS, serverAndClient, sleep, withDeadline } from './helpers'
+import { assertNoLiveResources, assertWithin, discard, echo, LATE_TIMER_MS, serverAndClient, sleep, startPeer, withDeadline } from './helpers'
 import { encodeCloseMessage } from '../src/protocol/frames'
 import { clientHello, frameBytes, PREAMBLE, RawPeer, readyFor } from './reliability/raw-peer'
 
@@ -328,3 +328,25 @@ test.serial('listen({ finTimeoutMs, maxCloseRetries }): a client that never send
   await server.close({ graceMs: 0 })
   assertNoLiveResources(t)
 })
+
+test.serial(
+  "ERR_TRANSPORT_QUEUE_FULL: a peer that stops reading its socket fills tcp's 64 MiB queue; the connection goes DOWN with that cause",
+  async (t) => {
+    // The peer grants 64 credits of 4 MiB: the lifecycle layer would let 256 MiB wait, more than the
+    // transport queues. Frozen (SIGSTOP), it takes nothing off its socket.
+    const size = 4 * 2 ** 20
+    const peer = startPeer(t, ['server'], { RG_OPTS: JSON.stringify({ maxMessageSize: size, receiveWindow: 64 }) })
+    const { port } = await peer.waitFor('port')
+    const conn = await connect({ port, maxMessageSize: size, heartbeatTimeoutMs: 0 })
+    peer.child.kill('SIGSTOP')
+    const payload = Buffer.alloc(size, 1)
+    const sends = Array.from({ length: 64 }, () => conn.send(payload))
+    for (const s of sends) s.catch(() => {})
+    const result = await withDeadline(conn.closed, 10_000, 'the connection going down')
+    t.like(result, { outcome: 'forced', reason: 'transport-down' })
+    t.is(code(result.error), 'ERR_CONNECTION_DOWN')
+    t.is(code(result.error?.cause), 'ERR_TRANSPORT_QUEUE_FULL', String(result.error?.cause))
+    await t.throwsAsync(sends[63]!, { code: 'ERR_CONNECTION_DOWN' })
+    assertNoLiveResources(t)
+  },
+)
