@@ -2,7 +2,9 @@
  * The RDMA suite: the same API over real verbs and rdma-cm. It runs inside the Soft-RoCE guest
  * (`npm run test:rdma`); elsewhere every test is reported as skipped, with the reason in its title.
  */
+import { execFileSync } from 'node:child_process'
 import net from 'node:net'
+import path from 'node:path'
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
@@ -172,4 +174,32 @@ rdmaTest('rdma: toDuplex pipeline of 2,000 messages through an echo, in order, w
   t.is(conn.stats.bytesReceived, bytes)
   await server.close()
   assertNoLiveResources(t)
+})
+
+rdmaTest('rdma: buffers beyond RLIMIT_MEMLOCK: listen() and connect() reject ERR_RESOURCE_LIMIT, naming the limit', async (t) => {
+  // A child with 1 MiB of locked memory (a device pool registers 6 MiB) and, as root, without
+  // CAP_IPC_LOCK, which would lift the limit.
+  const index = JSON.stringify(path.join(__dirname, '..', 'src', 'index.ts'))
+  const script = `
+    const { connect, listen } = require(${index})
+    const report = (what, e) => console.log(JSON.stringify({ what, code: e && e.code, message: e && e.message }))
+    listen({ transport: 'rdma', host: process.env.RG_HOST, port: 0 }).then((s) => (report('listen'), s.close()), (e) => report('listen', e))
+      .then(() => connect({ transport: 'rdma', host: process.env.RG_HOST, port: 1 })).then((c) => (report('connect'), c.destroy()), (e) => report('connect', e))
+  `
+  const drop = process.getuid?.() === 0 ? ['setpriv', '--bounding-set', '-ipc_lock', '--inh-caps', '-ipc_lock'] : []
+  const argv = ['--memlock=1048576:1048576', ...drop, process.execPath, '--import=tsx', '-e', script]
+  const out = execFileSync('prlimit', argv, { env: { ...process.env, RG_HOST: rdmaHost }, encoding: 'utf8', timeout: 60_000 })
+  const lines = out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { what: string; code?: string; message?: string })
+  t.deepEqual(
+    lines.map((l) => [l.what, l.code]),
+    [
+      ['listen', 'ERR_RESOURCE_LIMIT'],
+      ['connect', 'ERR_RESOURCE_LIMIT'],
+    ],
+    out,
+  )
+  t.regex(lines[0]!.message!, /RLIMIT_MEMLOCK/)
 })
