@@ -65,6 +65,14 @@ export function startPeer(t: ExecutionContext, args: string[], env: Record<strin
   }
 }
 
+/** The JSON object on each line of a child process's output. */
+export function jsonLines(out: string): Line[] {
+  return out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Line)
+}
+
 /** Rejects if `p` does not settle within `ms`: a test never hangs on a wait. */
 export function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout

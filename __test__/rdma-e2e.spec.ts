@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises'
 
 import { connect, listen, liveCounts, toDuplex, type TransportError } from '../src/index'
 import { runDemo } from '../src/demo'
-import { assertNoLiveResources, echo, rdmaHost, startPeer, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, jsonLines, rdmaHost, startPeer, withDeadline } from './helpers'
 import { rdmaTest } from './rdma-test'
 
 const peerEnv = { RG_TRANSPORT: 'rdma', RG_HOST: rdmaHost }
@@ -189,10 +189,7 @@ rdmaTest('rdma: buffers beyond RLIMIT_MEMLOCK: listen() and connect() reject ERR
   const drop = process.getuid?.() === 0 ? ['setpriv', '--bounding-set', '-ipc_lock', '--inh-caps', '-ipc_lock'] : []
   const argv = ['--memlock=1048576:1048576', ...drop, process.execPath, '--import=tsx', '-e', script]
   const out = execFileSync('prlimit', argv, { env: { ...process.env, RG_HOST: rdmaHost }, encoding: 'utf8', timeout: 60_000 })
-  const lines = out
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { what: string; code?: string; message?: string })
+  const lines = jsonLines(out)
   t.deepEqual(
     lines.map((l) => [l.what, l.code]),
     [
