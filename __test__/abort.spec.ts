@@ -7,7 +7,7 @@ import { getEventListeners } from 'node:events'
 import test from 'ava'
 
 import { AbortError, connect, type listen, type Connection } from '../src/index'
-import { assertNoLiveResources, serverAndClient, withDeadline } from './helpers'
+import { assertNoLiveResources, discard, serverAndClient, sleep, withDeadline } from './helpers'
 
 test.serial('read({ signal }): an abort rejects with AbortError (ABORT_ERR, cause = reason) and takes no message', async (t) => {
   const { server, client, peer } = await serverAndClient()
@@ -25,7 +25,7 @@ test.serial('read({ signal }): an abort rejects with AbortError (ABORT_ERR, caus
   t.is((await client.read())?.toString(), 'kept')
   // An already-aborted signal rejects at once, even with a message waiting, which stays.
   await peer.send('still kept')
-  await new Promise((r) => setTimeout(r, 20))
+  await sleep(20)
   await t.throwsAsync(client.read({ signal: AbortSignal.abort('no') }), { name: 'AbortError', code: 'ABORT_ERR' } as never)
   t.is((await client.read())?.toString(), 'still kept')
   t.is(client.state, 'OPEN', 'an aborted read does not touch the connection')
@@ -62,7 +62,7 @@ test.serial('close({ signal }): an abort turns the graceful close into a forced 
   const { server, client } = await serverAndClient({ allowHalfOpen: true, ackTimeoutMs: 60_000 }, { allowHalfOpen: true, ackTimeoutMs: 60_000 })
   const controller = new AbortController()
   const closing = client.close({ signal: controller.signal })
-  await new Promise((r) => setTimeout(r, 50))
+  await sleep(50)
   t.is(client.state, 'CLOSING')
   const reason = new Error('shutting down now')
   controller.abort(reason)
@@ -100,13 +100,7 @@ test.serial(
 )
 
 async function pairOn(server: Awaited<ReturnType<typeof listen>>): Promise<{ client: Connection }> {
-  server.once(
-    'connection',
-    (c) =>
-      void (async () => {
-        for await (const _ of c);
-      })().catch(() => {}),
-  )
+  server.once('connection', discard)
   return { client: await connect({ port: server.port }) }
 }
 

@@ -2,16 +2,9 @@
  * Applications in real shapes over rdma (__test__/apps/scenarios.ts), in the Soft-RoCE guest
  * (`npm run test:rdma`); elsewhere each test is reported as skipped, with the reason in its title.
  */
-import test, { type ExecutionContext } from 'ava'
-
 import * as s from './apps/scenarios'
-import { rdmaHost, rdmaUnavailableReason } from './helpers'
-
-const unavailable = rdmaUnavailableReason()
-const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
-  if (unavailable === undefined) test.serial(title, fn)
-  else test.skip(`${title} (skipped: ${unavailable})`, fn)
-}
+import { rdmaHost } from './helpers'
+import { rdmaTest } from './rdma-test'
 const net: s.Net = { transport: 'rdma', host: rdmaHost }
 
 rdmaTest('rdma: a client closing with 64 requests in flight gets every reply from a concurrent server first', (t) =>

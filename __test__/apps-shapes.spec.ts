@@ -7,9 +7,7 @@
 import test, { type ExecutionContext } from 'ava'
 
 import { connect, listen, type Connection, type Server } from '../src/index'
-import { assertNoLiveResources, withDeadline } from './helpers'
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+import { assertNoLiveResources, sleep, withDeadline } from './helpers'
 
 interface Chain {
   upstream: Server

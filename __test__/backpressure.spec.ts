@@ -11,9 +11,7 @@ import { once } from 'node:events'
 import test from 'ava'
 
 import { connect, listen, toDuplex } from '../src/index'
-import { assertNoLiveResources, serverAndClient, withDeadline } from './helpers'
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+import { assertNoLiveResources, serverAndClient, sleep, withDeadline } from './helpers'
 
 test.serial("write() returns false at the high-water mark, counts what waits, and 'drain' follows once it is all sent", async (t) => {
   // The server grants 4 credits and reads nothing until told: writes beyond 4 wait.
@@ -171,23 +169,33 @@ test.serial('toDuplex: pipeline() of 3,000 messages through an echo server arriv
 })
 
 test.serial('toDuplex: a slow consumer holds the producer back end to end (credits follow reads)', async (t) => {
-  const { server, client, peer } = await serverAndClient({}, { receiveWindow: 4 })
+  // write() is false at 5 waiting messages of 10 bytes; the server grants 4 credits, its stream
+  // buffers 2 and the consumer 1: a producer that waits for 'drain' is at most 5 + 4 + 2 + 1 and the
+  // one in hand ahead of what the consumer took, whatever the consumer's pace.
+  const { server, client, peer } = await serverAndClient({ writableHighWaterMark: 50 }, { receiveWindow: 4 })
   // Read-only: its writable side ends with its readable side, so the server's side ends too.
   const source = toDuplex(peer, { readableHighWaterMark: 2, allowHalfOpen: false })
   let produced = 0
+  let consumed = 0
+  let lead = 0
+  let waits = 0
   const producing = (async () => {
     for (; produced < 200; produced++) {
-      if (!client.write(Buffer.alloc(10))) await new Promise<void>((r) => client.once('drain', r))
+      lead = Math.max(lead, produced - consumed)
+      if (!client.write(Buffer.alloc(10))) {
+        waits++
+        await new Promise<void>((r) => client.once('drain', r))
+      }
     }
     client.end()
   })()
-  await new Promise((r) => setTimeout(r, 200))
-  t.true(client.writableMessages > 0, 'messages wait at the producer while nobody reads')
-  let consumed = 0
+  await sleep(100)
+  t.true(produced <= 4 + 5, `${produced} messages produced while nobody read (the window and write()'s mark)`)
   await pipeline(
     source,
     new Writable({
       objectMode: true,
+      highWaterMark: 1,
       write(_chunk, _e, cb) {
         consumed++
         setTimeout(cb, 1)
@@ -196,6 +204,8 @@ test.serial('toDuplex: a slow consumer holds the producer back end to end (credi
   )
   await producing
   t.is(consumed, 200)
+  t.true(waits > 0, 'the producer waited for drain')
+  t.true(lead <= 5 + 4 + 2 + 1 + 1, `the producer ran at most ${lead} messages ahead of the consumer`)
   t.is((await client.closed).outcome, 'graceful')
   await server.close()
   assertNoLiveResources(t)

@@ -5,13 +5,13 @@
 import test from 'ava'
 
 import { connect, listen, liveCounts } from '../src/index'
-import { assertNoLiveResources, echo } from './helpers'
+import { assertNoLiveResources, echo, sleep } from './helpers'
 
 const gc = (globalThis as { gc?: () => void }).gc
 
 async function settledHeap(): Promise<number> {
   gc!()
-  await new Promise((r) => setTimeout(r, 20))
+  await sleep(20)
   gc!()
   return process.memoryUsage().heapUsed
 }

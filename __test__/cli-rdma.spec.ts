@@ -4,17 +4,11 @@
  * the Soft-RoCE guest (`npm run test:rdma`, RDMA_REQUIRED=1: an unavailable transport fails);
  * elsewhere every test is reported as skipped, with the reason in its title.
  */
-import test, { type ExecutionContext } from 'ava'
-
 import { connect } from '../src/index'
 import { ofKind, runCli, startCli, startServe, type Event } from './cli-run'
-import { rdmaHost, rdmaUnavailableReason, withDeadline } from './helpers'
+import { rdmaHost, withDeadline } from './helpers'
+import { rdmaTest } from './rdma-test'
 
-const unavailable = rdmaUnavailableReason()
-const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
-  if (unavailable === undefined) test.serial(title, fn)
-  else test.skip(`${title} (skipped: ${unavailable})`, fn)
-}
 const on = ['--transport', 'rdma', '--host', rdmaHost]
 
 const steps = (events: Event[], conn?: number): string[] =>

@@ -1,10 +1,10 @@
 /**
- * Runs the built command line (`node dist/cli.js`, as `npx rdma-graceful` would) in child
- * processes for the cli*.spec.ts tests: collects stdout lines (parsed when --json), stderr, and
- * the exit; every wait has a deadline.
+ * Runs the command line from this checkout's sources (`node --import=tsx src/cli.ts`: the same
+ * code every other spec tests, never a dist/ left from an older build; scripts/test-install.sh
+ * runs the built one from the package) in child processes for the cli*.spec.ts tests: collects
+ * stdout lines (parsed when --json), stderr, and the exit; every wait has a deadline.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import fs from 'node:fs'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 
@@ -12,12 +12,7 @@ import type { ExecutionContext } from 'ava'
 
 import { withDeadline } from './helpers'
 
-export const CLI = path.join(__dirname, '..', 'dist', 'cli.js')
-
-/** The tests run the compiled CLI: say how to build it rather than fail obscurely. */
-export function assertBuilt(): void {
-  if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: build first (bash scripts/setup.sh, or npx tsc -p tsconfig.build.json)`)
-}
+export const CLI = path.join(__dirname, '..', 'src', 'cli.ts')
 
 export type Event = Record<string, unknown> & { event: string }
 
@@ -40,10 +35,9 @@ export interface Cli {
   exited: Promise<Exit>
 }
 
-/** Starts `node dist/cli.js ...args`; the child is killed when the test ends, if still running. */
+/** Starts `node --import=tsx src/cli.ts ...args`; the child is killed when the test ends, if still running. */
 export function startCli(t: ExecutionContext, args: string[], env: Record<string, string> = {}): Cli {
-  assertBuilt()
-  const child = spawn(process.execPath, [CLI, ...args], {
+  const child = spawn(process.execPath, ['--import=tsx', CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   })

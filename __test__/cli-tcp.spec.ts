@@ -1,13 +1,13 @@
 /**
  * The command line end to end over tcp on loopback: `serve`, `ping` and `bench` each in their own
- * process (node dist/cli.js), talking to each other; the SIGINT shutdown with a straggler forced at
+ * process (src/cli.ts, see cli-run.ts), talking to each other; the SIGINT shutdown with a straggler forced at
  * the end of the grace period; a second SIGINT forcing; runtime failures with their codes.
  */
 import test from 'ava'
 
 import { connect, type CloseResult } from '../src/index'
 import { ofKind, runCli, startCli, startServe, type Event } from './cli-run'
-import { withDeadline } from './helpers'
+import { assertWithin, LATE_TIMER_MS, withDeadline } from './helpers'
 
 const steps = (events: Event[], conn?: number): string[] =>
   ofKind(events, 'step')
@@ -118,7 +118,8 @@ test('serve + ping (people): steps in words, ping-like figures, no colour off a 
   }
 })
 
-test('SIGINT on serve: SHUTDOWN_NOTICE, ping closes itself gracefully, a straggler is forced at the end of the grace', async (t) => {
+// Serial (ava runs it before the concurrent tests): its timing is not shared with the benches below.
+test.serial('SIGINT on serve: SHUTDOWN_NOTICE, ping closes itself gracefully, a straggler is forced at the end of the grace', async (t) => {
   const graceMs = 1500
   const serve = await startServe(t, ['--host', '127.0.0.1', '--grace-ms', String(graceMs)])
   // A ping that would run for a minute: the shutdown cuts it short.
@@ -137,16 +138,17 @@ test('SIGINT on serve: SHUTDOWN_NOTICE, ping closes itself gracefully, a straggl
   // The ping hears the notice, stops, closes with the three-way handshake and exits 0.
   const pingExit = await withDeadline(ping.exited, 30_000, 'ping exit')
   t.deepEqual(pingExit, { code: 0, signal: null }, ping.stderr())
-  // The notice carries the grace left when it is written (whole ms, so at most the grace).
+  // The notice carries the grace left when it is written (whole ms, so at most the grace), written
+  // in the turn the shutdown starts: less by what a loaded machine delays that turn at most.
   const announced = ofKind(ping.events, 'shutdown-notice')[0]?.graceMs as number
-  t.true(announced <= graceMs && announced >= graceMs - 100, `notice grace ${announced} ms`)
+  assertWithin(t, announced, graceMs - LATE_TIMER_MS, graceMs, "ping's notice: grace left")
   const pingResult = ofKind(ping.events, 'result')[0]
   t.like(pingResult, { lost: 0, close: { outcome: 'graceful', reason: 'close-complete' } })
   t.true((pingResult.sent as number) >= 1 && (pingResult.sent as number) < 3000)
 
   const forcedResult: CloseResult = await withDeadline(straggler.closed, 30_000, 'straggler closed')
   t.is(forcedResult.outcome, 'forced')
-  t.true(noticed !== undefined && noticed <= graceMs && noticed >= graceMs - 100, `straggler's notice grace ${String(noticed)} ms`)
+  assertWithin(t, noticed ?? -1, graceMs - LATE_TIMER_MS, graceMs, "straggler's notice: grace left")
 
   const exit = await withDeadline(serve.cli.exited, 30_000, 'serve exit')
   t.deepEqual(exit, { code: 0, signal: null }, serve.cli.stderr())
@@ -168,9 +170,8 @@ test('SIGINT on serve: SHUTDOWN_NOTICE, ping closes itself gracefully, a straggl
   )
   const complete = ofKind(serve.cli.events, 'shutdown-complete')[0]
   t.like(complete, { graceful: 1, forced: 1 })
-  // Forced at the end of the grace period: not before it (timer slack aside), not long after.
-  t.true((complete.ms as number) >= graceMs - 50, `shutdown took ${String(complete.ms)} ms`)
-  t.true((complete.ms as number) < graceMs + 10_000, `shutdown took ${String(complete.ms)} ms`)
+  // Forced at the end of the grace period: not before it (timer slack aside), late by a late timer at most.
+  assertWithin(t, complete.ms as number, graceMs - 50, graceMs + LATE_TIMER_MS, 'shutdown complete')
 })
 
 test('a second SIGINT forces every connection at once (exit 130), without waiting out the grace', async (t) => {

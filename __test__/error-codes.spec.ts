@@ -45,8 +45,9 @@ test("docs/protocol.md's error table lists exactly the protocol codes", (t) => {
   t.deepEqual(sorted(tableCodes('docs/protocol.md', /^## \d+\. Error codes/m)), sorted(PROTOCOL_ERROR_CODES))
 })
 
-test('a native error thrown at run time carries a listed code', async (t) => {
+test('a native error thrown at run time carries its listed code: an address that cannot be bound is ERR_LISTEN_FAILED', async (t) => {
   const err = await t.throwsAsync(listen({ port: 0, host: '203.0.113.1' })) // TEST-NET-3: cannot be bound
   t.true(err instanceof TransportError)
   t.true(TRANSPORT_CODES.includes((err as TransportError).code), (err as TransportError).code)
+  t.is((err as TransportError).code, 'ERR_LISTEN_FAILED')
 })

@@ -8,11 +8,28 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import test from 'ava'
 
 import { connect, listen, type Connection, type StateChange } from '../src/index'
-import { assertNoLiveResources, echo } from './helpers'
+import { FrameKind } from '../src/protocol'
+import { assertNoLiveResources, echo, sleep } from './helpers'
+import { clientHello, frameBytes, PREAMBLE, RawPeer, readyFor } from './reliability/raw-peer'
+
+// The reason of each state change on the paths below (docs/protocol.md), client side then server side.
+const REASONS_CLIENT = ['transport-connected', 'ready-sent', 'app-close', 'app-close', 'ack-received', 'fin-sent', 'fin-sent', 'close-complete']
+const REASONS_SERVER = [
+  'transport-accepted',
+  'hello-received',
+  'ready-received',
+  'req-received',
+  'req-received',
+  'ack-sent',
+  'fin-received',
+  'fin-received',
+  'close-complete',
+]
 
 type Published = StateChange & { connectionId: number; transport: string; timestamp: number }
 
-test.serial('the server may send at once; the gate holds it until READY, and every step is published', async (t) => {
+test.serial('the server may send at once (queued, not failed), and every step is published with its reason and timed', async (t) => {
+  const testStarted = Date.now()
   const published: Published[] = []
   const onState = (m: unknown): void => void published.push(m as Published)
   subscribe('rdma-graceful:state', onState)
@@ -30,13 +47,18 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
     void c.send('welcome') // sent before READY: queued, not failed
     c.once('end', () => c.end()) // nothing more to say once the client has ended
   })
+  const connectStarted = performance.now()
   const conn = await connect({ port: server.port })
+  const connectTook = performance.now() - connectStarted
   t.is((await conn.read())?.toString(), 'welcome')
   t.not(stateWhenSent, 'OPEN', `the server sent while ${stateWhenSent}, before the gate opened`)
+  const closeStarted = performance.now()
   t.is((await conn.close()).outcome, 'graceful')
+  const closeTook = performance.now() - closeStarted
   await server.close({ graceMs: 100 })
 
   const path = (id: number): string[] => published.filter((e) => e.connectionId === id).map((e) => `${e.machine}:${e.from}->${e.to}`)
+  const reasons = (id: number): string[] => published.filter((e) => e.connectionId === id).map((e) => e.reason)
   t.deepEqual(path(conn.id), [
     'connection:INIT->HELLO_SENT',
     'connection:HELLO_SENT->OPEN',
@@ -59,14 +81,45 @@ test.serial('the server may send at once; the gate holds it until READY, and eve
     'connection:CLOSING->CLOSED',
   ])
   t.deepEqual(heard, path(serverConn!.id), "the server connection's own 'state' events, from the first")
+  t.deepEqual(reasons(conn.id), REASONS_CLIENT)
+  t.deepEqual(reasons(serverConn!.id), REASONS_SERVER)
   for (const e of published) {
     t.is(e.transport, 'tcp')
-    t.true(typeof e.reason === 'string' && e.reason.length > 0)
-    t.true(Number.isFinite(e.at) && Number.isFinite(e.timestamp))
+    t.true(e.timestamp >= testStarted && e.timestamp <= Date.now(), 'timestamp: Date.now() when published')
   }
-  t.true(conn.timings.connectMs! > 0 && conn.timings.closeMs! >= 0)
-  t.true(serverConn!.timings.connectMs! > 0, 'the server side times its setup (gate included)')
-  t.true(serverConn!.timings.closeMs! >= 0, 'the responding side times its close from the REQ')
+  const within = (ms: number | undefined, max: number): boolean => ms !== undefined && ms > 0 && ms <= max
+  t.true(within(conn.timings.connectMs, connectTook), `connectMs ${conn.timings.connectMs}: within connect()'s ${connectTook} ms`)
+  t.true(within(conn.timings.closeMs, closeTook), `closeMs ${conn.timings.closeMs}: within close()'s ${closeTook} ms`)
+  t.true(within(serverConn!.timings.connectMs, connectTook), 'the server side times its setup (gate included), within the client connect')
+  t.true(within(serverConn!.timings.closeMs, closeTook), 'the responding side times its close from the REQ, within the client close')
+  assertNoLiveResources(t)
+})
+
+test.serial("the server's first send leaves only after the client's READY (seen on the wire by a raw client)", async (t) => {
+  const server = await listen({ port: 0 })
+  const sent: string[] = []
+  server.on('connection', (c: Connection) => {
+    void c.send('welcome').then(() => sent.push(c.state)) // resolves once the transport took it
+  })
+  const raw = await RawPeer.open(server.port)
+  t.teardown(() => raw.destroy())
+  raw.write(PREAMBLE)
+  raw.write(frameBytes(FrameKind.HELLO, 8, clientHello()))
+  const theirHello = await raw.take(FrameKind.HELLO, 5000)
+  // Long enough for a send the gate failed to hold to reach us (a loopback round trip is < 1 ms).
+  await sleep(200)
+  t.deepEqual(
+    raw.frames.map((f) => f.kind),
+    [],
+    'nothing after the server HELLO while READY is outstanding',
+  )
+  t.deepEqual(sent, [], 'the send still waits for the gate')
+  raw.write(readyFor(theirHello!.payload))
+  const data = await raw.take(FrameKind.DATA, 5000)
+  t.is(data?.payload.toString(), 'welcome', 'the queued message left once READY arrived')
+  t.deepEqual(sent, ['OPEN'])
+  raw.destroy()
+  await server.close({ graceMs: 0 })
   assertNoLiveResources(t)
 })
 

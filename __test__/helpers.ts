@@ -1,4 +1,4 @@
-/** Shared helpers of the end-to-end tests: peer processes, live-count checks, deadlines. */
+/** Shared helpers of the end-to-end tests: the peer process, live-count checks, deadlines, timers. */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
@@ -8,35 +8,46 @@ import type { ExecutionContext } from 'ava'
 import { connect, listen, liveCounts, type Connection, type ConnectOptions, type ListenOptions, type Server } from '../src/index'
 import { Hub } from '../src/hub'
 
+// biome-ignore lint/suspicious/noExplicitAny: JSON lines of peer processes, read field by field in the tests
+export type Line = Record<string, any>
+
 export interface Peer {
   child: ChildProcess
   /** The JSON lines the peer printed, in order. */
-  lines: Array<Record<string, unknown>>
-  /** Resolves with the next printed line that has `key`. */
-  waitFor(key: string, ms?: number): Promise<Record<string, unknown>>
+  lines: Line[]
+  /** The first line (seen or coming) that has the key `match`, or that satisfies it. */
+  waitFor(match: string | ((l: Line) => boolean), what?: string, ms?: number): Promise<Line>
+  /** Writes one command line to the peer's stdin. */
+  command(line: string): void
 }
 
-/** Starts __test__/fixtures/peer.ts in a child process (killed when the test ends). */
-export function startPeer(t: ExecutionContext, args: string[], env: Record<string, string> = {}): Peer {
+/**
+ * Starts the peer process, __test__/fixtures/peer.ts (killed when the test ends). Its environment:
+ * RG_TRANSPORT, RG_HOST, RG_OPTS, RG_BEHAVIOUR (see the fixture). `prefix` runs it under another
+ * command, e.g. ['ip', 'netns', 'exec', 'ns'].
+ */
+export function startPeer(t: ExecutionContext, args: string[], env: Record<string, string> = {}, prefix: string[] = []): Peer {
   const fixture = path.join(__dirname, 'fixtures', 'peer.ts')
-  const child = spawn(process.execPath, ['--import=tsx', fixture, ...args], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, ...env },
-  })
+  const argv = [...prefix, process.execPath, '--import=tsx', fixture, ...args]
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } })
+  child.stdin!.on('error', () => {})
   t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGCONT')
+      child.kill('SIGKILL')
+    }
   })
-  const lines: Array<Record<string, unknown>> = []
-  const waiting: Array<{ key: string; resolve(l: Record<string, unknown>): void }> = []
+  const lines: Line[] = []
+  const waiting: Array<{ match(l: Line): boolean; resolve(l: Line): void }> = []
   createInterface({ input: child.stdout! }).on('line', (text) => {
-    let line: Record<string, unknown>
+    let line: Line
     try {
       line = JSON.parse(text)
     } catch {
       return
     }
     lines.push(line)
-    for (const w of waiting.filter((w) => w.key in line)) {
+    for (const w of waiting.filter((w) => w.match(line))) {
       waiting.splice(waiting.indexOf(w), 1)
       w.resolve(line)
     }
@@ -44,12 +55,22 @@ export function startPeer(t: ExecutionContext, args: string[], env: Record<strin
   return {
     child,
     lines,
-    waitFor: (key, ms = 20_000) => {
-      const seen = lines.find((l) => key in l)
+    waitFor: (m, what = typeof m === 'string' ? `"${m}"` : 'matching', ms = 20_000) => {
+      const match = typeof m === 'string' ? (l: Line) => m in l : m
+      const seen = lines.find(match)
       if (seen) return Promise.resolve(seen)
-      return withDeadline(new Promise((resolve) => waiting.push({ key, resolve })), ms, `peer line with "${key}"`)
+      return withDeadline(new Promise<Line>((resolve) => waiting.push({ match, resolve })), ms, `peer line ${what}`)
     },
+    command: (line) => void child.stdin!.write(`${line}\n`),
   }
+}
+
+/** The JSON object on each line of a child process's output. */
+export function jsonLines(out: string): Line[] {
+  return out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Line)
 }
 
 /** Rejects if `p` does not settle within `ms`: a test never hangs on a wait. */
@@ -92,6 +113,46 @@ export function rdmaUnavailableReason(): string | undefined {
 export const rdmaHost = process.env.SOFTROCE_IP ?? process.env.RDMA_TEST_HOST ?? '127.0.0.1'
 
 /**
+ * How late a timer may fire on a loaded machine: the allowance of every timing bound of the form
+ * "deadline + LATE_TIMER_MS". Measured on the 2-core test machine (load average ~8 from other
+ * work) under two busy loops (`for i in 1 2; do (while :; do :; done) & done`): a 20 ms timer in an
+ * otherwise idle process fired up to 308 ms late; the suite's bounds, logged as "timing:" lines,
+ * overshot their deadlines by 42 ms at most (connectTimeoutMs with transport 'auto'). A process that
+ * is itself busy (the tests are) can wait longer than an idle one: hence 500, not 308.
+ */
+export const LATE_TIMER_MS = 500
+
+/**
+ * Asserts `lo <= ms <= hi` for a measured duration, and logs it either way: the margins of the
+ * timing bounds are read from these lines (run under load, see LATE_TIMER_MS).
+ */
+export function assertWithin(t: ExecutionContext, ms: number, lo: number, hi: number, what: string): void {
+  t.log(`timing: ${what}: ${ms.toFixed(0)} ms (bounds ${lo}..${hi} ms)`)
+  t.true(ms >= lo && ms <= hi, `${what}: ${ms.toFixed(0)} ms, outside ${lo}..${hi} ms`)
+}
+
+/** The longest delay a Node timer takes: a longer one fires after 1 ms (TimeoutOverflowWarning). */
+export const MAX_NODE_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * Records the delay of every global setTimeout call until the test ends. A deadline beyond
+ * MAX_NODE_TIMER_MS is honoured only when it is armed in steps of at most that (src/long-timer.ts):
+ * a test of such a deadline checks that one step was exactly MAX_NODE_TIMER_MS and none longer.
+ */
+export function recordTimerDelays(t: ExecutionContext): number[] {
+  const delays: number[] = []
+  const original = globalThis.setTimeout
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    delays.push(ms ?? 0)
+    return original(fn, ms)
+  }) as typeof setTimeout
+  t.teardown(() => {
+    globalThis.setTimeout = original
+  })
+  return delays
+}
+
+/**
  * Echoes every message of `c` back until the peer ends, then ends this side too (the README's
  * idiom: DISCONNECT_ACK goes after the last echo). How the connection ends is the test's to check.
  */
@@ -101,6 +162,16 @@ export function echo(c: Connection): void {
     c.end()
   })().catch(() => {})
 }
+
+/** Reads and drops every message of `c` until the peer ends, then ends this side too (how the connection ends is the test's to check). */
+export function discard(c: Connection): void {
+  void (async () => {
+    for await (const _ of c);
+    c.end()
+  })().catch(() => {})
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 /**
  * A tcp server on a free port and one client of it: the client and the server's side of it. The

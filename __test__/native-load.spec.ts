@@ -2,7 +2,8 @@
  * The native-load error: when no binary loads, it names the platform package that was expected,
  * gives the loader's reason, says what to do, and keeps the loader's error on `cause`.
  */
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { copyFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 
@@ -10,6 +11,7 @@ import test from 'ava'
 
 import { TransportError } from '../src/errors'
 import { loadNativeBinding, nativeLoadAdvice, platformTriple } from '../src/native-load'
+import { jsonLines } from './helpers'
 
 const linuxX64 = { platform: 'linux', arch: 'x64', musl: false, version: '0.1.0' } as const
 
@@ -80,5 +82,34 @@ test('the advice names the package of each platform, and says when none is prebu
 
 test('the binding loads from this checkout', (t) => {
   const binding = loadNativeBinding<{ liveCounts(): Record<string, number> }>()
-  t.is(typeof binding.liveCounts, 'function')
+  t.like(binding.liveCounts(), { tcpConnections: 0, tcpListeners: 0 }, 'a working addon: its live counts')
+})
+
+test('without a loadable addon, importing works and the first listen()/connect() rejects ERR_NATIVE_ADDON', (t) => {
+  // This checkout's sources with the napi-rs loader but no .node and no platform package.
+  const dir = tempDir(t)
+  const root = path.join(__dirname, '..')
+  cpSync(path.join(root, 'src'), path.join(dir, 'src'), { recursive: true })
+  for (const f of ['index.js', 'package.json', 'tsconfig.json']) copyFileSync(path.join(root, f), path.join(dir, f))
+  const script = `
+    const report = (what, e) => console.log(JSON.stringify({ what, code: e && e.code, message: e && e.message }))
+    let m
+    try { m = require(${JSON.stringify(path.join(dir, 'src', 'index.ts'))}) } catch (e) { report('import', e); process.exit(0) }
+    report('import')
+    m.listen({ port: 0 }).then(() => report('listen'), (e) => report('listen', e))
+      .then(() => m.connect({ port: 9 })).then(() => report('connect'), (e) => report('connect', e))
+  `
+  const env = { ...process.env }
+  delete env.NAPI_RS_NATIVE_LIBRARY_PATH
+  const out = execFileSync(process.execPath, ['--import=tsx', '-e', script], { cwd: root, env, encoding: 'utf8', timeout: 30_000 })
+  const lines = jsonLines(out)
+  t.deepEqual(
+    lines.map((l) => [l.what, l.code]),
+    [
+      ['import', undefined],
+      ['listen', 'ERR_NATIVE_ADDON'],
+      ['connect', 'ERR_NATIVE_ADDON'],
+    ],
+  )
+  t.regex(lines[1]!.message!, /rdma-graceful-linux-/)
 })

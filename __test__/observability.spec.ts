@@ -2,15 +2,14 @@
  * diagnostics_channel channels (connect, accept, close, diagnostic, state), each message with role,
  * transport and remote address; byte counters in conn.stats; server.stats().
  */
-import { subscribe, unsubscribe } from 'node:diagnostics_channel'
+import { channel, subscribe, unsubscribe } from 'node:diagnostics_channel'
 
 import test from 'ava'
 
-import { CHANNEL_NAMES, connect, listen, type Connection } from '../src/index'
-import { ALL_CAPABILITIES, FrameKind } from '../src/protocol'
-import { encodeHello } from '../src/protocol/frames'
-import { assertNoLiveResources, echo, withDeadline } from './helpers'
-import { PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
+import { CHANNEL_NAMES, Connection, connect, listen, Server } from '../src/index'
+import { FrameKind } from '../src/protocol'
+import { assertNoLiveResources, echo, sleep, withDeadline } from './helpers'
+import { clientHello, PREAMBLE, RawPeer, frameBytes } from './reliability/raw-peer'
 
 type Message = Record<string, unknown>
 
@@ -36,6 +35,7 @@ test.serial('the channel names are the documented ones', (t) => {
 
 test.serial('connect, accept, state, close and diagnostic messages carry role, transport and remote address', async (t) => {
   const seen = record(t)
+  const startedAt = Date.now()
   const server = await listen({ port: 0 })
   const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
   const client = await connect({ port: server.port })
@@ -46,8 +46,8 @@ test.serial('connect, accept, state, close and diagnostic messages carry role, t
   const c = seen.connect[0]!
   t.like(c, { ok: true, role: 'client', transport: 'tcp', remoteAddress: clientAt, connectionId: client.id })
   t.is(c.connection, client)
-  t.is(typeof c.connectMs, 'number')
-  t.is(typeof c.timestamp, 'number')
+  t.is(c.connectMs, client.timings.connectMs, "the connection's own connect time")
+  t.true((c.timestamp as number) >= startedAt && (c.timestamp as number) <= Date.now(), 'timestamp: Date.now() when it was published')
 
   t.is(seen.accept.length, 1)
   t.like(seen.accept[0], {
@@ -90,7 +90,7 @@ test.serial('connect, accept, state, close and diagnostic messages carry role, t
   await withDeadline(raw.closed, 2000, 'refused')
   await withDeadline(
     (async () => {
-      while (seen.accept.length < 2) await new Promise((r) => setTimeout(r, 5))
+      while (seen.accept.length < 2) await sleep(5)
     })(),
     2000,
     'accept message',
@@ -110,29 +110,14 @@ test.serial("every connection 'diagnostic' is published on rdma-graceful:diagnos
   // A raw client whose READY is stale: the server reports 'stale-ready'.
   const raw = await RawPeer.open(server.port)
   raw.write(PREAMBLE)
-  raw.write(
-    frameBytes(
-      FrameKind.HELLO,
-      8,
-      encodeHello({
-        version: 1,
-        role: 'active',
-        capabilities: ALL_CAPABILITIES,
-        connectionId: 7,
-        generation: 1,
-        receiveWindow: 8,
-        maxMessageSize: 1024,
-        idleTimeoutMs: 0,
-      }),
-    ),
-  )
+  raw.write(frameBytes(FrameKind.HELLO, 8, clientHello({ connectionId: 7 })))
   await raw.take(FrameKind.HELLO, 2000)
   const events: string[] = []
   ;(await peer).on('diagnostic', (d) => events.push(d.code))
   raw.write(frameBytes(FrameKind.READY, 8, Buffer.alloc(20)))
   await withDeadline(
     (async () => {
-      while (seen.diagnostic.length === 0) await new Promise((r) => setTimeout(r, 5))
+      while (seen.diagnostic.length === 0) await sleep(5)
     })(),
     2000,
     'diagnostic',
@@ -158,7 +143,8 @@ test.serial('conn.stats counts application and wire bytes; server.stats() gives 
   t.is(s.bytesReceived, 6)
   t.true(s.wireBytesSent >= 6 + 3 * 8, `wire ${s.wireBytesSent}`)
   t.true(s.wireBytesReceived >= 6 + 3 * 8)
-  t.is(typeof s.framesReceived, 'number', 'the protocol counters are still there')
+  t.is(s.dataDelivered, 3, 'the protocol counters are there too: 3 messages delivered')
+  t.true(s.framesReceived >= 4, `frames received ${s.framesReceived}: the HELLO and 3 echoes at least`)
   const during = server.stats()
   t.deepEqual(during.connections, { OPEN: 1 })
   t.like(during, { admitting: 0, accepted: 1, refused: 0, graceful: 0, forced: 0, bytesSent: 6, bytesReceived: 6 })
@@ -171,12 +157,55 @@ test.serial('conn.stats counts application and wire bytes; server.stats() gives 
   await raw.closed
   await withDeadline(
     (async () => {
-      while (server.stats().forced + server.stats().graceful < 2 || server.stats().refused < 1) await new Promise((r) => setTimeout(r, 5))
+      while (server.stats().forced + server.stats().graceful < 2 || server.stats().refused < 1) await sleep(5)
     })(),
     3000,
     'tallies',
   )
   t.like(server.stats(), { connections: {}, accepted: 2, refused: 1, graceful: 1, forced: 1, bytesSent: 6, bytesReceived: 6 })
   await server.close()
+  assertNoLiveResources(t)
+})
+
+test.serial('without a subscriber, no channel message is built or published', async (t) => {
+  const built: string[] = []
+  // Every message starts from the connection's or the server's channelBase(): count those calls.
+  for (const [name, proto] of [
+    ['connection', Connection.prototype],
+    ['server', Server.prototype],
+  ] as const) {
+    const target = proto as unknown as { channelBase(...args: unknown[]): unknown }
+    const original = target.channelBase
+    target.channelBase = function (this: unknown, ...args: unknown[]) {
+      built.push(name)
+      return original.apply(this, args)
+    }
+    t.teardown(() => {
+      target.channelBase = original
+    })
+  }
+  const published: string[] = []
+  for (const name of Object.values(CHANNEL_NAMES)) {
+    const ch = channel(name)
+    t.false(ch.hasSubscribers, `${name} has no subscriber in this test`)
+    const original = ch.publish.bind(ch)
+    ch.publish = (m: unknown) => {
+      published.push(name)
+      original(m)
+    }
+    t.teardown(() => {
+      ch.publish = original
+    })
+  }
+  const server = await listen({ port: 0 })
+  server.on('connection', echo)
+  const client = await connect({ port: server.port })
+  await client.send('x')
+  await client.read()
+  await client.close()
+  await server.close()
+  await t.throwsAsync(connect({ port: server.port }), { code: 'ERR_CONNECTION_REFUSED' })
+  t.deepEqual(built, [], 'no message was built')
+  t.deepEqual(published, [], 'nothing was published')
   assertNoLiveResources(t)
 })

@@ -7,6 +7,7 @@ import test from 'ava'
 
 import { connect, listen, type Connection } from '../src/index'
 import { Hub, PUMP_MIN_INTERVAL_MS } from '../src/hub'
+import { sleep } from './helpers'
 
 test('timers expiring together poll the transport at most once per PUMP_MIN_INTERVAL_MS', async (t) => {
   const hb = { heartbeatIntervalMs: 10, heartbeatTimeoutMs: 60_000 }
@@ -23,7 +24,7 @@ test('timers expiring together poll the transport at most once per PUMP_MIN_INTE
   }
   const hbBefore = conns.reduce((n, c) => n + c.stats.heartbeatsSent, 0)
   const t0 = performance.now()
-  await new Promise((r) => setTimeout(r, 1000))
+  await sleep(1000)
   const ms = performance.now() - t0
   delete (native as { pollNow?: unknown }).pollNow
   const heartbeats = conns.reduce((n, c) => n + c.stats.heartbeatsSent, 0) - hbBefore

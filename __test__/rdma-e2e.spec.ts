@@ -2,26 +2,22 @@
  * The RDMA suite: the same API over real verbs and rdma-cm. It runs inside the Soft-RoCE guest
  * (`npm run test:rdma`); elsewhere every test is reported as skipped, with the reason in its title.
  */
+import { execFileSync } from 'node:child_process'
 import net from 'node:net'
+import path from 'node:path'
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 
-import test, { type ExecutionContext } from 'ava'
-
 import { connect, listen, liveCounts, toDuplex, type TransportError } from '../src/index'
 import { runDemo } from '../src/demo'
-import { assertNoLiveResources, echo, rdmaHost, rdmaUnavailableReason, startPeer, withDeadline } from './helpers'
+import { assertNoLiveResources, echo, jsonLines, rdmaHost, startPeer, withDeadline } from './helpers'
+import { rdmaTest } from './rdma-test'
 
-const unavailable = rdmaUnavailableReason()
-const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
-  if (unavailable === undefined) test.serial(title, fn)
-  else test.skip(`${title} (skipped: ${unavailable})`, fn)
-}
-const peerEnv = { PEER_TRANSPORT: 'rdma', PEER_HOST: rdmaHost }
+const peerEnv = { RG_TRANSPORT: 'rdma', RG_HOST: rdmaHost }
 
 rdmaTest('rdma: 1,000 messages each way in order, graceful close, every verbs resource freed', async (t) => {
   const peer = startPeer(t, ['server'], peerEnv)
-  const { port } = await peer.waitFor('port', 60_000)
+  const { port } = await peer.waitFor('port', 'port', 60_000)
   const conn = await connect({ transport: 'rdma', host: rdmaHost, port: port as number })
   t.is(conn.transport, 'rdma')
   const during = liveCounts()
@@ -46,7 +42,7 @@ rdmaTest('rdma: 1,000 messages each way in order, graceful close, every verbs re
 
 rdmaTest('rdma: a peer killed with SIGKILL takes the connection DOWN; the pending read rejects', async (t) => {
   const peer = startPeer(t, ['server'], peerEnv)
-  const { port } = await peer.waitFor('port', 60_000)
+  const { port } = await peer.waitFor('port', 'port', 60_000)
   const conn = await connect({ transport: 'rdma', host: rdmaHost, port: port as number, heartbeatIntervalMs: 250, heartbeatTimeoutMs: 2000 })
   await conn.send('ping')
   t.is((await conn.read())?.toString(), 'ping')
@@ -178,4 +174,29 @@ rdmaTest('rdma: toDuplex pipeline of 2,000 messages through an echo, in order, w
   t.is(conn.stats.bytesReceived, bytes)
   await server.close()
   assertNoLiveResources(t)
+})
+
+rdmaTest('rdma: buffers beyond RLIMIT_MEMLOCK: listen() and connect() reject ERR_RESOURCE_LIMIT, naming the limit', async (t) => {
+  // A child with 1 MiB of locked memory (a device pool registers 6 MiB) and, as root, without
+  // CAP_IPC_LOCK, which would lift the limit.
+  const index = JSON.stringify(path.join(__dirname, '..', 'src', 'index.ts'))
+  const script = `
+    const { connect, listen } = require(${index})
+    const report = (what, e) => console.log(JSON.stringify({ what, code: e && e.code, message: e && e.message }))
+    listen({ transport: 'rdma', host: process.env.RG_HOST, port: 0 }).then((s) => (report('listen'), s.close()), (e) => report('listen', e))
+      .then(() => connect({ transport: 'rdma', host: process.env.RG_HOST, port: 1 })).then((c) => (report('connect'), c.destroy()), (e) => report('connect', e))
+  `
+  const drop = process.getuid?.() === 0 ? ['setpriv', '--bounding-set', '-ipc_lock', '--inh-caps', '-ipc_lock'] : []
+  const argv = ['--memlock=1048576:1048576', ...drop, process.execPath, '--import=tsx', '-e', script]
+  const out = execFileSync('prlimit', argv, { env: { ...process.env, RG_HOST: rdmaHost }, encoding: 'utf8', timeout: 60_000 })
+  const lines = jsonLines(out)
+  t.deepEqual(
+    lines.map((l) => [l.what, l.code]),
+    [
+      ['listen', 'ERR_RESOURCE_LIMIT'],
+      ['connect', 'ERR_RESOURCE_LIMIT'],
+    ],
+    out,
+  )
+  t.regex(lines[0]!.message!, /RLIMIT_MEMLOCK/)
 })

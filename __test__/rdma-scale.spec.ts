@@ -6,16 +6,9 @@
 import fs from 'node:fs'
 import path from 'node:path'
 
-import test, { type ExecutionContext } from 'ava'
-
 import { connect, liveCounts, type Connection } from '../src/index'
-import { assertNoLiveResources, rdmaHost, rdmaUnavailableReason, startPeer, withDeadline } from './helpers'
-
-const unavailable = rdmaUnavailableReason()
-const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
-  if (unavailable === undefined) test.serial(title, fn)
-  else test.skip(`${title} (skipped: ${unavailable})`, () => {})
-}
+import { assertNoLiveResources, rdmaHost, startPeer, withDeadline } from './helpers'
+import { rdmaTest } from './rdma-test'
 
 /** rxe's RNR counters (receiver-not-ready NAKs sent and received), summed over devices and ports. */
 function rnrCounters(): Record<string, number> | undefined {
@@ -43,9 +36,11 @@ async function roundTrip(c: Connection, text: string): Promise<number> {
 }
 
 rdmaTest('rdma: 1,000 connections at once, one flooding while 999 trickle: nothing lost, no RNR, all closed gracefully', async (t) => {
-  const peer = startPeer(t, ['server'], { PEER_TRANSPORT: 'rdma', PEER_HOST: rdmaHost })
-  const { port } = await peer.waitFor('port', 60_000)
+  const peer = startPeer(t, ['server'], { RG_TRANSPORT: 'rdma', RG_HOST: rdmaHost })
+  const { port } = await peer.waitFor('port', 'port', 60_000)
   const rnrBefore = rnrCounters()
+  // The title's "no RNR" is checked on the device's counters: without them this test proves nothing.
+  if (rnrBefore === undefined) throw new Error('no RNR counters under /sys/class/infiniband/*/ports/*/hw_counters: cannot check "no RNR"')
   const n = 1000
   const opts = { transport: 'rdma' as const, host: rdmaHost, port: port as number, heartbeatIntervalMs: 5000, heartbeatTimeoutMs: 60_000 }
   const conns: Connection[] = []
@@ -63,7 +58,10 @@ rdmaTest('rdma: 1,000 connections at once, one flooding while 999 trickle: nothi
   t.log(
     `${n} connections in ${(connectMs / 1000).toFixed(1)} s; ${(open.rdmaRegisteredBytes / 2 ** 20).toFixed(1)} MiB registered here (${Math.round(open.rdmaRegisteredBytes / n)} bytes per connection)`,
   )
-  t.true(open.rdmaRegisteredBytes <= 64 * 2 ** 20, `${open.rdmaRegisteredBytes} bytes registered for ${n} connections`)
+  // README: an idle connection costs 32 KiB, 1,000 about 36 MiB: 4,000 receive buffers of 8 KiB in
+  // 16 pool chunks of 2 MiB, and the pool's 4 MiB of send slots. The bound allows one chunk more
+  // (the pool grows a chunk at a time), not a second buffer set per connection.
+  t.true(open.rdmaRegisteredBytes <= 38 * 2 ** 20, `${open.rdmaRegisteredBytes} bytes registered for ${n} connections (README: ~36 MiB)`)
 
   // One connection floods: 2,000 messages of 4 KiB, each carrying its number, read back in order.
   const [flooder, ...tricklers] = conns
@@ -111,13 +109,11 @@ rdmaTest('rdma: 1,000 connections at once, one flooding while 999 trickle: nothi
     JSON.stringify(results.find((r) => r.outcome !== 'graceful')),
   )
   assertNoLiveResources(t)
-  const idle = await peer.waitFor('idle', 60_000)
+  const idle = await peer.waitFor('idle', 'idle', 60_000)
   t.is(idle.idle, n)
   // The server's listener (its CM id) still keeps the device pool; every connection is gone.
   const live = idle.live as Record<string, number>
   t.is(live.rdmaQueuePairs, 0, 'the server process destroyed every QP')
   t.is(live.rdmaCmIds, 1, "only the server's listener id is left")
-  const rnrAfter = rnrCounters()
-  if (rnrBefore === undefined || rnrAfter === undefined) t.log('this device exposes no RNR counters')
-  else t.deepEqual(rnrAfter, rnrBefore, 'no receiver-not-ready NAK was sent or received')
+  t.deepEqual(rnrCounters(), rnrBefore, 'no receiver-not-ready NAK was sent or received')
 })

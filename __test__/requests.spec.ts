@@ -5,9 +5,7 @@
 import test from 'ava'
 
 import { ALL_CAPABILITIES, Capability } from '../src/protocol'
-import { assertNoLiveResources, serverAndClient, withDeadline } from './helpers'
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+import { assertNoLiveResources, serverAndClient, sleep, withDeadline } from './helpers'
 
 test.serial('a failing handler answers with ERR_REMOTE_HANDLER and its message; the connection stays up', async (t) => {
   const { server, client, peer } = await serverAndClient()

@@ -2,12 +2,25 @@
  * End to end over tcp on loopback, with the peer in a separate process where it matters.
  * Serial: each test ends by checking that every native live count in this process is zero.
  */
+import type { LookupOptions } from 'node:dns'
+import dnsPromises from 'node:dns/promises'
 import net from 'node:net'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { connect, listen, type Connection, TransportError } from '../src/index'
-import { assertNoLiveResources, echo, startPeer, withDeadline } from './helpers'
+import {
+  assertNoLiveResources,
+  assertWithin,
+  discard,
+  echo,
+  LATE_TIMER_MS,
+  MAX_NODE_TIMER_MS,
+  recordTimerDelays,
+  sleep,
+  startPeer,
+  withDeadline,
+} from './helpers'
 
 test.serial('1,000 messages each way arrive complete and in order (server in another process)', async (t) => {
   const peer = startPeer(t, ['server'])
@@ -115,8 +128,7 @@ test.serial('garbage bytes and an oversized frame get clear errors; other client
   assertNoLiveResources(t)
 })
 
-test.serial('bad input from the application is a typed error, never a crash or a hang', async (t) => {
-  // Connecting to a port where nothing listens.
+test.serial('connect() to a port where nothing listens rejects ERR_CONNECTION_REFUSED (a TransportError)', async (t) => {
   const closedPort = await new Promise<number>((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
       const p = (s.address() as net.AddressInfo).port
@@ -124,35 +136,42 @@ test.serial('bad input from the application is a typed error, never a crash or a
     })
   })
   await t.throwsAsync(connect({ port: closedPort }), { code: 'ERR_CONNECTION_REFUSED', instanceOf: TransportError })
+  assertNoLiveResources(t)
+})
+
+test.serial('bad options reject ERR_INVALID_ARGUMENT when given, not when the first connection arrives', async (t) => {
   await t.throwsAsync(connect({ port: 70000 }), { code: 'ERR_INVALID_ARGUMENT' })
   await t.throwsAsync(connect({ port: 1, transport: 'carrier-pigeon' as 'tcp' }), { code: 'ERR_INVALID_ARGUMENT' })
   await t.throwsAsync(listen({ port: 0, maxMessageSize: 0 }), { code: 'ERR_INVALID_ARGUMENT' })
-  // Protocol options are checked when given, not when the first connection arrives.
   await t.throwsAsync(listen({ port: 0, heartbeatIntervalMs: -1 }), { code: 'ERR_INVALID_ARGUMENT', message: /heartbeatIntervalMs/ })
   await t.throwsAsync(connect({ port: 1, receiveWindow: 0 }), { code: 'ERR_INVALID_ARGUMENT', message: /receiveWindow/ })
-
   const server = await listen({ port: 0 })
-  server.on(
-    'connection',
-    (c: Connection) =>
-      void (async () => {
-        for await (const _ of c);
-        c.end()
-      })().catch(() => {}),
-  )
-  // Sending after end().
+  await t.throwsAsync(server.close({ graceMs: -5 }), { code: 'ERR_INVALID_ARGUMENT' })
+  await server.close()
+  assertNoLiveResources(t)
+})
+
+test.serial('send() after end() rejects ERR_SEND_AFTER_END; the close still completes gracefully', async (t) => {
+  const server = await listen({ port: 0 })
+  server.on('connection', discard)
   const a = await connect({ port: server.port })
   a.end()
   await t.throwsAsync(a.send('late'), { code: 'ERR_SEND_AFTER_END' })
   t.is((await a.closed).outcome, 'graceful')
-  // Using a destroyed connection.
+  await server.close({ graceMs: 500 })
+  assertNoLiveResources(t)
+})
+
+test.serial('a destroyed connection: send() and read() reject ERR_CONNECTION_DESTROYED, close() resolves with the same forced result', async (t) => {
+  const server = await listen({ port: 0 })
+  server.on('connection', discard)
   const b = await connect({ port: server.port })
   b.destroy()
   await t.throwsAsync(b.send('after destroy'), { code: 'ERR_CONNECTION_DESTROYED' })
   await t.throwsAsync(b.read(), { code: 'ERR_CONNECTION_DESTROYED' })
-  t.is((await b.closed).outcome, 'forced')
-  t.is((await b.close()).outcome, 'forced', 'close() after destroy() resolves with the same result')
-  await t.throwsAsync(server.close({ graceMs: -5 }), { code: 'ERR_INVALID_ARGUMENT' })
+  const result = await b.closed
+  t.is(result.outcome, 'forced')
+  t.is(await b.close(), result, 'close() after destroy() resolves with the same result')
   await server.close({ graceMs: 500 })
   assertNoLiveResources(t)
 })
@@ -165,11 +184,11 @@ test.serial('an abort in the middle of an attempt frees it at once: a rejected c
   const port = (silent.address() as net.AddressInfo).port
   const controller = new AbortController()
   const attempt = connect({ port, signal: controller.signal, connectTimeoutMs: 10_000 })
-  await new Promise((r) => setTimeout(r, 100))
+  await sleep(100)
   controller.abort(new Error('no answer, giving up'))
   const started = performance.now()
   await t.throwsAsync(withDeadline(attempt, 2000, 'aborted connect'), { message: 'no answer, giving up' })
-  t.true(performance.now() - started < 1000, 'the abort did not wait for the connect deadline')
+  assertWithin(t, performance.now() - started, 0, LATE_TIMER_MS, 'the abort did not wait for the connect deadline (10 s)')
   assertNoLiveResources(t)
 })
 
@@ -183,17 +202,51 @@ test.serial('an AbortSignal cancels a connection attempt', async (t) => {
   assertNoLiveResources(t)
 })
 
-test.serial('a host name is resolved off the event loop; one that does not resolve rejects ERR_ADDRESS_UNREACHABLE', async (t) => {
-  // 'localhost' goes through Node's resolver (not the native side, which must never block the loop).
-  const server = await listen({ host: 'localhost', port: 0, allowHalfOpen: false })
+/** Records every name the library hands to Node's resolver (node:dns/promises lookup), with its options. */
+function recordLookups(t: ExecutionContext): Array<{ host: string; family: unknown }> {
+  const seen: Array<{ host: string; family: unknown }> = []
+  const original = dnsPromises.lookup
+  const spy = (host: string, options: LookupOptions) => {
+    seen.push({ host, family: options?.family })
+    return original(host, options)
+  }
+  dnsPromises.lookup = spy as typeof original
+  t.teardown(() => {
+    dnsPromises.lookup = original
+  })
+  return seen
+}
+
+test.serial("a host name is resolved off the event loop, by Node's resolver, before the native side sees it", async (t) => {
+  const lookups = recordLookups(t)
+  const server = await listen({ host: 'localhost', port: 0, allowHalfOpen: false }) // takes no part: its side ends after the client's
   const conn = await connect({ host: 'localhost', port: server.port })
-  t.regex(conn.remoteAddress, /^(127\.0\.0\.1|\[?::1\]?):\d+$/)
+  t.deepEqual(
+    lookups.map((l) => l.host),
+    ['localhost', 'localhost'],
+    'listen() and connect() resolved the name with dns.lookup (libuv thread pool)',
+  )
+  t.regex(conn.remoteAddress, /^(127\.0\.0\.1|\[?::1\]?):\d+$/, 'the native side got an address')
   await conn.close()
   await server.close()
   const err = await t.throwsAsync(connect({ host: 'no.such.host.invalid', port: 9 }))
   t.is((err as TransportError).code, 'ERR_ADDRESS_UNREACHABLE')
   t.regex(err!.message, /no\.such\.host\.invalid/)
   await t.throwsAsync(listen({ host: 'no.such.host.invalid' }), { code: 'ERR_ADDRESS_UNREACHABLE' } as never)
+  assertNoLiveResources(t)
+})
+
+test.serial("where rdma may be chosen ('auto', 'rdma'), host names resolve preferring IPv4", async (t) => {
+  const lookups = recordLookups(t)
+  const server = await listen({ port: 0 })
+  server.on('connection', discard)
+  const conn = await connect({ transport: 'auto', host: 'localhost', port: server.port })
+  t.deepEqual(lookups, [{ host: 'localhost', family: 4 }])
+  t.regex(conn.remoteAddress, /^127\.0\.0\.1:\d+$/)
+  await conn.close()
+  await t.throwsAsync(connect({ transport: 'rdma', host: 'localhost', port: server.port, connectTimeoutMs: 2000 }))
+  t.deepEqual(lookups[1], { host: 'localhost', family: 4 }, 'rdma resolves IPv4 too')
+  await server.close()
   assertNoLiveResources(t)
 })
 
@@ -237,9 +290,29 @@ test.serial('send() with something that is not a Buffer, Uint8Array or string re
 })
 
 test.serial('sendTimeoutMs takes any duration from 1 ms to years (a chained timer), and refuses nonsense', async (t) => {
-  const server = await listen({ port: 0, allowHalfOpen: false }) // takes no part: its side ends after the client's
+  const delays = recordTimerDelays(t)
+  // No liveness timeout on either side and a longer heartbeat interval: the send's deadline is the
+  // client's earliest, the one its timer is armed for.
+  const server = await listen({ port: 0, receiveWindow: 1, heartbeatTimeoutMs: 0 })
+  const accepted = new Promise<Connection>((resolve) => server.once('connection', resolve))
   const threeYears = 3 * 365 * 24 * 3600 * 1000 // beyond 2^32-1 ms
-  const conn = await connect({ port: server.port, sendTimeoutMs: threeYears })
+  const conn = await connect({ port: server.port, sendTimeoutMs: threeYears, heartbeatTimeoutMs: 0, heartbeatIntervalMs: 2 * threeYears })
+  const serverSide = await accepted // reads nothing yet: one credit, so the second send waits
+  await conn.send('fits')
+  let settled = false
+  const waiting = conn.send('waits three years at most').finally(() => (settled = true))
+  await sleep(300)
+  t.false(settled, 'the send waits: its three-year deadline did not fire at once')
+  t.true(delays.includes(MAX_NODE_TIMER_MS), 'its deadline was armed as a chain of steps of 2^31-1 ms')
+  t.deepEqual(
+    delays.filter((d) => d > MAX_NODE_TIMER_MS),
+    [],
+    'no Node timer got a delay it would turn into 1 ms',
+  )
+  t.is((await serverSide.read())?.toString(), 'fits')
+  await waiting // the read returned a credit
+  t.is((await serverSide.read())?.toString(), 'waits three years at most')
+  discard(serverSide)
   t.is((await conn.close()).outcome, 'graceful')
   for (const bad of [0, -5, 1.5, Number.NaN, Infinity]) {
     await t.throwsAsync(connect({ port: server.port, sendTimeoutMs: bad }), { code: 'ERR_INVALID_ARGUMENT' } as never)

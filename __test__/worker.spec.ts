@@ -8,22 +8,23 @@ import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { connect, listen, liveCounts } from '../src/index'
-import { withDeadline } from './helpers'
+import { assertNoLiveResources, echo, withDeadline } from './helpers'
 
 // Runs in the worker: a server and a client of its own, one echo, then it reports and stays open.
 const workerCode = `
   require('tsx/cjs')
   const { parentPort, workerData } = require('node:worker_threads')
   const { connect, listen } = require(workerData.index)
+  const { echo } = require(workerData.helpers)
   ;(async () => {
     const server = await listen({ port: 0 })
-    server.on('connection', async (c) => { for await (const m of c) await c.send(m) })
+    server.on('connection', echo)
     const conn = await connect({ port: server.port })
     await conn.send('from the worker')
-    const echo = await conn.read()
+    const reply = await conn.read()
     const outside = await connect({ port: workerData.mainPort })
     await outside.send('hello main')
-    parentPort.postMessage({ echo: echo.toString(), port: server.port })
+    parentPort.postMessage({ echo: reply.toString(), port: server.port })
     if (workerData.exit) process.exit(0)
   })().catch((e) => parentPort.postMessage({ error: String(e) }))
 `
@@ -39,7 +40,12 @@ for (const how of ['terminate', 'process.exit'] as const) {
     })
     const worker = new Worker(workerCode, {
       eval: true,
-      workerData: { index: require.resolve('../src/index'), mainPort: mainServer.port, exit: how === 'process.exit' },
+      workerData: {
+        index: require.resolve('../src/index'),
+        helpers: require.resolve('./helpers'),
+        mainPort: mainServer.port,
+        exit: how === 'process.exit',
+      },
     })
     // Listened for at once: a worker that exits by itself may be gone before its report is read.
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
@@ -63,17 +69,32 @@ for (const how of ['terminate', 'process.exit'] as const) {
   })
 }
 
-test.serial('a connection made on the main thread is unaffected by a worker ending', async (t) => {
+test.serial('a connection made on the main thread is unaffected by a worker with open connections ending', async (t) => {
   const server = await listen({ port: 0 })
-  server.on('connection', async (c) => {
-    for await (const m of c) await c.send(m)
-    c.end()
-  })
+  server.on('connection', echo)
   const conn = await connect({ port: server.port })
-  const worker = new Worker(`require('node:worker_threads'); setTimeout(() => {}, 10)`, { eval: true })
-  await new Promise((r) => worker.once('exit', r))
+  await conn.send('before')
+  t.is((await conn.read())?.toString(), 'before')
+  // The worker loads the addon, runs its own transport and connects to this thread's server too.
+  const worker = new Worker(workerCode, {
+    eval: true,
+    workerData: { index: require.resolve('../src/index'), helpers: require.resolve('./helpers'), mainPort: server.port, exit: false },
+  })
+  const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
+  const report = await withDeadline(
+    new Promise<{ echo?: string; error?: string }>((resolve) => worker.once('message', resolve)),
+    20_000,
+    'the worker report',
+  )
+  t.deepEqual(report.error, undefined)
+  t.is(report.echo, 'from the worker', 'the worker ran its own native transport')
+  await worker.terminate() // with its server, its client and its connection to us still open
+  await withDeadline(exited, 10_000, 'the worker exit')
   await conn.send('still here')
-  t.is((await conn.read())!.toString(), 'still here')
+  t.is((await conn.read())?.toString(), 'still here')
   t.is((await conn.close()).outcome, 'graceful')
-  await server.close()
+  // Ours closed gracefully; the worker's connection to us ended with the worker.
+  t.deepEqual(await server.close({ graceMs: 2000 }), { graceful: 0, forced: 0 }, 'both had ended before the shutdown')
+  t.like(server.stats(), { graceful: 1, forced: 1 })
+  assertNoLiveResources(t)
 })

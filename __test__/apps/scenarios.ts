@@ -11,14 +11,13 @@ import { pipeline } from 'node:stream/promises'
 import type { ExecutionContext } from 'ava'
 
 import { connect, listen, toDuplex, type CloseResult, type Connection, type ConnectOptions, type ListenOptions } from '../../src/index'
-import { assertNoLiveResources, withDeadline } from '../helpers'
+import { assertNoLiveResources, sleep, withDeadline } from '../helpers'
 
 export interface Net {
   transport: 'tcp' | 'rdma'
   host: string
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const jitter = (i: number): number => (i * 7919) % 5 // 0-4 ms, deterministic
 
 /**

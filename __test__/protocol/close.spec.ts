@@ -226,6 +226,30 @@ test('half-open responder whose application never ends: it gives up first, with 
   t.is(sim.A.closed?.reason, 'transport-down', 'the closer had not given up yet')
 })
 
+/** A closes; B allows half-open and never ends: whichever close deadline is shorter forces the close. */
+function neverEnding(b: { drainTimeoutMs: number }, a: { ackTimeoutMs: number; maxCloseRetries: number }): Sim {
+  const sim = openSim({ b: { allowHalfOpen: true, heartbeatTimeoutMs: 0, ...b }, a: { heartbeatTimeoutMs: 0, ...a } })
+  sim.close('A')
+  sim.runToQuiet()
+  return sim
+}
+const at = (p: Sim['A'], to: string): number => p.events.find((e) => e.to === to)!.at
+
+test('half-open responder that never ends: forced with end-timeout drainTimeoutMs after the REQ; the closer sees it DOWN', (t) => {
+  const sim = neverEnding({ drainTimeoutMs: 3000 }, { ackTimeoutMs: 5000, maxCloseRetries: 3 })
+  t.like(sim.B.closed, { outcome: 'forced', reason: 'end-timeout', error: { code: 'ERR_CLOSE_TIMEOUT' } })
+  t.is(sim.B.closed!.at - at(sim.B, 'REQ_RECEIVED'), 3000, "B's drain deadline counts from the REQ")
+  t.like(sim.A.closed, { outcome: 'forced', reason: 'transport-down' })
+})
+
+test('half-open responder that never ends: the closer gives up with ack-timeout after the REQ and its retries', (t) => {
+  const sim = neverEnding({ drainTimeoutMs: 20_000 }, { ackTimeoutMs: 2000, maxCloseRetries: 3 })
+  t.like(sim.A.closed, { outcome: 'forced', reason: 'ack-timeout', error: { code: 'ERR_CLOSE_TIMEOUT' } })
+  t.is(sim.A.closed!.at - at(sim.A, 'REQ_SENT'), 4 * 2000, 'the REQ and 3 re-sends, 2 s each')
+  t.is(sim.A.conn.stats.closeRetries, 3)
+  t.like(sim.B.closed, { outcome: 'forced', reason: 'transport-down' })
+})
+
 test('closer whose data cannot leave (no credits) is forced with flush-timeout', (t) => {
   const sim = openSim({ b: { receiveWindow: 1, creditGrant: 'on-consume' } })
   sim.send('A', 'one')

@@ -1,6 +1,7 @@
 import test from 'ava'
 
 import { MAX_TIMER_STEP_MS, setLongTimeout, type TimerBackend } from '../../src/long-timer'
+import { sleep } from '../helpers'
 
 /** A fake clock with a timer list, to check multi-year timeouts without waiting for them. */
 function fakeBackend() {
@@ -50,7 +51,7 @@ test('cancel() stops a real timer', async (t) => {
   }, 20)
   timer.cancel()
   timer.cancel() // idempotent
-  await new Promise((r) => setTimeout(r, 50))
+  await sleep(50)
   t.false(fired)
 })
 

@@ -9,6 +9,7 @@ import path from 'node:path'
 import { createInterface } from 'node:readline'
 
 import { connect, listen, type CloseResult, type Connection, type TransportKind } from '../../src/index'
+import { sleep } from '../helpers'
 
 export interface FairnessOptions {
   transport: TransportKind
@@ -38,7 +39,7 @@ const now = (): number => performance.now()
 
 /** Starts the fixture peer as a flooding client of `port`; resolves once it floods. */
 function startFlooder(transport: string, host: string, port: number, size: number) {
-  const fixture = path.join(__dirname, 'fixtures', 'node.ts')
+  const fixture = path.join(__dirname, '..', 'fixtures', 'peer.ts')
   const child = spawn(process.execPath, ['--import=tsx', fixture, 'client', String(port)], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, RG_TRANSPORT: transport, RG_HOST: host, RG_BEHAVIOUR: 'flood', RG_SIZE: String(size), RG_OPTS: JSON.stringify(HEARTBEAT) },
@@ -104,7 +105,7 @@ export async function runFairness(o: FairnessOptions): Promise<FairnessResult> {
       ticks++
     }, 50)
     const t0 = now()
-    await new Promise((r) => setTimeout(r, o.durationMs))
+    await sleep(o.durationMs)
     const secs = (now() - t0) / 1000
     running = false
     clearInterval(interval)

@@ -9,10 +9,18 @@ import test from 'ava'
 import fc from 'fast-check'
 
 import { connect, listen, type CloseResult, type Connection, TransportError } from '../../src/index'
-import { ALL_CAPABILITIES, FrameKind } from '../../src/protocol'
-import { decodeCloseMessage, decodeHello, encodeCloseMessage, encodeFin, encodeHello, encodeNotice, encodeReady } from '../../src/protocol/frames'
-import { assertNoLiveResources, echo, withDeadline } from '../helpers'
-import { PREAMBLE, RawPeer, frameBytes, header } from './raw-peer'
+import { FrameKind } from '../../src/protocol'
+import {
+  decodeCloseMessage,
+  decodeHello,
+  encodeCloseMessage,
+  encodeFin,
+  encodeNotice,
+  encodeReady,
+  type HelloPayload,
+} from '../../src/protocol/frames'
+import { assertNoLiveResources, echo, sleep, withDeadline } from '../helpers'
+import { clientHello, PREAMBLE, RawPeer, frameBytes, header } from './raw-peer'
 
 const opts = { maxMessageSize: 1024, readyTimeoutMs: 400, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 500 }
 /** Every connection the model drives must be over within this (the longest deadline is 500 ms). */
@@ -111,18 +119,8 @@ const beforeHello = (e: Expect): Expect => {
   return { refused: true, code: e.causeCode ?? (e.reason === 'handshake-timeout' ? 'ERR_TRANSPORT_TIMEOUT' : undefined) }
 }
 
-const hello = (over: Partial<Parameters<typeof encodeHello>[0]> = {}): Buffer =>
-  encodeHello({
-    version: 1,
-    role: 'active',
-    capabilities: ALL_CAPABILITIES,
-    connectionId: 0x1234abcd,
-    generation: 7,
-    receiveWindow: WINDOW,
-    maxMessageSize: 1 << 20,
-    idleTimeoutMs: 0,
-    ...over,
-  })
+const hello = (over: Partial<HelloPayload> = {}): Buffer =>
+  clientHello({ connectionId: 0x1234abcd, generation: 7, receiveWindow: WINDOW, maxMessageSize: 1 << 20, ...over })
 
 /**
  * Plays `s` against the server from a raw socket and says what the server-side connection must end
@@ -244,7 +242,7 @@ function nextOf<T>(seen: T[], ms: number, what: string): Promise<T> {
   const until = performance.now() + ms
   return withDeadline(
     (async () => {
-      while (seen.length === known && performance.now() < until) await new Promise((r) => setTimeout(r, 2))
+      while (seen.length === known && performance.now() < until) await sleep(2)
       return seen[known]!
     })(),
     ms + 100,
@@ -270,7 +268,7 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
   const good = await connect({ port: server.port, ...opts })
   await withDeadline(
     (async () => {
-      while (accepted.length === 0) await new Promise((r) => setTimeout(r, 2))
+      while (accepted.length === 0) await sleep(2)
     })(),
     2000,
     'accept of the good client',
@@ -283,7 +281,7 @@ test.serial('fuzz: random frame sequences from a raw socket end only their own c
       const m = await good.read()
       if (m?.toString() !== `ping ${pongs}`) throw new Error(`good client got ${m?.toString()} for ping ${pongs}`)
       pongs++
-      await new Promise((r) => setTimeout(r, 5))
+      await sleep(5)
     }
   })()
 
@@ -409,7 +407,7 @@ test.serial('fuzz: a wrong preamble is a clientError ERR_MALFORMED_FRAME, never 
       await withDeadline(peer.closed, END_BOUND_MS, 'server closed the socket')
       await withDeadline(
         (async () => {
-          while (errors.length === before) await new Promise((r) => setTimeout(r, 2))
+          while (errors.length === before) await sleep(2)
         })(),
         2000,
         'clientError',

@@ -6,7 +6,36 @@
  */
 import net from 'node:net'
 
+import { ALL_CAPABILITIES } from '../../src/protocol'
+import { FrameKind } from '../../src/protocol'
+import { decodeHello, encodeHello, encodeReady, type HelloPayload } from '../../src/protocol/frames'
+
 export const PREAMBLE = Buffer.from('RDMAGRC\x01', 'latin1')
+
+/** A client HELLO payload: connection id 42, generation 1, window 8, 1 KiB messages, unless `over` says otherwise. */
+export const clientHello = (over: Partial<HelloPayload> = {}): Buffer =>
+  encodeHello({
+    version: 1,
+    role: 'active',
+    capabilities: ALL_CAPABILITIES,
+    connectionId: 42,
+    generation: 1,
+    receiveWindow: 8,
+    maxMessageSize: 1024,
+    idleTimeoutMs: 0,
+    ...over,
+  })
+
+/** The READY frame that answers the server HELLO `serverHello` (its payload) for clientHello()'s id and generation. */
+export function readyFor(serverHello: Buffer): Buffer {
+  const h = decodeHello(serverHello)
+  if (!h.ok) throw h.error
+  return frameBytes(
+    FrameKind.READY,
+    0,
+    encodeReady({ activeConnectionId: 42, passiveConnectionId: h.value.connectionId, generation: 1, activeQpn: 0, passiveQpn: 0 }),
+  )
+}
 
 export interface RawFrame {
   kind: number

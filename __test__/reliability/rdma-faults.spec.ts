@@ -9,16 +9,9 @@
  * (rxe loops traffic between local addresses back inside the driver, never through lo). A silent
  * peer on rdma is covered by the SIGSTOP case; the tcp partition runs in tcp-partition.spec.ts.
  */
-import test, { type ExecutionContext } from 'ava'
-
-import { rdmaHost, rdmaUnavailableReason } from '../helpers'
+import { rdmaHost } from '../helpers'
+import { rdmaTest } from '../rdma-test'
 import * as cases from './cases'
-
-const unavailable = rdmaUnavailableReason()
-const rdmaTest = (title: string, fn: (t: ExecutionContext) => Promise<void>): void => {
-  if (unavailable === undefined) test.serial(title, fn)
-  else test.skip(`${title} (skipped: ${unavailable})`, fn)
-}
 
 // The guest is emulated (TCG, 2 vCPUs): timers run late under load, so the timeout is longer than on
 // tcp; the bound asserted is still timeout + one interval.

@@ -208,6 +208,74 @@ export async function shortPartition(t: ExecutionContext, e: Env, cutMs: number)
   return what
 }
 
+/** rdma tuning given to connect() on a (the client) and to listen() on b. */
+export interface Tuning {
+  client: { rdmaAckTimeoutExponent?: number; rdmaRetryCount?: number }
+  server: { rdmaAckTimeoutExponent?: number }
+}
+
+/**
+ * What rdmaAckTimeoutExponent and rdmaRetryCount do on the wire (rdma only): the wire is cut for
+ * `cutMs` while both ends stream, with a send always outstanding. A cut longer than the queue pairs'
+ * retry budget ((retry count + 1) x ACK timeout, docs/rdma.md) fails the outstanding send with
+ * retry-exceeded: the connection goes DOWN (transport-down) before the heartbeat timeout. A cut
+ * within it leaves the connection OPEN, every message echoed once, in order. Says which it was.
+ */
+export async function cutAgainstRetryBudget(t: ExecutionContext, e: Env, cutMs: number, tuning: Tuning): Promise<string> {
+  const wire = new Wire(t)
+  const b = await remoteServer(t, e, { RG_OPTS: JSON.stringify({ ...hb(e), ...tuning.server }) })
+  const conn = await connect({ transport: e.transport, host: peerIp(), port: b.port, ...hb(e), ...tuning.client, maxQueuedSends: 20_000 })
+  let downAt = 0 // wall-clock ms, as the cut's time
+  conn.on('state', (s) => {
+    if (s.to === 'DOWN' && downAt === 0) downAt = performance.timeOrigin + s.at
+  })
+  const got: string[] = []
+  const reading = settledError(
+    (async () => {
+      for await (const m of conn) got.push(m.toString())
+    })(),
+  )
+  const sent: string[] = []
+  let stop = false
+  const writing = (async () => {
+    for (let i = 0; !stop && conn.state === 'OPEN'; i++) {
+      const m = `m${i}`
+      await conn.send(m).catch(() => {})
+      sent.push(m)
+      while (!stop && conn.state === 'OPEN' && sent.length - got.length > 16) await sleep(1)
+    }
+  })()
+  await until(() => got.length >= 100, 60_000, '100 echoes before the cut')
+  const cutAt = await wire.cut()
+  await sleep(cutMs - (wall() - cutAt))
+  const downDuringCut = conn.state !== 'OPEN'
+  await wire.heal()
+  const before = got.length
+  await until(() => got.length >= before + 100 || conn.state === 'DOWN' || conn.state === 'CLOSED', 30_000, '100 more echoes, or DOWN')
+  stop = true
+  await writing
+  const what = (r: string): string => {
+    const s = `${e.transport} ${JSON.stringify(tuning)}: a ${cutMs} ms cut: ${r}`
+    t.log(s)
+    return s
+  }
+  if (conn.state === 'OPEN') {
+    t.like(await withDeadline(conn.close(), 30_000, 'close'), { outcome: 'graceful' })
+    await reading
+    t.deepEqual(got, sent.slice(0, got.length), 'every message echoed once, in order')
+    t.is(got.length, sent.length)
+    assertNoLiveResources(t)
+    return what('survived, nothing lost')
+  }
+  const result = await conn.closed
+  const downMs = downAt - cutAt
+  t.true(downDuringCut, 'DOWN during the cut')
+  t.true(downMs < e.heartbeatTimeoutMs, `DOWN ${downMs.toFixed(0)} ms after the cut: before the heartbeat timeout, by the transport`)
+  t.is(code(await reading), 'ERR_CONNECTION_DOWN')
+  assertNoLiveResources(t)
+  return what(`DOWN ${downMs.toFixed(0)} ms after the cut (${result.reason}, ${code(result.error?.cause) ?? ''})`)
+}
+
 /**
  * Server shutdown with grace while one client's host is cut off: the server is here on a with two
  * polite clients (also on a, over a's own device), the third client runs on b and its wire is cut

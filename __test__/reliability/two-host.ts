@@ -91,7 +91,7 @@ export async function agentReady(ms = 120_000): Promise<void> {
   await waitLine(agentTail, agentLines, (l) => 'ready' in l, 'the agent on host b', ms)
 }
 
-/** A fixtures/node.ts process on host b: the same interface as util.ts's startNode, over files. */
+/** A __test__/fixtures/peer.ts process on host b: the same interface as helpers.startPeer, over files. */
 export interface RemoteNode {
   id: string
   lines: Line[]
@@ -101,7 +101,7 @@ export interface RemoteNode {
 }
 
 let seq = 0
-/** Starts fixtures/node.ts on host b (killed when the test ends, unless b is gone). */
+/** Starts __test__/fixtures/peer.ts on host b (killed when the test ends, unless b is gone). */
 export function startRemote(t: ExecutionContext, args: string[], env: Record<string, string> = {}): RemoteNode {
   const id = `p${process.pid}-${++seq}`
   const tail = new Tail(path.join(shared(), `out-${id}.jsonl`))

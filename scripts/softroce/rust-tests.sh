@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the rdma crate's Rust tests on the host, copies the test binaries under target/softroce/
 # (the guest's /tmp is empty, the repository is shared read-write), then runs them inside the
-# Soft-RoCE guest. Extra arguments go to each test binary (e.g. a test name filter).
+# Soft-RoCE guest, with RDMA_REQUIRED=1: a test that finds no device fails there instead of skipping.
+# Extra arguments go to each test binary (e.g. a test name filter).
 #
 #   scripts/softroce/rust-tests.sh
 set -euo pipefail
@@ -23,7 +24,7 @@ for b in $bins; do
 done
 
 args=$(printf ' %q' "$@")
-cmd="ibv_devices; rc=0"
+cmd="export RDMA_REQUIRED=1; ibv_devices; rc=0"
 for n in "${names[@]}"; do
   cmd="$cmd; echo '=== $n'; target/softroce/$n --test-threads=1 --nocapture$args || rc=1"
 done

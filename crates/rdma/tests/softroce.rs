@@ -2,7 +2,8 @@
 //! scripts/softroce/rust-tests.sh): the transport contract (`conformance`, the same suite tcp runs
 //! on the host), then what only rdma has (queue-pair numbers, a killed peer process, teardown when
 //! the transport is dropped). Without a device each test prints why it is SKIPPED and returns: it
-//! proves nothing about RDMA behaviour there.
+//! proves nothing about RDMA behaviour there. Under RDMA_REQUIRED=1 (rust-tests.sh sets it in the
+//! guest) a missing device fails the test instead, so the guest run cannot pass by skipping.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -23,12 +24,16 @@ fn ip() -> String {
     std::env::var("SOFTROCE_IP").or_else(|_| std::env::var("RDMA_TEST_IP")).unwrap_or_else(|_| "10.99.0.1".into())
 }
 
-/// The serial lock and a loop over a new transport, or None after printing why the test is skipped.
+/// The serial lock and a loop over a new transport, or None after printing why the test is skipped
+/// (a panic under RDMA_REQUIRED=1).
 fn setup() -> Option<(MutexGuard<'static, ()>, EventLoop<RdmaTransport>)> {
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     match RdmaTransport::new() {
         Ok(t) => Some((serial, EventLoop::new(t))),
         Err(e) if e.code == ErrorCode::Unavailable => {
+            if std::env::var("RDMA_REQUIRED").as_deref() == Ok("1") {
+                panic!("RDMA_REQUIRED=1 but there is no RDMA device: {e}");
+            }
             eprintln!("SKIPPED: no RDMA device: {e}");
             None
         }
