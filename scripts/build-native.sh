@@ -84,6 +84,10 @@ if ! rustup target list --installed | grep -qx "$triple"; then
   say "rustup target add $triple (once)"
   rustup target add "$triple" >&2 || die "rustup target add $triple failed"
 fi
+# The build scripts and proc macros of a cross build are host programs in target/release, the same
+# files as the host build's: linking them with the same linker keeps either build from making the
+# other rebuild everything.
+use_glibc_toolchain x86_64-unknown-linux-gnu
 use_glibc_toolchain "$triple"
 say "cross-building $triple (cargo, release, linked against glibc 2.17)"
 mkdir -p "$out"

@@ -38,7 +38,7 @@ function compareVersions(a, b) {
 
 function readelf(args, file) {
   try {
-    return execFileSync('readelf', [...args, file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    return execFileSync('readelf', [...args, file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 28 })
   } catch (err) {
     if (err.code === 'ENOENT') throw new Error('readelf is not installed (Debian/Ubuntu: apt-get install binutils)')
     throw new Error(`readelf ${args.join(' ')} ${file} failed: ${String(err.stderr || err.message).trim()}`)
