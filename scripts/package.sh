@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # npm run package: the release build a maintainer could publish.
-#   1. builds the release addon for this machine (linux-x64-gnu) and, where the Rust target and
-#      Debian's aarch64 cross gcc are installed, cross-builds linux-arm64-gnu,
+#   1. builds the release addon for this machine (linux-x64-gnu) and cross-builds linux-arm64-gnu,
+#      both linked against glibc 2.17 (scripts/build-native.sh, which installs what it needs: the
+#      Rust target with rustup, napi-rs's cross toolchain from the npm registry),
 #   2. moves each .node into its platform package npm/<platform>/ (`napi artifacts`),
-#   3. checks every platform package holds a binary of the right architecture and that the versions
-#      of the main package, its optionalDependencies and the platform packages all match,
-#   4. writes the tarballs of the main package and of each built platform package to packages/.
-# A platform whose binary could not be built is left out (said loudly), never packed empty. Other
-# platforms are built by .github/workflows/release.yml (CI only, not run here).
+#   3. checks every platform package holds a binary of the right architecture that needs no newer
+#      glibc than its floor and links no library but glibc's (scripts/check-glibc-floor.js), and
+#      that the versions of the main package, its optionalDependencies and the platform packages
+#      all match,
+#   4. writes the tarballs of the main package and of each platform package to packages/.
+# Other platforms are built by .github/workflows/release.yml (CI only, not run here).
 #
 # Environment: PACKAGE_OUT=dir writes the tarballs there instead of packages/ (an absolute path);
-# PACKAGE_SKIP_CROSS=1 skips the arm64 cross build; PACKAGE_REQUIRE_ARM64=1 makes its absence an error.
+# PACKAGE_SKIP_CROSS=1 skips the arm64 cross build and leaves its platform package out (said
+# loudly; npm run test:install uses it, scripts/test-platforms.sh does not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,22 +36,11 @@ cp "$BIN.linux-x64-gnu.node" artifacts/
 arm64_missing=""
 if [ "${PACKAGE_SKIP_CROSS:-0}" = 1 ]; then
   arm64_missing="skipped (PACKAGE_SKIP_CROSS=1)"
-elif ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
-  arm64_missing="the Rust target is not installed (rustup target add aarch64-unknown-linux-gnu)"
-elif ! command -v aarch64-linux-gnu-gcc >/dev/null; then
-  arm64_missing="no aarch64 cross linker (apt-get install gcc-aarch64-linux-gnu)"
+  say "WARNING: linux-arm64-gnu NOT built: $arm64_missing; its platform package is left out"
 else
-  say "cross-building linux-arm64-gnu (cargo, release, aarch64-unknown-linux-gnu)"
-  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-  CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
-    npx napi build --platform --release --target aarch64-unknown-linux-gnu \
-      --manifest-path crates/node/Cargo.toml --output-dir artifacts/arm64 --no-js --dts "$ROOT/artifacts/arm64/binding.d.ts" >&2
+  bash scripts/build-native.sh aarch64-unknown-linux-gnu artifacts/arm64
   mv "artifacts/arm64/$BIN.linux-arm64-gnu.node" artifacts/
   rm -rf artifacts/arm64
-fi
-if [ -n "$arm64_missing" ]; then
-  [ "${PACKAGE_REQUIRE_ARM64:-0}" = 1 ] && die "linux-arm64-gnu was not built: $arm64_missing"
-  say "WARNING: linux-arm64-gnu NOT built: $arm64_missing; its platform package is left out"
 fi
 
 # 2. Into the platform packages (napi's convention: npm/<platform>/<binaryName>.<platform>.node).
@@ -86,6 +78,7 @@ for dir in npm/*/; do
     linux-arm64-gnu) expect_arch "$file" AArch64 ;;
     *) die "no architecture check for $platform" ;;
   esac
+  node scripts/check-glibc-floor.js "$file" || die "$file is above its glibc floor or links a library it must not"
   platforms+=("$platform")
 done
 

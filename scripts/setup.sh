@@ -2,7 +2,8 @@
 # Brings a fresh clone to a built state; cheap when nothing changed, so every entry point runs it.
 #   - checks the toolchains (Node >= 20.17, Rust >= 1.88 with cargo),
 #   - installs npm dependencies when package-lock.json is newer than node_modules,
-#   - builds the native addon (napi build, release) and compiles the TypeScript to dist/ (with the
+#   - builds the native addon (napi build, release) against glibc 2.17 (scripts/build-native.sh: the
+#     addon the tests load is the one that ships) and compiles the TypeScript to dist/ (with the
 #     ESM entry dist/index.mjs, scripts/write-esm.js).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +27,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 
-say "building the native addon (cargo, release)"
-npx napi build --platform --release --manifest-path crates/node/Cargo.toml --output-dir . \
-  --js index.js --dts index.d.ts >&2
+bash scripts/build-native.sh
 
 say "compiling TypeScript"
 npx tsc -p tsconfig.build.json

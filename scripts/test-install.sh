@@ -36,16 +36,8 @@ export PATH="$NO_RUST_PATH"
 if command -v cargo >/dev/null || command -v rustc >/dev/null; then die "cargo is still on the PATH"; fi
 unset NAPI_RS_NATIVE_LIBRARY_PATH CARGO RUSTC npm_config_nodedir || true
 APP="$TMP/app"
-mkdir -p "$APP" "$TMP/cache"
-cat >"$TMP/npmrc" <<RC
-registry=http://127.0.0.1:9/
-offline=true
-cache=$TMP/cache
-audit=false
-fund=false
-update-notifier=false
-RC
-: >"$TMP/npmrc-global"
+mkdir -p "$APP"
+bash "$ROOT/scripts/offline-npmrc.sh" "$TMP"
 export npm_config_userconfig="$TMP/npmrc" npm_config_globalconfig="$TMP/npmrc-global"
 cd "$APP"
 printf '{ "name": "app", "version": "1.0.0", "private": true }\n' >package.json
@@ -58,37 +50,8 @@ sed 's/^/  | /' "$TMP/install.log" >&2
 [ -f "node_modules/rdma-graceful-$HOST/rdma-graceful.$HOST.node" ] || die "the platform package has no binary"
 if find node_modules/rdma-graceful -name '*.node' | grep -q .; then die "the main package ships a .node"; fi
 
-# 3a. The README's sample: the two ```ts blocks of its "## API" section, a client that dies between them.
-awk '/^## API/ { api = 1; next } api && /^### / { exit } api && /^```ts/ { n++; on = 1; next } api && /^```/ { on = 0; next } on { print > ("block" n ".txt") }' "$ROOT/README.md"
-[ -s block1.txt ] && [ -s block2.txt ] || die "README.md's API section no longer has its two sample blocks"
-grep -q "^import { listen, connect } from 'rdma-graceful'$" block1.txt || die "README sample does not import from 'rdma-graceful'"
-{
-  cat block1.txt
-  cat <<'JS'
-// -- test:install: a client that dies in the middle of its echo; the server must carry on.
-{
-  const victim = await connect({ port: server.port })
-  await victim.send('ping')
-  await victim.read()
-  victim.destroy()
-  await victim.closed
-  await new Promise((resolve) => setTimeout(resolve, 300))
-}
-JS
-  cat block2.txt
-  cat <<'JS'
-// -- test:install: what the sample must have done.
-if (reply === null || reply.toString() !== 'hello') throw new Error(`echo replied ${String(reply)}`)
-if (result.outcome !== 'graceful') throw new Error(`close was ${result.outcome} (${result.reason})`)
-console.log(`sample ok: echo 'hello', close ${result.outcome} (${result.reason})`)
-JS
-} >sample.mjs
-cp sample.mjs sample.mts
-{
-  echo "(async () => {"
-  sed "s/^import { listen, connect } from 'rdma-graceful'$/const { listen, connect } = require('rdma-graceful')/" sample.mjs
-  echo "})().catch((err) => { console.error(err); process.exit(1) })"
-} >sample.cjs
+# 3a. The README's sample (scripts/readme-sample.sh: its two API blocks, a client that dies between them).
+bash "$ROOT/scripts/readme-sample.sh" .
 
 run_sample() { # file
   say "node $1"
