@@ -292,6 +292,7 @@ export async function shutdownWithCutClient(t: ExecutionContext, e: Env, graceMs
     accepted.push(c)
     void (async () => {
       for await (const m of c) await c.send(Buffer.concat([Buffer.from('re:'), m]))
+      c.end() // the README's idiom: our ACK goes after the last reply
     })().catch(() => {})
   })
   const remote = startRemote(t, ['client', String(server.port)], remoteEnv(e, selfIp()))
@@ -308,7 +309,8 @@ export async function shutdownWithCutClient(t: ExecutionContext, e: Env, graceMs
     const reading = (async () => {
       for await (const m of c) got.push(m.toString())
     })().catch((x: unknown) => x)
-    for (let n = 0; !stop && c.state === 'OPEN'; n++) {
+    // No new requests once the server is shutting down: the client then ends its side once idle.
+    for (let n = 0; !stop && c.state === 'OPEN' && !c.shuttingDown; n++) {
       const id = `r${i}.${n}`
       try {
         await c.send(id)
