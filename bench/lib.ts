@@ -131,8 +131,14 @@ export class RawClient {
     if (m) return Promise.resolve(m)
     return new Promise((resolve) => (this.waiter = resolve))
   }
+  /** Resolves at the next 'drain', shared by every write waiting for it. */
+  private drained: Promise<void> | undefined
   async write(payload: Buffer): Promise<void> {
-    if (!this.sock.write(frame(payload))) await once(this.sock, 'drain')
+    if (this.sock.write(frame(payload))) return
+    this.drained ??= once(this.sock, 'drain').then(() => {
+      this.drained = undefined
+    })
+    await this.drained
   }
   async close(): Promise<void> {
     this.sock.end()

@@ -6,7 +6,7 @@
  *   npx tsx bench/suite.ts --transport tcp --scale guest --only pingpong,close   (some of them)
  *
  * Each benchmark is a file of bench/cases/ (names for --only: pingpong, close, connect, throughput,
- * mass, churn, fairness, scale, requests); bench/context.ts has what they share. Anchors: raw node:net
+ * mass, churn, fairness, scale, requests, twoproc); bench/context.ts has what they share. Anchors: raw node:net
  * (length-prefixed echo) for tcp; perftest's ib_send_lat / ib_send_bw on the same device for rdma.
  * Every figure is the median over several repetitions, interleaving ours and the anchor's so that
  * the noise of a shared machine hits both alike; the spread (min..max of the repetitions' figures)
@@ -25,11 +25,12 @@ import { pingPong } from './cases/ping-pong'
 import { requests } from './cases/requests'
 import { scale as scaleBench } from './cases/scale'
 import { throughput } from './cases/throughput'
+import { twoProcess } from './cases/two-process'
 import { type Bench, createContext, type Scale, type Transport } from './context'
 import { now, type Result } from './lib'
 
 /** In the order they run (and appear in the JSON and RESULTS.md). */
-const BENCHES: Bench[] = [pingPong, closeLatency, connectLatency, throughput, massClose, churn, fairness, scaleBench, requests]
+const BENCHES: Bench[] = [pingPong, closeLatency, connectLatency, throughput, massClose, churn, fairness, scaleBench, requests, twoProcess]
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`)
