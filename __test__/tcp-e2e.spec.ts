@@ -260,9 +260,15 @@ test.serial('rdma tuning options are checked at once, whatever the transport', a
     t.is((err as TransportError).code, 'ERR_INVALID_ARGUMENT')
     t.regex(err!.message, /rdmaRetryCount must be an integer from 0 to 7/)
   }
+  for (const bad of [-1, 2.5, 1_000_001]) {
+    const err = await t.throwsAsync(connect({ port: 9, rdmaBusyPollUs: bad }))
+    t.is((err as TransportError).code, 'ERR_INVALID_ARGUMENT')
+    t.regex(err!.message, /rdmaBusyPollUs must be an integer from 0 to 1000000/)
+    await t.throwsAsync(listen({ rdmaBusyPollUs: bad }), { code: 'ERR_INVALID_ARGUMENT' } as never)
+  }
   // Valid values are accepted (and ignored by tcp).
-  const server = await listen({ port: 0, rdmaAckTimeoutExponent: 14, allowHalfOpen: false })
-  const conn = await connect({ port: server.port, rdmaRetryCount: 3, rdmaAckTimeoutExponent: 18 })
+  const server = await listen({ port: 0, rdmaAckTimeoutExponent: 14, rdmaBusyPollUs: 0, allowHalfOpen: false })
+  const conn = await connect({ port: server.port, rdmaRetryCount: 3, rdmaAckTimeoutExponent: 18, rdmaBusyPollUs: 1_000_000 })
   t.is((await conn.close()).outcome, 'graceful')
   await server.close()
   assertNoLiveResources(t)

@@ -1,10 +1,17 @@
 /**
  * A client that does `--n` round trips of `--size` bytes against a server already running
  * (bench/peer-process.ts --mode echo), then closes: what bench/syscalls.sh runs under strace and
- * --cpu-prof to count the cost of one round trip (the run with --n 0 is the fixed cost to subtract).
+ * --cpu-prof to count the cost of one round trip.
  *
- *   node --import tsx bench/rtt-client.ts --kind ours|raw --transport tcp|rdma --host H --port P --n 2000
+ *   node --import tsx bench/rtt-client.ts --kind ours|raw --transport tcp|rdma --host H --port P --n 2000 [--attach]
+ *
+ * --dist: the library as built in dist/ (tsc's output: a CPU profile then names real lines).
+ * --attach: after connecting and 50 warm-up round trips, prints `ready PID` and waits for a line on
+ * stdin; prints `done` after the round trips and waits for another line before closing (so that
+ * a tracer attached in between sees the round trips only).
  */
+import { createInterface } from 'node:readline'
+
 import { oursClient, rawClient } from './cases/two-process'
 
 function arg(name: string, fallback: string): string {
@@ -21,7 +28,18 @@ async function main(): Promise<void> {
     arg('kind', 'ours') === 'raw'
       ? await rawClient(port)
       : await oursClient(arg('transport', 'tcp') as 'tcp' | 'rdma', arg('host', '127.0.0.1'), port, opts)
+  const attach = process.argv.includes('--attach')
+  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
+  if (attach) {
+    for (let i = 0; i < 50; i++) await client.roundTrip(payload)
+    console.log(`ready ${process.pid}`)
+    await lines.next()
+  }
   for (let i = 0; i < n; i++) if ((await client.roundTrip(payload)) !== payload.length) throw new Error('bad echo')
+  if (attach) {
+    console.log('done')
+    await lines.next()
+  }
   await client.close()
 }
 

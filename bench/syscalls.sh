@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# Counts what one 64 B round trip costs the client: syscalls (strace -c -f) and wake-ups (epoll
-# waits) for ours over rdma and tcp, raw node:net, and ib_send_lat -e; and a CPU profile of ours
-# over rdma (node --cpu-prof). Each figure is (run of N round trips - run of 0) / N, so process
-# start and connection setup cancel out. Client and server in two processes.
+# Counts what one 64 B round trip costs the client: syscalls and wake-ups (epoll waits), with
+# strace -c attached for the round trips only, for ours over rdma and tcp, raw node:net, and
+# ib_send_lat -e (whole runs of 5 and N round trips, subtracted); and a CPU profile of ours over
+# rdma (node --cpu-prof, the whole client run). Client and server in two processes.
 #
 #   scripts/softroce/run.sh 'export TSX_TSCONFIG_PATH=tsconfig.json; bash bench/syscalls.sh'   (in the guest)
 #   BENCH_SYSCALLS_TRANSPORTS=tcp bash bench/syscalls.sh                                        (tcp only, anywhere)
 #
 # Env: BENCH_SYSCALLS_N (round trips, default 2000), BENCH_OPTS (JSON options for ours, e.g.
-# '{"rdmaBusyPollUs":100}'). Output: a table on stdout; profiles under bench/out/prof/.
+# '{"rdmaBusyPollUs":100}'). Output: a table on stdout; profiles and strace summaries under
+# bench/out/prof/ (BENCH_PROF_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${BENCH_SYSCALLS_N:-2000}
 HOST=${SOFTROCE_IP:-127.0.0.1}
 OPTS=${BENCH_OPTS:-{\}}
+PROF=${BENCH_PROF_DIR:-bench/out/prof}
 transports=${BENCH_SYSCALLS_TRANSPORTS:-rdma tcp}
 tmp=$(mktemp -d)
-mkdir -p bench/out/prof
+mkdir -p "$PROF"
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
 
@@ -28,25 +30,32 @@ start_peer() {
   node --import tsx bench/peer-process.ts "$@" <"$tmp/$name.in" >"$tmp/$name.out" &
   pids+=($!)
   exec {fd}>"$tmp/$name.in"
-  for _ in $(seq 600); do grep -q '^port ' "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1200); do grep -q '^port ' "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
   PORT=$(awk '/^port / {print $2; exit}' "$tmp/$name.out")
 }
 
-# counts FILE: "calls epoll_waits" from an strace -c summary.
+# counts FILE: "calls epoll_waits" from an strace -c summary (calls is the 4th column).
 counts() {
-  awk '$NF == "total" {calls = $(NF-2)} $NF ~ /^epoll_(p)?wait$/ {w += $4} END {printf "%d %d", calls, w}' "$1"
+  awk '$NF == "total" {calls = $4} $NF ~ /^epoll_(p)?wait$/ {w += $4} END {printf "%d %d", calls, w}' "$1"
 }
 
-# per_rtt LABEL CMD...: runs CMD with --n 0 and --n N under strace; prints calls and waits per round trip.
+# per_rtt LABEL CMD...: runs the client CMD --attach, traces its N round trips, prints a row.
 per_rtt() {
   local label=$1; shift
-  strace -f -c -o "$tmp/zero" "$@" --n 0 >/dev/null
-  strace -f -c -o "$tmp/full" "$@" --n "$N" >/dev/null
-  read -r c0 w0 <<<"$(counts "$tmp/zero")"
-  read -r c1 w1 <<<"$(counts "$tmp/full")"
-  awk -v l="$label" -v c="$((c1 - c0))" -v w="$((w1 - w0))" -v n="$N" \
-    'BEGIN {printf "| %s | %.1f | %.1f |\n", l, c / n, w / n}'
-  cp "$tmp/full" "bench/out/prof/strace-${label// /-}.txt"
+  coproc CLIENT { "$@" --n "$N" --attach; }
+  local line pid spid
+  read -r line <&"${CLIENT[0]}"
+  pid=${line#ready }
+  strace -f -c -o "$tmp/trace" -p "$pid" 2>/dev/null & spid=$!
+  sleep 2
+  echo go >&"${CLIENT[1]}"
+  read -r line <&"${CLIENT[0]}"
+  kill -INT "$spid"; wait "$spid" || true
+  echo end >&"${CLIENT[1]}"
+  wait "$CLIENT_PID" || true
+  read -r c w <<<"$(counts "$tmp/trace")"
+  awk -v l="$label" -v c="$c" -v w="$w" -v n="$N" 'BEGIN {printf "| %s | %.1f | %.1f |\n", l, c / n, w / n}'
+  cp "$tmp/trace" "$PROF/strace-${label// /-}.txt"
 }
 
 echo "| client, 64 B round trip ($N) | syscalls per round trip | epoll waits per round trip |"
@@ -59,24 +68,24 @@ for t in $transports; do
   port=$PORT
   per_rtt "ours $t" node --import tsx bench/rtt-client.ts --kind ours --transport "$t" --host "$h" --port "$port" --opts "$OPTS"
   if [ "$t" = rdma ]; then
-    rm -f bench/out/prof/*.cpuprofile
-    node --cpu-prof --cpu-prof-dir=bench/out/prof --import tsx bench/rtt-client.ts --kind ours --transport rdma \
-      --host "$h" --port "$port" --opts "$OPTS" --n "$N"
+    rm -f "$PROF"/*.cpuprofile
+    node --cpu-prof --cpu-prof-dir="$PROF" --import tsx bench/rtt-client.ts --kind ours --transport rdma \
+      --host "$h" --port "$port" --opts "$OPTS" --n "$N" --dist </dev/null
   fi
 done
 if [[ " $transports " == *" rdma "* ]] && command -v ib_send_lat >/dev/null; then
-  # ib_send_lat -e: the device's own event path (-n is its round trips; 5 is its floor).
-  lat() { ib_send_lat -d "${SOFTROCE_DEV:-rxe0}" -x "${SOFTROCE_GID_INDEX:-1}" -s 64 -e -n "$1" "${@:2}"; }
+  # ib_send_lat -e: the device's own event path (whole runs of 5 and N round trips, subtracted).
+  lat=(ib_send_lat -d "${SOFTROCE_DEV:-rxe0}" -x "${SOFTROCE_GID_INDEX:-1}" -s 64 -e)
   for n in 5 "$N"; do
-    lat "$n" >/dev/null 2>&1 & pids+=($!)
+    "${lat[@]}" -n "$n" >/dev/null 2>&1 & pids+=($!)
     sleep 1
-    strace -f -c -o "$tmp/lat$n" ib_send_lat -d "${SOFTROCE_DEV:-rxe0}" -x "${SOFTROCE_GID_INDEX:-1}" -s 64 -e -n "$n" "$HOST" >/dev/null 2>&1
+    strace -f -c -o "$tmp/lat$n" "${lat[@]}" -n "$n" "$HOST" >/dev/null 2>&1
   done
   read -r c0 w0 <<<"$(counts "$tmp/lat5")"
   read -r c1 w1 <<<"$(counts "$tmp/lat$N")"
-  awk -v c="$((c1 - c0))" -v n="$((N - 5))" 'BEGIN {printf "| ib_send_lat -e | %.1f | (blocks in read on the channel) |\n", c / n}'
+  awk -v c="$((c1 - c0))" -v n="$((N - 5))" 'BEGIN {printf "| ib_send_lat -e | %.1f | 0 (blocks in read on the channel) |\n", c / n}'
 fi
-if ls bench/out/prof/*.cpuprofile >/dev/null 2>&1; then
+if ls "$PROF"/*.cpuprofile >/dev/null 2>&1; then
   echo
-  node bench/profile-top.js bench/out/prof/*.cpuprofile
+  node bench/profile-top.js "$PROF"/*.cpuprofile
 fi

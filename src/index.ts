@@ -98,7 +98,7 @@ export async function listen(options?: ListenOptions): Promise<Server> {
   // Every transport the request may end on checks the options now (maxMessageSize, receiveWindow).
   const checked = candidatesOf(opts).map((transport) => ({ transport, ...listenSettingsOf({ ...opts, transport }) }))
   const handshakeTimeoutMs = timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000)
-  const { rdmaAckTimeoutExponent } = rdmaTuningOf(opts)
+  const { rdmaAckTimeoutExponent, rdmaBusyPollUs } = rdmaTuningOf(opts)
   const host = await resolveHost(name, request)
   const choice = request === 'auto' ? chooseTransport('listen', host, rdmaView()) : undefined
   const kind = choice?.transport ?? (request as TransportKind)
@@ -112,6 +112,7 @@ export async function listen(options?: ListenOptions): Promise<Server> {
       backlog,
       handshakeTimeoutMs,
       rdmaAckTimeoutExponent,
+      rdmaBusyPollUs,
     },
     protocol,
   )

@@ -61,8 +61,8 @@ export interface Client {
   close(): Promise<void>
 }
 
-export async function oursClient(transport: 'tcp' | 'rdma', host: string, port: number, opts: object): Promise<Client> {
-  const conn: Connection = await connect({ transport, host, port, maxMessageSize: 2 << 20, ...opts })
+export async function oursClient(transport: 'tcp' | 'rdma', host: string, port: number, opts: object, connectFn = connect): Promise<Client> {
+  const conn: Connection = await connectFn({ transport, host, port, maxMessageSize: 2 << 20, ...opts })
   return {
     async roundTrip(p) {
       await conn.send(p)

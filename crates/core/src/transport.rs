@@ -69,6 +69,10 @@ pub struct RdmaTuning {
     pub retry_count: Option<u8>,
     /// Local ACK timeout exponent, 1..=31 (4.096 us x 2^n per try).
     pub ack_timeout_exponent: Option<u8>,
+    /// Microseconds to keep polling the completion queue after the last completion before
+    /// sleeping again (0 or None: never busy-poll). The transport polls for the largest value of
+    /// its open connections.
+    pub busy_poll_us: Option<u32>,
 }
 
 pub trait Transport: Pollable {
@@ -86,6 +90,22 @@ pub trait Transport: Pollable {
     fn close(&mut self, conn: ConnId) -> Result<(), TransportError>;
     /// Closes now, dropping queued frames; `Closed` follows once resources are freed.
     fn abort(&mut self, conn: ConnId) -> Result<(), TransportError>;
+
+    /// Busy polling (rdma): how long to keep polling after the last work found, without waiting
+    /// for a wake-up; zero (the default) never busy-polls.
+    fn busy_poll_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    /// Busy polling started (`on`) or ended: while on, the transport need not ask for wake-ups
+    /// of the work that `busy_poll` finds; when it ends it asks again, then takes what came
+    /// meanwhile (into `out`).
+    fn set_busy_polling(&mut self, _on: bool, _now: std::time::Instant, _out: &mut Vec<crate::Event>) {}
+    /// One busy poll: takes what is ready without a wake-up; true when it found any work.
+    fn busy_poll(&mut self, now: std::time::Instant, out: &mut Vec<crate::Event>) -> bool {
+        let before = out.len();
+        self.poll(now, out);
+        out.len() > before
+    }
 }
 
 pub fn validate_host(host: &str) -> Result<(), TransportError> {

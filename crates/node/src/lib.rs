@@ -50,6 +50,7 @@ pub struct BindingListenOptions {
     pub backlog: Option<u32>,
     pub handshake_timeout_ms: Option<u32>,
     pub rdma_ack_timeout_exponent: Option<u32>,
+    pub rdma_busy_poll_us: Option<u32>,
 }
 
 #[napi(object)]
@@ -60,6 +61,7 @@ pub struct BindingConnectOptions {
     pub timeout_ms: u32,
     pub rdma_retry_count: Option<u32>,
     pub rdma_ack_timeout_exponent: Option<u32>,
+    pub rdma_busy_poll_us: Option<u32>,
 }
 
 #[napi(object)]
@@ -74,6 +76,18 @@ fn tuning(name: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>) -> R
         None => Ok(None),
         Some(n) if range.contains(&n) => Ok(Some(n as u8)),
         Some(n) => Err(invalid(format!("{name} must be an integer in {}..={}, got {n}", range.start(), range.end()))),
+    }
+}
+
+/// The most a connection may busy-poll after a completion: 1 s.
+const MAX_BUSY_POLL_US: u32 = 1_000_000;
+
+fn busy_poll_us(v: Option<u32>) -> Result<Option<u32>> {
+    match v {
+        Some(n) if n > MAX_BUSY_POLL_US => {
+            Err(invalid(format!("rdmaBusyPollUs must be an integer in 0..={MAX_BUSY_POLL_US}, got {n}")))
+        }
+        v => Ok(v),
     }
 }
 
@@ -178,6 +192,7 @@ impl BindingTransport {
             rdma: RdmaTuning {
                 retry_count: None,
                 ack_timeout_exponent: tuning("rdmaAckTimeoutExponent", opts.rdma_ack_timeout_exponent, 1..=31)?,
+                busy_poll_us: busy_poll_us(opts.rdma_busy_poll_us)?,
             },
         };
         let (id, port) = self.with(|t| t.listen(&options))?;
@@ -201,6 +216,7 @@ impl BindingTransport {
             rdma: RdmaTuning {
                 retry_count: tuning("rdmaRetryCount", opts.rdma_retry_count, 0..=7)?,
                 ack_timeout_exponent: tuning("rdmaAckTimeoutExponent", opts.rdma_ack_timeout_exponent, 1..=31)?,
+                busy_poll_us: busy_poll_us(opts.rdma_busy_poll_us)?,
             },
         };
         let id = self.with(|t| t.connect(&options))?;

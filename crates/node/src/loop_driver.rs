@@ -4,12 +4,17 @@
 //! go to JS in one call, inside a handle scope and a callback scope (`napi_make_callback`), so
 //! promises resolved by it run before libuv moves on. Commands (send, close ...) are called
 //! directly from JS on the same thread: no thread hand-off anywhere.
+//!
+//! Busy polling (rdma, opt-in): after a turn that delivered events, a `uv_idle` handle polls the
+//! transport once per loop iteration (timers and other I/O run between polls; the loop does not
+//! sleep) until nothing came for the transport's `busy_poll_window`; then the transport asks for
+//! wake-ups again. CPU is spent only while traffic flows.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
 use std::ptr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
@@ -23,6 +28,9 @@ pub struct LoopDriver {
     transport: RefCell<Option<Box<dyn Transport>>>,
     poll: RefCell<Option<Handle>>,
     timer: RefCell<Option<Handle>>,
+    idle: RefCell<Option<Handle>>,
+    /// While busy polling: when it stops unless more work comes.
+    busy_until: Cell<Option<Instant>>,
     /// The JS function that takes each batch, and the object that stands for us in async hooks.
     on_events: sys::napi_ref,
     resource: sys::napi_ref,
@@ -75,6 +83,8 @@ impl LoopDriver {
                 transport: RefCell::new(Some(transport)),
                 poll: RefCell::new(None),
                 timer: RefCell::new(None),
+                idle: RefCell::new(None),
+                busy_until: Cell::new(None),
                 on_events: cb_ref,
                 resource: resource_ref,
                 async_context,
@@ -89,8 +99,10 @@ impl LoopDriver {
             let poll = Handle::poll(lp, fd, on_poll, data).map_err(napi::Error::from_reason)?;
             let timer = Handle::timer(lp, data).map_err(napi::Error::from_reason)?;
             timer.set_ref(false); // deadlines alone never keep the process alive
+            let idle = Handle::idle(lp, data).map_err(napi::Error::from_reason)?;
             *driver.poll.borrow_mut() = Some(poll);
             *driver.timer.borrow_mut() = Some(timer);
+            *driver.idle.borrow_mut() = Some(idle);
             Ok(driver)
         }
     }
@@ -143,6 +155,7 @@ impl LoopDriver {
     pub fn stop(&self) {
         self.poll.borrow_mut().take();
         self.timer.borrow_mut().take();
+        self.idle.borrow_mut().take();
         let transport = self.transport.borrow_mut().take();
         drop(transport);
     }
@@ -159,13 +172,28 @@ impl LoopDriver {
 
     /// One turn: bounded I/O and deadlines, then the batch into JS.
     fn run(&self) {
+        self.turn(|t, events| {
+            t.poll(Instant::now(), events);
+            !events.is_empty()
+        });
+    }
+
+    /// One busy poll (the idle handle's turn); busy polling ends after a window without work.
+    fn run_busy(&self) {
+        self.turn(|t, events| t.busy_poll(Instant::now(), events));
+    }
+
+    /// Runs `step` on the transport and hands its events to JS; `step` says whether it found
+    /// work, which starts or extends busy polling when the transport has a window for it.
+    fn turn(&self, step: impl FnOnce(&mut (dyn Transport + 'static), &mut Vec<Event>) -> bool) {
         if self.delivering.get() {
             return;
         }
         let mut events = std::mem::take(&mut *self.scratch.borrow_mut());
-        if self.with(|t| t.poll(Instant::now(), &mut events)).is_none() {
+        let Some((worked, window)) = self.with(|t| (step(t, &mut events), t.busy_poll_window())) else {
             return;
-        }
+        };
+        self.busy_after(worked, window, &mut events);
         if !events.is_empty() {
             self.delivering.set(true);
             self.deliver(events.drain(..));
@@ -173,6 +201,27 @@ impl LoopDriver {
         }
         *self.scratch.borrow_mut() = events;
         self.rearm();
+    }
+
+    /// Starts, extends or ends busy polling after a turn that found work (`worked`) or not.
+    fn busy_after(&self, worked: bool, window: Duration, events: &mut Vec<Event>) {
+        let now = Instant::now();
+        let was = self.busy_until.get();
+        if worked && !window.is_zero() {
+            self.busy_until.set(Some(now + window));
+            if was.is_none() {
+                self.with(|t| t.set_busy_polling(true, now, events));
+                if let Some(idle) = self.idle.borrow().as_ref() {
+                    idle.start_idle(on_idle);
+                }
+            }
+        } else if was.is_some_and(|until| now >= until || window.is_zero()) {
+            self.busy_until.set(None);
+            if let Some(idle) = self.idle.borrow().as_ref() {
+                idle.stop_idle();
+            }
+            self.with(|t| t.set_busy_polling(false, now, events));
+        }
     }
 
     fn deliver(&self, events: impl Iterator<Item = Event>) {
@@ -230,19 +279,23 @@ impl Drop for LoopDriver {
 ///
 /// # Safety
 /// `handle` is a live handle created by `LoopDriver::start` (closed before the driver is dropped).
-unsafe fn run_driver_of(handle: *mut UvHandle) {
+unsafe fn with_driver_of(handle: *mut UvHandle, f: impl FnOnce(&LoopDriver)) {
     let p = Handle::data(handle) as *const LoopDriver;
     Rc::increment_strong_count(p);
     let driver = Rc::from_raw(p);
-    driver.run();
+    f(&driver);
 }
 
 unsafe extern "C" fn on_poll(handle: *mut UvHandle, _status: c_int, _events: c_int) {
     // A poll error (status < 0) on an epoll fd cannot happen short of a closed fd; the transport's
     // own poll reports whatever is wrong with its sockets.
-    run_driver_of(handle);
+    with_driver_of(handle, LoopDriver::run);
 }
 
 unsafe extern "C" fn on_timer(handle: *mut UvHandle) {
-    run_driver_of(handle);
+    with_driver_of(handle, LoopDriver::run);
+}
+
+unsafe extern "C" fn on_idle(handle: *mut UvHandle) {
+    with_driver_of(handle, LoopDriver::run_busy);
 }

@@ -1,5 +1,5 @@
-//! The few libuv calls the binding needs: a poll handle on the transport's fd and a timer for its
-//! next deadline, on the loop of the Node environment that created them. The uv_* symbols resolve
+//! The few libuv calls the binding needs: a poll handle on the transport's fd, a timer for its
+//! next deadline and an idle handle for busy polling, on the loop of the Node environment that created them. The uv_* symbols resolve
 //! against the node executable at load time (as the napi_* ones do); handles are allocated with
 //! `uv_handle_size`, so no libuv header layout is baked in beyond the public `data` accessors.
 
@@ -9,12 +9,14 @@ pub type UvLoop = c_void;
 pub type UvHandle = c_void;
 
 /// `uv_handle_type` values (uv.h: UV_HANDLE_TYPE_MAP, UV_UNKNOWN_HANDLE = 0 first).
+const UV_IDLE: c_int = 6;
 const UV_POLL: c_int = 8;
 const UV_TIMER: c_int = 13;
 pub const UV_READABLE: c_int = 1;
 
 type PollCb = unsafe extern "C" fn(handle: *mut UvHandle, status: c_int, events: c_int);
 type TimerCb = unsafe extern "C" fn(handle: *mut UvHandle);
+type IdleCb = unsafe extern "C" fn(handle: *mut UvHandle);
 type CloseCb = unsafe extern "C" fn(handle: *mut UvHandle);
 
 extern "C" {
@@ -24,6 +26,9 @@ extern "C" {
     fn uv_timer_init(lp: *mut UvLoop, handle: *mut UvHandle) -> c_int;
     fn uv_timer_start(handle: *mut UvHandle, cb: TimerCb, timeout: u64, repeat: u64) -> c_int;
     fn uv_timer_stop(handle: *mut UvHandle) -> c_int;
+    fn uv_idle_init(lp: *mut UvLoop, handle: *mut UvHandle) -> c_int;
+    fn uv_idle_start(handle: *mut UvHandle, cb: IdleCb) -> c_int;
+    fn uv_idle_stop(handle: *mut UvHandle) -> c_int;
     fn uv_close(handle: *mut UvHandle, cb: CloseCb);
     fn uv_ref(handle: *mut UvHandle);
     fn uv_unref(handle: *mut UvHandle);
@@ -85,6 +90,30 @@ impl Handle {
             uv_handle_set_data(h.raw, data);
         }
         Ok(h)
+    }
+
+    /// An idle handle: while started, the loop does not block in its poll phase and calls `cb`
+    /// once per iteration (after timers and I/O callbacks). Unref'd: it never keeps the loop alive.
+    pub fn idle(lp: *mut UvLoop, data: *mut c_void) -> Result<Handle, String> {
+        let mut h = Handle::new(UV_IDLE);
+        // SAFETY: as for poll.
+        unsafe {
+            check("uv_idle_init", uv_idle_init(lp, h.raw))?;
+            h.initialised = true;
+            uv_handle_set_data(h.raw, data);
+            uv_unref(h.raw);
+        }
+        Ok(h)
+    }
+
+    pub fn start_idle(&self, cb: IdleCb) {
+        // SAFETY: an initialised idle handle until drop.
+        unsafe { uv_idle_start(self.raw, cb) };
+    }
+
+    pub fn stop_idle(&self) {
+        // SAFETY: as above.
+        unsafe { uv_idle_stop(self.raw) };
     }
 
     fn new(kind: c_int) -> Handle {

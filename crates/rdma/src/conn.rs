@@ -61,6 +61,8 @@ pub struct Conn {
     pub timeout_ms: u32,
     /// Transport retries asked for at connect (active side; the passive side takes the peer's).
     pub retry_count: u8,
+    /// How long to busy-poll after a completion while this connection is open (`RdmaTuning`).
+    pub busy_poll_us: u32,
 }
 
 impl Conn {
@@ -86,6 +88,7 @@ impl Conn {
             deadline: Some(Instant::now() + std::time::Duration::from_millis(timeout_ms as u64)),
             timeout_ms,
             retry_count: crate::RETRY_COUNT,
+            busy_poll_us: 0,
         }
     }
 

@@ -247,6 +247,7 @@ pub struct rdma_cm_event {
 // Constants (enum values of the C headers).
 pub const IBV_WR_SEND_WITH_IMM: c_uint = 3;
 pub const IBV_SEND_SIGNALED: c_uint = 2;
+pub const IBV_SEND_INLINE: c_uint = 8;
 pub const IBV_WC_WITH_IMM: c_uint = 2;
 pub const IBV_WC_SUCCESS: c_uint = 0;
 pub const IBV_WC_LOC_LEN_ERR: c_uint = 1;

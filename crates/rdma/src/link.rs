@@ -129,6 +129,11 @@ impl Credits {
         self.held >= 1 && self.owed > 0 && (self.peer_holds() < LOW || self.owed >= (self.window / 2).max(2))
     }
 
+    /// Whether an UPDATE may go now (the credit kept for it is there).
+    pub fn can_send_update(&self) -> bool {
+        self.held >= 1
+    }
+
     /// Takes the credit for an UPDATE and its grant.
     pub fn send_update(&mut self) -> u32 {
         debug_assert!(self.held >= 1);
@@ -175,6 +180,68 @@ impl Credits {
         self.owed -= n;
         self.window -= n;
         n
+    }
+}
+
+/// At most this many unsignaled sends in a row (the QP's send queue holds `SEND_DEPTH`; an
+/// unsignaled send keeps its entry until a later signaled one completes).
+pub const SIGNAL_EVERY: u64 = 16;
+const SEQ_BITS: u32 = 30;
+/// A send's sequence number as its work request carries it (mod 2^30).
+pub const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+/// The sends of one QP with selective signaling: only some sends complete, and a completion
+/// (signaled, or a flush, which every send gets) says that its send and every send before it are
+/// done, since a QP completes in order. Counts, not a list: each work request carries its
+/// sequence number.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sends {
+    /// Sends posted: a count, and the next send's sequence number.
+    posted: u64,
+    /// Sends known complete.
+    done: u64,
+    /// Sends posted up to and including the last signaled one.
+    signaled_upto: u64,
+}
+
+impl Sends {
+    pub fn in_flight(&self) -> u32 {
+        (self.posted - self.done) as u32
+    }
+
+    /// Whether sends after the last signaled one wait for a later signaled send to complete.
+    pub fn unsignaled_tail(&self) -> bool {
+        self.posted > self.signaled_upto
+    }
+
+    /// Plans the next `n` sends: for each, its sequence number and whether it is signaled
+    /// (`must(i)`: it has to be, e.g. it holds a buffer; else every `SIGNAL_EVERY`th is).
+    pub fn plan(&self, n: usize, must: impl Fn(usize) -> bool) -> Vec<(u64, bool)> {
+        let mut last = self.signaled_upto;
+        (0..n)
+            .map(|i| {
+                let count = self.posted + i as u64 + 1;
+                let signaled = must(i) || count - last >= SIGNAL_EVERY;
+                if signaled {
+                    last = count;
+                }
+                ((count - 1) & SEQ_MASK, signaled)
+            })
+            .collect()
+    }
+
+    /// The first `posted` sends of a plan went out.
+    pub fn posted(&mut self, plan: &[(u64, bool)], posted: usize) {
+        if let Some(last) = plan[..posted].iter().rposition(|p| p.1) {
+            self.signaled_upto = self.posted + last as u64 + 1;
+        }
+        self.posted += posted as u64;
+    }
+
+    /// A completion of the send with sequence number `seq`: it and all before it are done.
+    pub fn completed(&mut self, seq: u64) {
+        let ahead = seq.wrapping_sub(self.done) & SEQ_MASK;
+        self.done = (self.done + ahead + 1).min(self.posted);
     }
 }
 
@@ -293,5 +360,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_signaled_completion_retires_the_unsignaled_sends_before_it_and_flushes_count_once() {
+        let mut s = Sends::default();
+        // 40 small sends: every 16th signaled.
+        let plan = s.plan(40, |_| false);
+        let signaled: Vec<usize> = plan.iter().enumerate().filter(|p| p.1 .1).map(|p| p.0).collect();
+        assert_eq!(signaled, vec![15, 31]);
+        s.posted(&plan, 40);
+        assert_eq!(s.in_flight(), 40);
+        assert!(s.unsignaled_tail(), "8 sends after the last signaled one");
+        s.completed(plan[15].0);
+        assert_eq!(s.in_flight(), 24, "the 16th send's completion covers the 15 before it");
+        // The QP goes to ERR: every send left is flushed, each with its own completion, in order.
+        for p in &plan[16..] {
+            s.completed(p.0);
+        }
+        assert_eq!(s.in_flight(), 0);
+        s.completed(plan[31].0);
+        assert_eq!(s.in_flight(), 0, "a late duplicate changes nothing");
+        // A send that must be signaled (it holds a buffer, or the connection closes) is.
+        let plan = s.plan(3, |i| i == 2);
+        assert_eq!(plan.iter().map(|p| p.1).collect::<Vec<_>>(), vec![false, false, true]);
+        s.posted(&plan, 3);
+        assert!(!s.unsignaled_tail());
+        // Only the first of a chain went out: the plan's later signals do not count.
+        let plan = s.plan(20, |i| i == 10);
+        s.posted(&plan, 5);
+        assert!(s.unsignaled_tail());
+        assert_eq!(s.in_flight(), 8, "the 3 before and the 5 that went out");
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut s = Sends { posted: SEQ_MASK - 2, done: SEQ_MASK - 2, signaled_upto: SEQ_MASK - 2 };
+        let plan = s.plan(6, |i| i == 5);
+        s.posted(&plan, 6);
+        assert_eq!(plan[5].0, 2, "the sixth send's number wrapped");
+        s.completed(plan[5].0);
+        assert_eq!(s.in_flight(), 0);
     }
 }

@@ -13,11 +13,28 @@ use crate::loader::Lib;
 use crate::pool::PoolCore;
 use crate::sys::{rc_result, verbs_error};
 
+/// Inline data asked for at creation: our small frames (heartbeats, credits, 64 B messages) fit.
+/// A device that offers less gets a QP without inline sends.
+const INLINE_WANTED: u32 = 256;
+
+/// One send work request: SEND_WITH_IMM of `sge`, signaled or not, inline or not.
+#[derive(Clone, Copy)]
+pub struct SendWr {
+    pub wr_id: u64,
+    pub sge: ibv_sge,
+    pub imm: u32,
+    pub signaled: bool,
+    pub inline: bool,
+}
+
 pub struct Qp {
     lib: &'static Lib,
     /// The CM id the QP hangs off; it outlives the QP (Conn drops its link before its id).
     id: *mut rdma_cm_id,
     qp: *mut ibv_qp,
+    /// The largest payload a send may carry inline (copied into the work request at post time:
+    /// no registered buffer needed once posted, and no DMA read of one by the device).
+    max_inline: u32,
     _live: Live,
     /// The PD, CQ, SRQ and buffers the QP uses: released after the QP is destroyed (Drop body
     /// first, then fields), so none is freed under it.
@@ -31,29 +48,40 @@ impl Qp {
         pool: Rc<PoolCore>,
         send_depth: u32,
     ) -> Result<Qp, TransportError> {
-        let mut attr = ibv_qp_init_attr {
-            qp_context: ptr::null_mut(),
-            send_cq: pool.cq.as_ptr(),
-            recv_cq: pool.cq.as_ptr(),
-            srq: pool.srq.as_ptr(),
-            cap: ibv_qp_cap {
-                max_send_wr: send_depth,
-                max_recv_wr: 0,
-                max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
-            },
-            qp_type: IBV_QPT_RC,
-            sq_sig_all: 0,
-        };
-        // SAFETY: id, pd, cq and srq are live and belong to the same device context.
-        let rc = unsafe { (lib.cm.rdma_create_qp)(id, pool.pd(), &mut attr) };
-        if rc != 0 {
-            return Err(verbs_error("rdma_create_qp"));
+        for inline in [INLINE_WANTED, 0] {
+            let mut attr = ibv_qp_init_attr {
+                qp_context: ptr::null_mut(),
+                send_cq: pool.cq.as_ptr(),
+                recv_cq: pool.cq.as_ptr(),
+                srq: pool.srq.as_ptr(),
+                cap: ibv_qp_cap {
+                    max_send_wr: send_depth,
+                    max_recv_wr: 0,
+                    max_send_sge: 1,
+                    max_recv_sge: 1,
+                    max_inline_data: inline,
+                },
+                qp_type: IBV_QPT_RC,
+                sq_sig_all: 0,
+            };
+            // SAFETY: id, pd, cq and srq are live and belong to the same device context.
+            let rc = unsafe { (lib.cm.rdma_create_qp)(id, pool.pd(), &mut attr) };
+            if rc != 0 {
+                if inline > 0 {
+                    continue; // the device offers less inline data: without
+                }
+                return Err(verbs_error("rdma_create_qp"));
+            }
+            // SAFETY: rdma_create_qp stored the new QP in id->qp; attr.cap holds what it got.
+            let qp = unsafe { (*id).qp };
+            let max_inline = attr.cap.max_inline_data;
+            return Ok(Qp { lib, id, qp, max_inline, _live: Live::new(Kind::RdmaQueuePairs), _pool: pool });
         }
-        // SAFETY: rdma_create_qp stored the new QP in id->qp.
-        let qp = unsafe { (*id).qp };
-        Ok(Qp { lib, id, qp, _live: Live::new(Kind::RdmaQueuePairs), _pool: pool })
+        unreachable!("the last try returns")
+    }
+
+    pub fn max_inline(&self) -> u32 {
+        self.max_inline
     }
 
     pub fn as_ptr(&self) -> *mut ibv_qp {
@@ -74,23 +102,22 @@ impl Qp {
         rc_result("ibv_modify_qp(ERR)", rc, ErrorCode::Io)
     }
 
-    /// Posts signaled SEND_WITH_IMM work requests, `(wr_id, sge, imm)` each, chained into one
-    /// ibv_post_send (one doorbell). Returns how many were posted: all, or those before the first
-    /// the provider refused, with its error.
-    pub fn post_sends(&self, reqs: &[(u64, ibv_sge, u32)]) -> (usize, Result<(), TransportError>) {
+    /// Posts SEND_WITH_IMM work requests chained into one ibv_post_send (one doorbell). Returns
+    /// how many were posted: all, or those before the first the provider refused, with its error.
+    pub fn post_sends(&self, reqs: &[SendWr]) -> (usize, Result<(), TransportError>) {
         if reqs.is_empty() {
             return (0, Ok(()));
         }
-        let mut sges: Vec<ibv_sge> = reqs.iter().map(|r| r.1).collect();
+        let mut sges: Vec<ibv_sge> = reqs.iter().map(|r| r.sge).collect();
         let mut wrs: Vec<ibv_send_wr> = Vec::with_capacity(reqs.len());
-        for (i, &(wr_id, sge, imm)) in reqs.iter().enumerate() {
+        for (i, r) in reqs.iter().enumerate() {
             let mut wr = ibv_send_wr::zeroed();
-            wr.wr_id = wr_id;
+            wr.wr_id = r.wr_id;
             wr.sg_list = &mut sges[i];
-            wr.num_sge = if sge.length == 0 { 0 } else { 1 };
+            wr.num_sge = if r.sge.length == 0 { 0 } else { 1 };
             wr.opcode = IBV_WR_SEND_WITH_IMM;
-            wr.send_flags = IBV_SEND_SIGNALED;
-            wr.imm_data = imm.to_be();
+            wr.send_flags = if r.signaled { IBV_SEND_SIGNALED } else { 0 } | if r.inline { IBV_SEND_INLINE } else { 0 };
+            wr.imm_data = r.imm.to_be();
             wrs.push(wr);
         }
         for i in 1..wrs.len() {
@@ -98,7 +125,8 @@ impl Qp {
             wrs[i - 1].next = next;
         }
         let mut bad: *mut ibv_send_wr = ptr::null_mut();
-        // SAFETY: as post_recv; the chain and its sges live until the call returns.
+        // SAFETY: as post_recv; the chain and its sges live until the call returns (inline data
+        // is copied by the call).
         let rc = unsafe {
             match (*(*self.qp).context).ops.post_send {
                 Some(f) => f(self.qp, wrs.as_mut_ptr(), &mut bad),

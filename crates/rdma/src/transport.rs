@@ -105,6 +105,18 @@ impl Transport for RdmaTransport {
     fn abort(&mut self, conn: ConnId) -> Result<(), TransportError> {
         self.reactor.abort(conn)
     }
+
+    fn busy_poll_window(&self) -> std::time::Duration {
+        self.reactor.busy_window()
+    }
+
+    fn set_busy_polling(&mut self, on: bool, _now: Instant, out: &mut Vec<Event>) {
+        self.reactor.set_busy(on, out);
+    }
+
+    fn busy_poll(&mut self, _now: Instant, out: &mut Vec<Event>) -> bool {
+        self.reactor.busy_poll(out)
+    }
 }
 
 impl Drop for RdmaTransport {

@@ -1,28 +1,51 @@
 //! One connection's part of the hot path: its QP (on the device pool's SRQ and CQ), its link
 //! credits, the fragments copied into the pool's send slots and not yet posted, and a frame being
 //! reassembled from fragments. The buffers themselves are the pool's (`pool`).
+//!
+//! Small fragments go inline (copied into the work request when posted, so their send slot goes
+//! back to the pool at once) and unsignaled: no completion, and no wake-up of the process, per
+//! small send. A signaled send every `SIGNAL_EVERY` (and every send that holds a slot, and every
+//! send of a closing connection) completes with all the unsignaled ones before it: completions of
+//! a QP come in order. Each work request carries its sequence number (`wr_id`), so a completion,
+//! signaled or a flush, says how many sends are done (`Link::completed`).
 
 use rdma_graceful_core::frame::encode_header;
 use rdma_graceful_core::{ErrorCode, TransportError};
 
 use crate::ffi::*;
-use crate::link::{self, Credits, Imm};
+use crate::link::{self, Credits, Imm, Sends};
 use crate::pool::Pool;
-use crate::qp::Qp;
+use crate::qp::{Qp, SendWr};
 use crate::SEND_DEPTH;
 
-/// wr_id bit that marks a send; the low bits are the pool's send slot.
+/// wr_id bit that marks a send: bits 32..62 hold its sequence number (mod 2^30), the low 32 bits
+/// its pool send slot, or `NO_SLOT` (an inline send gave its slot back when posted).
 pub const SEND_TAG: u64 = 1 << 63;
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// The send slot a send's `wr_id` names (`NO_SLOT` for an inline send).
+pub fn slot_of(wr_id: u64) -> u32 {
+    wr_id as u32
+}
+
+/// A fragment copied into a send slot, waiting to be posted.
+struct Prepared {
+    slot: u32,
+    sge: ibv_sge,
+    imm: u32,
+    /// Small enough to go inline.
+    inline: bool,
+}
 
 pub struct Link {
     pub qp: Qp,
     pub credits: Credits,
     /// The size of the peer's receive buffers: no fragment is larger.
     pub fragment: usize,
-    /// Sends posted and not yet completed (at most `SEND_DEPTH`, the QP's send queue).
-    pub sends_in_flight: u32,
-    /// Fragments copied into send slots and not yet posted: (wr_id, sge, imm), in order.
-    prepared: Vec<(u64, ibv_sge, u32)>,
+    /// Sends posted and known complete (at most `SEND_DEPTH` in flight, the QP's send queue).
+    sends: Sends,
+    /// Fragments copied into send slots and not yet posted, in order.
+    prepared: Vec<Prepared>,
     /// The payload so far of a frame whose first fragments arrived.
     assembling: Option<Vec<u8>>,
     /// Something (a fragment or an UPDATE) found no free send slot in the pool: the connection
@@ -40,11 +63,29 @@ pub enum Received {
 
 impl Link {
     pub fn new(qp: Qp, credits: Credits, fragment: usize) -> Link {
-        Link { qp, credits, fragment, sends_in_flight: 0, prepared: Vec::new(), assembling: None, wants_slot: false }
+        Link {
+            qp,
+            credits,
+            fragment,
+            sends: Sends::default(),
+            prepared: Vec::new(),
+            assembling: None,
+            wants_slot: false,
+        }
+    }
+
+    /// Sends posted and not known complete.
+    pub fn sends_in_flight(&self) -> u32 {
+        self.sends.in_flight()
+    }
+
+    /// A completion (signaled, or a flush) of send `wr_id`.
+    pub fn completed(&mut self, wr_id: u64) {
+        self.sends.completed((wr_id >> 32) & link::SEQ_MASK);
     }
 
     fn sq_room(&self) -> bool {
-        (self.sends_in_flight as usize + self.prepared.len()) < SEND_DEPTH as usize
+        (self.sends_in_flight() as usize + self.prepared.len()) < SEND_DEPTH as usize
     }
 
     /// Copies fragments `next..` of a frame (header word `frame_imm`) into free send slots, as
@@ -61,7 +102,8 @@ impl Link {
             let chunk = &payload[start.min(payload.len())..(start + self.fragment).min(payload.len())];
             let sge = pool.fill_send_slot(slot, chunk);
             let grant = self.credits.send_fragment();
-            self.prepared.push((SEND_TAG | slot as u64, sge, link::fragment_imm(frame_imm, next + 1 < total, grant)));
+            let imm = link::fragment_imm(frame_imm, next + 1 < total, grant);
+            self.prepared.push(Prepared { slot, sge, imm, inline: chunk.len() <= self.qp.max_inline() as usize });
             next += 1;
         }
         next
@@ -69,7 +111,22 @@ impl Link {
 
     /// Prepares a credit UPDATE if one is due and there is room for it.
     pub fn prepare_update(&mut self, pool: &mut Pool) {
-        if !self.credits.wants_update() || !self.sq_room() {
+        if self.credits.wants_update() {
+            self.push_update(pool);
+        }
+    }
+
+    /// Prepares an UPDATE (whatever it grants, maybe nothing) for a closing connection whose last
+    /// sends went unsignaled: posted signaled, its completion says they are all done. Waits, as
+    /// any send, for a credit and a slot.
+    pub fn prepare_marker(&mut self, pool: &mut Pool) {
+        if self.sends.unsignaled_tail() && self.prepared.is_empty() && self.credits.can_send_update() {
+            self.push_update(pool);
+        }
+    }
+
+    fn push_update(&mut self, pool: &mut Pool) {
+        if !self.sq_room() {
             return;
         }
         let Some(slot) = pool.take_send_slot() else {
@@ -78,22 +135,41 @@ impl Link {
         };
         let grant = self.credits.send_update();
         let sge = pool.fill_send_slot(slot, &[]);
-        self.prepared.push((SEND_TAG | slot as u64, sge, link::update_imm(grant)));
+        self.prepared.push(Prepared { slot, sge, imm: link::update_imm(grant), inline: true });
     }
 
     pub fn has_prepared(&self) -> bool {
         !self.prepared.is_empty()
     }
 
-    /// Posts every prepared fragment as one chain (one doorbell). On an error, the slots of the
-    /// fragments not posted go back to the pool (the connection is failing).
-    pub fn post_prepared(&mut self, pool: &mut Pool) -> Result<(), TransportError> {
-        let reqs = std::mem::take(&mut self.prepared);
+    /// Posts every prepared fragment as one chain (one doorbell). Inline sends give their slot
+    /// back at once (the post copied them); a send is signaled when it holds a slot, when
+    /// `SIGNAL_EVERY` went unsignaled before it, or when the connection is `closing`. On an error,
+    /// the slots of the fragments not posted go back to the pool (the connection is failing).
+    pub fn post_prepared(&mut self, pool: &mut Pool, closing: bool) -> Result<(), TransportError> {
+        let prepared = std::mem::take(&mut self.prepared);
+        let plan = self.sends.plan(prepared.len(), |i| closing || !prepared[i].inline);
+        let reqs: Vec<SendWr> = prepared
+            .iter()
+            .zip(&plan)
+            .map(|(p, &(seq, signaled))| {
+                let slot = if p.inline { NO_SLOT } else { p.slot };
+                SendWr {
+                    wr_id: SEND_TAG | (seq << 32) | slot as u64,
+                    sge: p.sge,
+                    imm: p.imm,
+                    signaled,
+                    inline: p.inline,
+                }
+            })
+            .collect();
         let (posted, result) = self.qp.post_sends(&reqs);
-        for r in reqs[posted..].iter().rev() {
-            pool.put_send_slot((r.0 & !SEND_TAG) as u32);
+        for (i, p) in prepared.iter().enumerate().rev() {
+            if i >= posted || p.inline {
+                pool.put_send_slot(p.slot);
+            }
         }
-        self.sends_in_flight += posted as u32;
+        self.sends.posted(&plan, posted);
         result
     }
 

@@ -367,3 +367,83 @@ fn measure_how_long_setup_and_teardown_block_the_loop() {
     drop(el);
     assert_rdma_zero("after the measurement");
 }
+
+/// Small sends go inline and unsignaled (no completion, no wake-up each): a connection whose last
+/// sends were unsignaled still learns at close that they are done (close posts one signaled
+/// UPDATE after them), instead of waiting out the close deadline (10 s) and aborting.
+#[test]
+fn close_after_unsignaled_sends_completes_at_once() {
+    let Some((_g, mut el)) = setup() else { return };
+    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), ..Default::default() }).unwrap();
+    let (c, s) = contract::pair(&mut el, &ip(), port, 1 << 20);
+    // 5 small frames (fewer than one signaled send in 16): all arrive...
+    for i in 0..5u32 {
+        el.transport.send(c, 1, 0, &i.to_be_bytes()).unwrap();
+    }
+    let got = contract::receive(&mut el, s, 5);
+    assert_eq!(got.last().unwrap().payload, 4u32.to_be_bytes());
+    // ... and only then does the client close: nothing of its own is left to signal.
+    let t0 = Instant::now();
+    el.transport.close(c).unwrap();
+    el.expect("client Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == c));
+    let took = t0.elapsed();
+    eprintln!("close after 5 unsignaled sends took {took:?}");
+    assert!(took < Duration::from_secs(2), "close waited {took:?} for sends it had no completion of");
+    el.expect("server Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == s));
+}
+
+/// Busy polling: while on, completions are taken by `busy_poll` and the CQ is not armed (no
+/// wake-up of the fd); when it ends, the CQ is armed again (the next completion wakes the fd).
+/// The window is the largest of the open connections'.
+#[test]
+fn busy_polling_takes_completions_without_wake_ups() {
+    let Some((_g, mut el)) = setup() else { return };
+    let busy = |us| rdma_graceful_core::RdmaTuning { busy_poll_us: Some(us), ..Default::default() };
+    let (_lid, port) =
+        el.transport.listen(&ListenOptions { host: ip(), rdma: busy(50_000), ..Default::default() }).unwrap();
+    let c =
+        el.transport.connect(&ConnectOptions { host: ip(), port, rdma: busy(100_000), ..Default::default() }).unwrap();
+    el.expect("Connected", WAIT, |e| matches!(e, Event::Connected { conn, .. } if *conn == c));
+    let Event::Accepted { conn: s, .. } = el.expect("Accepted", WAIT, |e| matches!(e, Event::Accepted { .. })) else {
+        unreachable!()
+    };
+    assert_eq!(
+        el.transport.busy_poll_window(),
+        Duration::from_millis(100),
+        "the largest window of the open connections"
+    );
+    let readable = |el: &EventLoop<RdmaTransport>, ms: i32| {
+        let mut pfd = libc::pollfd { fd: el.transport.fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    };
+    let mut out = Vec::new();
+    el.transport.set_busy_polling(true, Instant::now(), &mut out);
+    // An exchange to take the one event the CQ was armed for before busy polling began.
+    let exchange = |el: &mut EventLoop<RdmaTransport>, out: &mut Vec<Event>, i: u32| {
+        el.transport.send(c, 1, 0, &i.to_be_bytes()).unwrap();
+        let t0 = Instant::now();
+        while !out.iter().any(|e| matches!(e, Event::Frames { conn, .. } if *conn == s)) {
+            assert!(t0.elapsed() < WAIT, "busy polling did not take the frame");
+            el.transport.busy_poll(Instant::now(), out);
+        }
+        out.clear();
+    };
+    exchange(&mut el, &mut out, 0);
+    el.transport.poll(Instant::now(), &mut out); // consumes the channel event of the first exchange
+    out.clear();
+    for i in 1..20 {
+        exchange(&mut el, &mut out, i);
+    }
+    assert!(!readable(&el, 200), "a completion woke the fd while busy polling (the CQ was armed)");
+    el.transport.set_busy_polling(false, Instant::now(), &mut out);
+    el.transport.send(c, 1, 0, b"after").unwrap();
+    el.transport.flush();
+    assert!(readable(&el, 2_000), "no wake-up after busy polling ended (the CQ was not armed again)");
+    let got = contract::receive(&mut el, s, 1);
+    assert_eq!(got[0].payload, b"after");
+    el.transport.close(c).unwrap();
+    el.expect("client Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == c));
+    el.expect("server Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == s));
+    assert_eq!(el.transport.busy_poll_window(), Duration::ZERO, "no open connection: no busy polling");
+}

@@ -50,7 +50,9 @@ impl Reactor {
         };
         let id = rdma_graceful_core::ids::next_id();
         cm.set_ack_timeout(ack_timeout);
+        let busy_poll_us = l.opts.rdma.busy_poll_us.unwrap_or(0);
         let mut conn = Conn::new(id, Role::Passive { listener }, Phase::Accepting, cm, local_max, peer, handshake_ms);
+        conn.busy_poll_us = busy_poll_us;
         let built = self.build_link(&mut conn, Some(&hello)).and_then(|()| conn.cm.accept(&our_hello(local_max)));
         if let Err(e) = built {
             conn.cm.reject(b"RDGR: accept failed");
@@ -210,7 +212,7 @@ impl Reactor {
                     Phase::Closing
                         if !removal
                             && c.sendq.is_empty()
-                            && c.link.as_ref().is_some_and(|l| l.sends_in_flight == 0) =>
+                            && c.link.as_ref().is_some_and(|l| l.sends_in_flight() == 0) =>
                     {
                         // We asked to close and everything was delivered: the peer just got there first.
                         self.teardown(id, None, true);
@@ -236,6 +238,7 @@ impl Reactor {
         let Some(c) = self.conns.get_mut(&id) else { return };
         c.phase = Phase::Open;
         c.deadline = None;
+        self.busy_window = self.busy_window.max(Duration::from_micros(c.busy_poll_us as u64));
         let event = match c.role {
             Role::Active => Event::Connected { conn: id, peer: c.peer.clone(), qp: c.qp_info() },
             Role::Passive { listener } => Event::Accepted { listener, conn: id, peer: c.peer.clone(), qp: c.qp_info() },

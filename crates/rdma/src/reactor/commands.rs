@@ -135,6 +135,7 @@ impl Reactor {
         let mut conn =
             Conn::new(id, Role::Active, Phase::Resolving, cm, opts.max_payload, addr.to_string(), opts.timeout_ms);
         conn.retry_count = opts.rdma.retry_count.unwrap_or(crate::RETRY_COUNT);
+        conn.busy_poll_us = opts.rdma.busy_poll_us.unwrap_or(0);
         self.conns.insert(id, conn);
     }
 
@@ -171,15 +172,19 @@ impl Reactor {
             pool.release(n);
         }
         link.prepare_update(pool);
+        let closing = matches!(c.phase, Phase::Closing);
+        if closing && c.sendq.is_empty() {
+            link.prepare_marker(pool);
+        }
         if failure.is_none() && link.has_prepared() {
-            failure = link.post_prepared(pool).err();
+            failure = link.post_prepared(pool, closing).err();
         }
         // A fragment or a credit update found no free send slot: no completion of this connection
         // may come to retry it, so it waits for any slot of the pool to come back.
         if link.wants_slot && !self.slot_waiters.contains(&id) {
             self.slot_waiters.push(id);
         }
-        let done_closing = matches!(c.phase, Phase::Closing) && c.sendq.is_empty() && link.sends_in_flight == 0;
+        let done_closing = closing && c.sendq.is_empty() && link.sends_in_flight() == 0;
         if let Some(e) = failure {
             return self.teardown(id, Some(e), false);
         }

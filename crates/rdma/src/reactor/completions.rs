@@ -61,11 +61,13 @@ impl Reactor {
 
     /// Takes what a pool's CQ holds, at most `budget` bytes of frames (what is left is taken on
     /// the next turn: `more_cq` and a wake, since no channel event will come for it). Arming
-    /// before polling means a completion that lands during the poll still wakes us.
-    pub(super) fn on_cq_ready(&mut self, key: usize, budget: &mut usize) {
-        let Some(entry) = self.pools.get(&key) else { return };
+    /// before polling means a completion that lands during the poll still wakes us; while busy
+    /// polling, the CQ stays unarmed (`set_busy` arms it when that ends). Returns how many
+    /// completions it took.
+    pub(super) fn on_cq_ready(&mut self, key: usize, budget: &mut usize) -> usize {
+        let Some(entry) = self.pools.get(&key) else { return 0 };
         let was_in_cq = std::mem::replace(&mut self.in_cq, true);
-        if entry.pool.core.cq.take_events() {
+        if entry.pool.core.cq.take_events() && !self.busy {
             if let Err(e) = entry.pool.core.cq.arm() {
                 crate::report(&format!("re-arming a completion queue: {e}"));
             }
@@ -73,6 +75,7 @@ impl Reactor {
         let mut touched: Vec<(ConnId, Touched)> = Vec::new();
         let mut slots_freed = false;
         let mut taken = 0usize;
+        let mut completions = 0usize;
         let mut more = false;
         let mut wc = [ibv_wc::default(); 32];
         while let Some(entry) = self.pools.get(&key) {
@@ -83,6 +86,7 @@ impl Reactor {
                     break;
                 }
             };
+            completions += n;
             for w in &wc[..n] {
                 slots_freed |= w.wr_id & SEND_TAG != 0;
                 taken += self.on_completion(key, w, &mut touched);
@@ -109,6 +113,7 @@ impl Reactor {
             }
         }
         self.in_cq = was_in_cq;
+        completions
     }
 
     /// One completion: the send slot or receive buffer goes back to the pool at once, whatever
@@ -127,10 +132,13 @@ impl Reactor {
             }
         });
         if is_send {
-            pool.put_send_slot((w.wr_id & !SEND_TAG) as u32);
+            let slot = crate::verbs::slot_of(w.wr_id);
+            if slot != crate::verbs::NO_SLOT {
+                pool.put_send_slot(slot);
+            }
             let (Some(c), Some(t)) = (conn, t) else { return 0 };
             if let Some(link) = c.link.as_mut() {
-                link.sends_in_flight = link.sends_in_flight.saturating_sub(1);
+                link.completed(w.wr_id);
             }
             if w.status != IBV_WC_SUCCESS {
                 let t = &mut touched[t].1;

@@ -50,7 +50,7 @@ impl Reactor {
 
     pub(super) fn maybe_finish(&mut self, id: ConnId) {
         let Some(c) = self.conns.get(&id) else { return };
-        let drained = c.link.as_ref().is_none_or(|l| l.sends_in_flight == 0);
+        let drained = c.link.as_ref().is_none_or(|l| l.sends_in_flight() == 0);
         if drained {
             self.finish(id);
         }
@@ -76,6 +76,10 @@ impl Reactor {
         let mut c = self.conns.remove(&id)?;
         self.owners.remove(&(c.cm.as_ptr() as usize));
         self.unlink(&mut c);
+        if c.busy_poll_us > 0 {
+            self.busy_window =
+                self.conns.values().map(|c| Duration::from_micros(c.busy_poll_us as u64)).max().unwrap_or_default();
+        }
         Some(c)
     }
 
@@ -119,7 +123,7 @@ impl Reactor {
                     self.teardown(id, Some(TransportError::new(ErrorCode::Timeout, msg)), false);
                 }
                 Phase::Draining { .. } => {
-                    let pending = c.link.as_ref().map_or(0, |l| l.sends_in_flight);
+                    let pending = c.link.as_ref().map_or(0, |l| l.sends_in_flight());
                     crate::report(&format!(
                         "connection {id}: {pending} sends not flushed within {DRAIN_TIMEOUT_MS} ms; destroying the QP anyway"
                     ));

@@ -1,7 +1,9 @@
 //! The reactor: owns every listener, connection and device pool, and watches the CM event channel
 //! and each pool's completion channel and device async event fd in one epoll set (`Poller`),
 //! whose fd the caller's loop watches (Node's, through the binding). Commands run on the caller's
-//! thread, and a send is posted before the call returns: no thread, no hand-off, no busy polling.
+//! thread, and a send is posted before the call returns: no thread, no hand-off. Busy polling is
+//! opt-in (`RdmaTuning::busy_poll_us`): the caller's loop then calls `busy_poll` between its other
+//! work while completions keep coming, and the CQs are not armed (no wake-ups) meanwhile.
 
 //!
 //! Split by concern: this file holds the registry (listeners, connections, owners of CM ids,
@@ -76,6 +78,10 @@ pub(crate) struct Reactor {
     more_cq: Vec<usize>,
     /// Set while a pool's CQ is being taken (a teardown then need not take it again).
     in_cq: bool,
+    /// Busy polling: the CQs are not re-armed after an event (`busy_poll` takes completions).
+    busy: bool,
+    /// The largest busy-poll window of the open connections.
+    busy_window: Duration,
     /// Connections that stopped sending for want of a free send slot in their pool.
     slot_waiters: Vec<ConnId>,
     listeners: HashMap<ListenerId, Listener>,
@@ -103,6 +109,8 @@ impl Reactor {
             corked: Vec::new(),
             more_cq: Vec::new(),
             in_cq: false,
+            busy: false,
+            busy_window: Duration::ZERO,
             slot_waiters: Vec::new(),
             listeners: HashMap::new(),
             conns: HashMap::new(),
@@ -147,13 +155,57 @@ impl Reactor {
             let Some(key) = self.pool_of_token(t & TOKEN_MASK) else { continue };
             match t & !TOKEN_MASK {
                 TOKEN_DEVICE => self.on_device_ready(key),
-                TOKEN_CQ => self.on_cq_ready(key, &mut budget),
+                TOKEN_CQ => {
+                    self.on_cq_ready(key, &mut budget);
+                }
                 _ => {}
             }
         }
         self.on_deadlines();
         self.polling = false;
         out.append(&mut self.events);
+    }
+
+    pub fn busy_window(&self) -> Duration {
+        self.busy_window
+    }
+
+    /// Busy polling starts or ends. Ending re-arms every CQ, then takes what arrived before the
+    /// arming (no event would come for it).
+    pub fn set_busy(&mut self, on: bool, out: &mut Vec<Event>) {
+        self.busy = on;
+        if !on {
+            self.polling = true;
+            let keys: Vec<usize> = self.pools.keys().copied().collect();
+            let mut budget = POLL_BUDGET;
+            for key in keys {
+                if let Some(entry) = self.pools.get(&key) {
+                    if let Err(e) = entry.pool.core.cq.arm() {
+                        crate::report(&format!("re-arming a completion queue: {e}"));
+                    }
+                }
+                self.on_cq_ready(key, &mut budget);
+            }
+            self.polling = false;
+            out.append(&mut self.events);
+        }
+    }
+
+    /// One busy poll: sends gathered, every pool's CQ taken (budgeted as a turn), deadlines.
+    /// True when a completion came. CM and device events still come through `poll`.
+    pub fn busy_poll(&mut self, out: &mut Vec<Event>) -> bool {
+        self.polling = true;
+        self.flush();
+        let mut budget = POLL_BUDGET;
+        let mut found = false;
+        let keys: Vec<usize> = self.pools.keys().copied().collect();
+        for key in keys {
+            found |= self.on_cq_ready(key, &mut budget) > 0;
+        }
+        self.on_deadlines();
+        self.polling = false;
+        out.append(&mut self.events);
+        found
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
