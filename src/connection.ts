@@ -40,6 +40,8 @@ import type { ConnectionEvents, Hub, QpNumbers, TransportKind } from './hub'
 
 export { stateChannel } from './diagnostics'
 
+/** How early a connection's armed timer may be for its deadline before it is re-armed (see rearm). */
+const REARM_SLACK_MS = 1000
 /** Protocol options a caller may tune per connection (see README for the defaults). */
 export type ProtocolOptions = Pick<
   EngineOptions,
@@ -171,8 +173,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
 
   private readonly engine: ProtocolConnection
   /**
-   * The connection's one real timer, armed for `timerAt`: the earliest of the engine's deadlines
-   * (`pollTimeout()`) and the oldest waiting send's. Re-armed only when that changes.
+   * The connection's one real timer, armed for `timerAt`: at or before the earliest of the
+   * engine's deadlines (`pollTimeout()`) and the oldest waiting send's. Re-armed only when that
+   * comes earlier, or when the timer fires (see rearm).
    */
   private timer: LongTimer | undefined
   private timerAt: number | undefined
@@ -687,7 +690,14 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     this.rearm()
   }
 
-  /** Arms the connection's one timer for its earliest deadline, when that changed. */
+  /**
+   * Arms the connection's one timer for its earliest deadline. A timer already armed for a time
+   * at most REARM_SLACK_MS before it stays: when it fires, onTimer finds nothing due and arms the
+   * real deadline. Most messages move a deadline a little later (the peer's silence deadline, the
+   * next heartbeat), so this keeps a timer's cancel and re-creation off the per-message path (at
+   * most one early firing per REARM_SLACK_MS while traffic flows), and a deadline that went away
+   * (the handshake's) leaves no timer armed far too early.
+   */
   private rearm(): void {
     if (this.inTimer || this.finished) return
     const waiting = this.sendDeadlines
@@ -695,7 +705,8 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     const engineAt = this.engine.pollTimeout()
     const sendAt = waiting.peek()?.at
     const at = engineAt === undefined || (sendAt !== undefined && sendAt < engineAt) ? sendAt : engineAt
-    if (at === this.timerAt) return
+    const early = at !== undefined && this.timerAt !== undefined && this.timerAt <= at && at - this.timerAt <= REARM_SLACK_MS
+    if (at === this.timerAt || early) return
     this.timer?.cancel()
     this.timerAt = at
     this.timer = at === undefined ? undefined : setLongTimeout(this.onTimer, at - now())

@@ -37,8 +37,14 @@ export function toTransportError(err: unknown): TransportError {
   return new TransportError(code, String(e?.message ?? err))
 }
 
+/**
+ * What a transport hands JS, batch by batch: `(events)`, or for a batch that is one Frames event
+ * (the hot path) `(undefined, data, conn, count)`: the event's fields without its object.
+ */
+export type OnEvents = (events: BindingEvent[] | undefined, data?: Buffer, conn?: number, count?: number) => void
+
 /** Starts a transport of `kind` on this thread's event loop; `onEvents` gets each batch. */
-export function createTransport(kind: string, onEvents: (events: BindingEvent[]) => void): BindingTransport {
+export function createTransport(kind: string, onEvents: OnEvents): BindingTransport {
   const { BindingTransport } = load()
   try {
     return nativeCall(() => new BindingTransport(kind, onEvents))

@@ -584,15 +584,14 @@ export class ProtocolConnection {
 
   /** DATA, REQUEST or RESPONSE: the same checks and credit, then each its own way to the app. */
   private onData(now: number, kind: number, payload: Buffer): void {
-    const name = kindName(kind)
     if (this.lifecycle !== 'OPEN' && this.lifecycle !== 'CLOSING') {
-      return this.violation(now, `${name} in ${this.lifecycle}`)
+      return this.violation(now, `${kindName(kind)} in ${this.lifecycle}`)
     }
-    if (this.peerEnded) return this.violation(now, `${name} after the peer announced its end`)
+    if (this.peerEnded) return this.violation(now, `${kindName(kind)} after the peer announced its end`)
     if (payload.length > this.options.maxMessageSize) {
-      return this.violation(now, `${name} of ${payload.length} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`)
+      return this.violation(now, `${kindName(kind)} of ${payload.length} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`)
     }
-    if (!this.credits.onDataReceived()) return this.violation(now, `${name} without credit`)
+    if (!this.credits.onDataReceived()) return this.violation(now, `${kindName(kind)} without credit`)
     if (kind === FrameKind.REQUEST) return this.onRequest(now, payload)
     if (kind === FrameKind.RESPONSE) return this.onResponse(now, payload)
     this.stats.dataDelivered++

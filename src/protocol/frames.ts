@@ -35,9 +35,13 @@ export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind]
 export const MAX_KIND = 15
 export const MAX_CREDITS_FIELD = 0xffff
 
+const KIND_NAMES: readonly string[] = Object.entries(FrameKind).reduce<string[]>((names, [name, value]) => {
+  names[value] = name
+  return names
+}, [])
+
 export function kindName(kind: number): string {
-  for (const [name, value] of Object.entries(FrameKind)) if (value === kind) return name
-  return `UNKNOWN(${kind})`
+  return KIND_NAMES[kind] ?? `UNKNOWN(${kind})`
 }
 
 /** Capability bits carried in HELLO. Bits not listed here are ignored on receipt. */

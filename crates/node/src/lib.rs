@@ -115,12 +115,17 @@ pub struct BindingTransport {
 #[napi]
 impl BindingTransport {
     /// `kind` is "tcp" or "rdma". `onEvents` receives every batch of events, in order, on this
-    /// thread. The transport keeps the loop alive (see `setRef`) until `shutdown`.
+    /// thread: `onEvents(events)`, or for a batch that is one Frames event (the hot path)
+    /// `onEvents(undefined, data, conn, count)`, the Frames event's fields without its object. The
+    /// transport keeps the loop alive (see `setRef`) until `shutdown`.
     #[napi(constructor)]
     pub fn new(
         env: Env,
         kind: String,
-        #[napi(ts_arg_type = "(events: BindingEvent[]) => void")] on_events: Function<'_, Vec<BindingEvent>, ()>,
+        #[napi(
+            ts_arg_type = "(events: BindingEvent[] | undefined, data?: Buffer, conn?: number, count?: number) => void"
+        )]
+        on_events: Function<'_, Vec<BindingEvent>, ()>,
     ) -> Result<Self> {
         let transport: Box<dyn Transport> = match kind.as_str() {
             "tcp" => Box::new(TcpTransport::new().map_err(js_error)?),

@@ -205,8 +205,11 @@ impl LoopDriver {
 
     /// Starts, extends or ends busy polling after a turn that found work (`worked`) or not.
     fn busy_after(&self, worked: bool, window: Duration, events: &mut Vec<Event>) {
-        let now = Instant::now();
         let was = self.busy_until.get();
+        if was.is_none() && (window.is_zero() || !worked) {
+            return; // the common case costs no clock read
+        }
+        let now = Instant::now();
         if worked && !window.is_zero() {
             self.busy_until.set(Some(now + window));
             if was.is_none() {
@@ -224,9 +227,11 @@ impl LoopDriver {
         }
     }
 
-    fn deliver(&self, events: impl Iterator<Item = Event>) {
+    /// Hands a batch to JS. The hot path, a batch that is one `Frames` event, goes as
+    /// `onEvents(undefined, data, conn, count)`: no event object and no property names to build.
+    /// Anything else goes as `onEvents(events)`, one `BindingEvent` object each, in order.
+    fn deliver(&self, mut events: std::vec::Drain<'_, Event>) {
         let env = self.env;
-        let batch: Vec<BindingEvent> = events.map(BindingEvent::from).collect();
         // SAFETY: called from a libuv callback on the JS thread of `env`, outside any JS frame;
         // every napi value lives in the handle scope opened here.
         unsafe {
@@ -234,8 +239,15 @@ impl LoopDriver {
             if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
                 return;
             }
-            let arg = match Vec::<BindingEvent>::to_napi_value(env, batch) {
-                Ok(v) => v,
+            let args = if events.len() == 1 && matches!(events.as_slice()[0], Event::Frames { .. }) {
+                let Some(Event::Frames { conn, data, count }) = events.next() else { unreachable!() };
+                frames_args(env, conn, data, count)
+            } else {
+                let batch: Vec<BindingEvent> = events.map(BindingEvent::from).collect();
+                Vec::<BindingEvent>::to_napi_value(env, batch).map(|v| vec![v])
+            };
+            let args = match args {
+                Ok(a) => a,
                 Err(e) => {
                     crate::report(&format!("cannot convert an event batch: {e}"));
                     sys::napi_close_handle_scope(env, scope);
@@ -247,7 +259,8 @@ impl LoopDriver {
             sys::napi_get_reference_value(env, self.on_events, &mut func);
             sys::napi_get_reference_value(env, self.resource, &mut recv);
             let mut result = ptr::null_mut();
-            let status = sys::napi_make_callback(env, self.async_context, recv, func, 1, &arg, &mut result);
+            let status =
+                sys::napi_make_callback(env, self.async_context, recv, func, args.len(), args.as_ptr(), &mut result);
             if status == sys::Status::napi_pending_exception {
                 // As for any callback from the loop: the exception goes to 'uncaughtException'.
                 let mut error = ptr::null_mut();
@@ -257,6 +270,34 @@ impl LoopDriver {
             sys::napi_close_handle_scope(env, scope);
         }
     }
+}
+
+/// Frames at most this large are copied into a Buffer on V8's heap; larger ones become an
+/// external Buffer over their Vec (no copy, but a finalizer and a weak handle each).
+const COPY_FRAMES_UP_TO: usize = 16 * 1024;
+
+/// The arguments of the one-`Frames` batch: (undefined, data, conn, count).
+///
+/// # Safety
+/// On the JS thread of `env`, inside an open handle scope.
+unsafe fn frames_args(env: sys::napi_env, conn: u32, data: Vec<u8>, count: u32) -> napi::Result<Vec<sys::napi_value>> {
+    let mut undefined = ptr::null_mut();
+    ok(sys::napi_get_undefined(env, &mut undefined), "napi_get_undefined")?;
+    let buffer = if data.len() <= COPY_FRAMES_UP_TO {
+        let mut v = ptr::null_mut();
+        let mut at = ptr::null_mut();
+        ok(
+            sys::napi_create_buffer_copy(env, data.len(), data.as_ptr().cast(), &mut at, &mut v),
+            "napi_create_buffer_copy",
+        )?;
+        v
+    } else {
+        napi::bindgen_prelude::Buffer::to_napi_value(env, data.into())?
+    };
+    let (mut c, mut n) = (ptr::null_mut(), ptr::null_mut());
+    ok(sys::napi_create_uint32(env, conn, &mut c), "napi_create_uint32")?;
+    ok(sys::napi_create_uint32(env, count, &mut n), "napi_create_uint32")?;
+    Ok(vec![undefined, buffer, c, n])
 }
 
 impl Drop for LoopDriver {

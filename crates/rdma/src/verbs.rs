@@ -173,6 +173,22 @@ impl Link {
         result
     }
 
+    /// After the QP went to ERR: sends that completed unsignaled made no completion and no flush
+    /// will come for them, so one signaled zero-length send goes after them (the QP flushes it:
+    /// the standard drain, as the kernel's ib_drain_sq). Its flush says they are all done.
+    pub fn post_drain_marker(&mut self) {
+        if !self.sends.unsignaled_tail() {
+            return;
+        }
+        let plan = self.sends.plan(1, |_| true);
+        let sge = ibv_sge { addr: 0, length: 0, lkey: 0 };
+        let wr =
+            SendWr { wr_id: SEND_TAG | (plan[0].0 << 32) | NO_SLOT as u64, sge, imm: 0, signaled: true, inline: true };
+        if let (1, Ok(())) = self.qp.post_sends(&[wr]) {
+            self.sends.posted(&plan, 1);
+        }
+    }
+
     /// A message of the peer arrived in pool buffer `buf`: credits it carried are taken, a frame it
     /// completes is appended to `frames` (header and payload, wire format). The caller posts the
     /// buffer again and counts it owed (`Credits::consumed`).

@@ -447,3 +447,24 @@ fn busy_polling_takes_completions_without_wake_ups() {
     el.expect("server Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == s));
     assert_eq!(el.transport.busy_poll_window(), Duration::ZERO, "no open connection: no busy polling");
 }
+
+/// An abort after unsignaled sends: the sends completed without a completion, and a QP in ERR
+/// flushes only what is still outstanding, so the teardown posts one signaled marker to learn that
+/// the QP is done (instead of waiting out the 2 s drain deadline with "sends not flushed").
+#[test]
+fn abort_after_unsignaled_sends_drains_at_once() {
+    let Some((_g, mut el)) = setup() else { return };
+    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), ..Default::default() }).unwrap();
+    let (c, s) = contract::pair(&mut el, &ip(), port, 1 << 20);
+    for i in 0..5u32 {
+        el.transport.send(c, 1, 0, &i.to_be_bytes()).unwrap();
+    }
+    contract::receive(&mut el, s, 5);
+    let t0 = Instant::now();
+    el.transport.abort(c).unwrap();
+    el.expect("client Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == c));
+    let took = t0.elapsed();
+    eprintln!("abort after 5 unsignaled sends took {took:?}");
+    assert!(took < Duration::from_millis(1500), "the teardown waited {took:?} for flushes that never come");
+    el.expect("server Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == s));
+}

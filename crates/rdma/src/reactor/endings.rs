@@ -29,10 +29,11 @@ impl Reactor {
         c.sendq.clear();
         c.cm.disconnect();
         c.front_sent = 0;
-        if let Some(link) = &c.link {
+        if let Some(link) = c.link.as_mut() {
             if let Err(e) = link.qp.to_error() {
                 crate::report(&format!("connection {id}: {e}"));
             }
+            link.post_drain_marker();
         }
         c.phase = Phase::Draining { error, deliver };
         c.deadline = Some(Instant::now() + Duration::from_millis(DRAIN_TIMEOUT_MS));
@@ -104,6 +105,9 @@ impl Reactor {
     }
 
     pub(super) fn on_deadlines(&mut self) {
+        if self.conns.values().all(|c| c.deadline.is_none()) {
+            return; // open connections have none: no clock read per turn
+        }
         let now = Instant::now();
         let due: Vec<ConnId> =
             self.conns.values().filter(|c| c.deadline.is_some_and(|d| d <= now)).map(|c| c.id).collect();
