@@ -5,6 +5,7 @@
  *
  *   node --import tsx bench/rtt-client.ts --kind ours|raw --transport tcp|rdma --host H --port P --n 2000 [--attach]
  *
+ * --report: prints `rtt p50 X p99 Y` (us) of the round trips at the end.
  * --dist: the library as built in dist/ (tsc's output: a CPU profile then names real lines).
  * --attach: after connecting and 50 warm-up round trips, prints `ready PID` and waits for a line on
  * stdin; prints `done` after the round trips and waits for another line before closing (so that
@@ -13,6 +14,7 @@
 import { createInterface } from 'node:readline'
 
 import { oursClient, rawClient } from './cases/two-process'
+import { quantile } from './lib'
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`)
@@ -35,7 +37,13 @@ async function main(): Promise<void> {
     console.log(`ready ${process.pid}`)
     await lines.next()
   }
-  for (let i = 0; i < n; i++) if ((await client.roundTrip(payload)) !== payload.length) throw new Error('bad echo')
+  const rtts: number[] = []
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now()
+    if ((await client.roundTrip(payload)) !== payload.length) throw new Error('bad echo')
+    rtts.push((performance.now() - t0) * 1000)
+  }
+  if (process.argv.includes('--report')) console.log(`rtt p50 ${quantile(rtts, 0.5).toFixed(0)} p99 ${quantile(rtts, 0.99).toFixed(0)}`)
   if (attach) {
     console.log('done')
     await lines.next()
