@@ -70,7 +70,7 @@ export class Hub {
   }
 
   private constructor(readonly kind: TransportKind) {
-    this.native = createTransport(kind, (events, data, conn, count) => {
+    this.native = createTransport(kind, (events, data, conn) => {
       if (events !== undefined) this.dispatch(events)
       else this.dispatchFrames(conn!, data!)
     })
