@@ -1,5 +1,6 @@
 /** Shared helpers of the end-to-end tests: the peer process, live-count checks, deadlines, timers. */
 import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
 
@@ -172,6 +173,20 @@ export function discard(c: Connection): void {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * A tcp server that accepts and never says anything (closed when the test ends): a connect() to it
+ * stays in its handshake until its deadline. Resolves with its port (`port`, or a free one).
+ */
+export async function silentServer(t: { teardown(fn: () => void): void }, host = '127.0.0.1', port = 0): Promise<number> {
+  const silent = net.createServer((socket) => socket.on('error', () => {}))
+  await new Promise<void>((resolve, reject) => {
+    silent.once('error', reject)
+    silent.listen(port, host, resolve)
+  })
+  t.teardown(() => void silent.close())
+  return (silent.address() as net.AddressInfo).port
+}
 
 /**
  * A tcp server on a free port and one client of it: the client and the server's side of it. The

@@ -3,6 +3,7 @@
  * (`npm run test:rdma`); elsewhere every test is reported as skipped, with the reason in its title.
  */
 import { execFileSync } from 'node:child_process'
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import net from 'node:net'
 import path from 'node:path'
 import { PassThrough, Readable, Writable } from 'node:stream'
@@ -10,7 +11,18 @@ import { pipeline } from 'node:stream/promises'
 
 import { connect, listen, liveCounts, toDuplex, type TransportError } from '../src/index'
 import { runDemo } from '../src/demo'
-import { assertNoLiveResources, echo, jsonLines, rdmaHost, startPeer, withDeadline } from './helpers'
+import {
+  assertNoLiveResources,
+  assertWithin,
+  echo,
+  jsonLines,
+  LATE_TIMER_MS,
+  rdmaHost,
+  silentServer,
+  sleep,
+  startPeer,
+  withDeadline,
+} from './helpers'
 import { rdmaTest } from './rdma-test'
 
 const peerEnv = { RG_TRANSPORT: 'rdma', RG_HOST: rdmaHost }
@@ -130,6 +142,56 @@ rdmaTest("rdma: transport 'auto' falls back to tcp when nothing listens over rdm
   t.is((await conn.read())?.toString(), 'fallback')
   t.is((await conn.close()).outcome, 'graceful')
   await server.close()
+  assertNoLiveResources(t)
+})
+
+rdmaTest("rdma: transport 'auto' spends one connectTimeoutMs on both attempts: tcp gets what the rdma attempt left", async (t) => {
+  // The rdma attempt: the peer's rdma listener in a stopped process takes the connect request and
+  // answers nothing until the process is killed, when its rdma-cm ids reject it
+  // (ERR_CONNECTION_REFUSED, a fall-back code): the attempt spends `rdmaMs`, then 'auto' tries tcp.
+  // The tcp attempt: a tcp server on the same address and port that accepts and never says
+  // anything, so it ends only at its deadline (rdma-cm's ports are not the kernel's tcp ports).
+  const peer = startPeer(t, ['server'], peerEnv)
+  const { port } = (await peer.waitFor('port', 'port', 60_000)) as { port: number }
+  await silentServer(t, rdmaHost, port)
+  // The kill reaches the rdma attempt as a reject ~2 s later in the emulated guest (measured with
+  // another guest on its two cores: the dead process's teardown closes its rdma-cm file): rdmaMs
+  // leaves 4.5 s for that.
+  const timeoutMs = 6000
+  const rdmaMs = 1500
+  const attempts: Array<{ transport: string; code?: string; ms: number }> = []
+  let started = 0
+  const onAttempt = (m: unknown): void => {
+    const { transport, error } = m as { transport: string; error?: { code?: string } }
+    attempts.push({ transport, code: error?.code, ms: performance.now() - started })
+  }
+  subscribe('rdma-graceful:connect', onAttempt)
+  t.teardown(() => unsubscribe('rdma-graceful:connect', onAttempt))
+  peer.child.kill('SIGSTOP')
+  started = performance.now()
+  const settled = connect({ transport: 'auto', host: rdmaHost, port, connectTimeoutMs: timeoutMs }).then(
+    (conn) => ({ conn, error: undefined }),
+    (error: unknown) => ({ conn: undefined, error: error as TransportError }),
+  )
+  await sleep(rdmaMs)
+  peer.child.kill('SIGKILL')
+  const { conn, error } = await settled
+  const ms = performance.now() - started
+  conn?.destroy()
+  t.is(error?.code, 'ERR_TRANSPORT_TIMEOUT', String(error))
+  t.deepEqual(
+    attempts.map((a) => [a.transport, a.code]),
+    [
+      ['rdma', 'ERR_CONNECTION_REFUSED'],
+      ['tcp', 'ERR_TRANSPORT_TIMEOUT'],
+    ],
+    JSON.stringify(attempts),
+  )
+  t.log(`killed at ${rdmaMs} ms; attempts: ${attempts.map((a) => `${a.transport} ${a.code} at ${a.ms.toFixed(0)} ms`).join(', ')}`)
+  t.true(attempts[0]!.ms >= rdmaMs, `the rdma attempt ended at ${attempts[0]!.ms.toFixed(0)} ms, before the kill at ${rdmaMs} ms`)
+  // Lower bound: not before the deadline; upper: a late timer's allowance (helpers.LATE_TIMER_MS). A
+  // tcp attempt with a fresh deadline of its own ends at rdmaMs + timeoutMs (7,500 ms) or later.
+  assertWithin(t, ms, timeoutMs, timeoutMs + LATE_TIMER_MS, 'rdma then tcp, both within one connectTimeoutMs')
   assertNoLiveResources(t)
 })
 

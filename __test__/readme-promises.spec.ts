@@ -5,25 +5,26 @@
  * destroy(error), the size caps, and the close deadlines given to listen()/connect().
  * Serial: each test ends by checking that every native live count in this process is zero.
  */
-import net from 'node:net'
-
 import test, { type ExecutionContext } from 'ava'
 
 import { connect, listen, type CloseResult, type Connection, type Server } from '../src/index'
 import { FrameKind } from '../src/protocol'
-import { assertNoLiveResources, assertWithin, discard, echo, LATE_TIMER_MS, serverAndClient, sleep, startPeer, withDeadline } from './helpers'
+import {
+  assertNoLiveResources,
+  assertWithin,
+  discard,
+  echo,
+  LATE_TIMER_MS,
+  serverAndClient,
+  silentServer,
+  sleep,
+  startPeer,
+  withDeadline,
+} from './helpers'
 import { encodeCloseMessage } from '../src/protocol/frames'
 import { clientHello, frameBytes, PREAMBLE, RawPeer, readyFor } from './reliability/raw-peer'
 
 const code = (e: unknown): string | undefined => (e as { code?: string } | undefined)?.code
-
-/** A tcp server that accepts and never says anything: a connect() to it stays in its handshake. */
-async function silentServer(t: { teardown(fn: () => void): void }): Promise<number> {
-  const silent = net.createServer((socket) => socket.on('error', () => {}))
-  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => void silent.close())
-  return (silent.address() as net.AddressInfo).port
-}
 
 /** How long the promise `start()` returns took to settle (counted from before the call), and with what. */
 async function timed(start: () => Promise<unknown>): Promise<{ ms: number; value?: unknown; error?: unknown }> {
