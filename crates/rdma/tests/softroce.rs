@@ -368,21 +368,27 @@ fn measure_how_long_setup_and_teardown_block_the_loop() {
     assert_rdma_zero("after the measurement");
 }
 
+/// A connection pair whose client sent 5 small frames (fewer than one signaled send in 16), all
+/// received: the client holds unsignaled sends that completed with no completion of their own.
+fn pair_after_unsignaled_sends(el: &mut EventLoop<RdmaTransport>) -> (u32, u32) {
+    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), ..Default::default() }).unwrap();
+    let (c, s) = contract::pair(el, &ip(), port, 1 << 20);
+    for i in 0..5u32 {
+        el.transport.send(c, 1, 0, &i.to_be_bytes()).unwrap();
+    }
+    let got = contract::receive(el, s, 5);
+    assert_eq!(got.last().unwrap().payload, 4u32.to_be_bytes());
+    (c, s)
+}
+
 /// Small sends go inline and unsignaled (no completion, no wake-up each): a connection whose last
 /// sends were unsignaled still learns at close that they are done (close posts one signaled
 /// UPDATE after them), instead of waiting out the close deadline (10 s) and aborting.
 #[test]
 fn close_after_unsignaled_sends_completes_at_once() {
     let Some((_g, mut el)) = setup() else { return };
-    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), ..Default::default() }).unwrap();
-    let (c, s) = contract::pair(&mut el, &ip(), port, 1 << 20);
-    // 5 small frames (fewer than one signaled send in 16): all arrive...
-    for i in 0..5u32 {
-        el.transport.send(c, 1, 0, &i.to_be_bytes()).unwrap();
-    }
-    let got = contract::receive(&mut el, s, 5);
-    assert_eq!(got.last().unwrap().payload, 4u32.to_be_bytes());
-    // ... and only then does the client close: nothing of its own is left to signal.
+    let (c, s) = pair_after_unsignaled_sends(&mut el);
+    // The client closes only once all of them arrived: nothing of its own is left to signal.
     let t0 = Instant::now();
     el.transport.close(c).unwrap();
     el.expect("client Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == c));
@@ -454,12 +460,7 @@ fn busy_polling_takes_completions_without_wake_ups() {
 #[test]
 fn abort_after_unsignaled_sends_drains_at_once() {
     let Some((_g, mut el)) = setup() else { return };
-    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), ..Default::default() }).unwrap();
-    let (c, s) = contract::pair(&mut el, &ip(), port, 1 << 20);
-    for i in 0..5u32 {
-        el.transport.send(c, 1, 0, &i.to_be_bytes()).unwrap();
-    }
-    contract::receive(&mut el, s, 5);
+    let (c, s) = pair_after_unsignaled_sends(&mut el);
     let t0 = Instant::now();
     el.transport.abort(c).unwrap();
     el.expect("client Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == c));
