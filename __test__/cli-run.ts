@@ -1,5 +1,5 @@
 /**
- * Runs the command line from this checkout's sources (`node --import=tsx src/cli.ts`: the same
+ * Runs the command line from this checkout's sources (`node --require=tsx/cjs src/cli.ts`: the same
  * code every other spec tests, never a dist/ left from an older build; scripts/test-install.sh
  * runs the built one from the package) in child processes for the cli*.spec.ts tests: collects
  * stdout lines (parsed when --json), stderr, and the exit; every wait has a deadline.
@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline'
 
 import type { ExecutionContext } from 'ava'
 
-import { withDeadline } from './helpers'
+import { TS_NODE, withDeadline } from './helpers'
 
 export const CLI = path.join(__dirname, '..', 'src', 'cli.ts')
 
@@ -35,9 +35,9 @@ export interface Cli {
   exited: Promise<Exit>
 }
 
-/** Starts `node --import=tsx src/cli.ts ...args`; the child is killed when the test ends, if still running. */
+/** Starts `node --require=tsx/cjs src/cli.ts ...args` (helpers.TS_NODE); the child is killed when the test ends, if still running. */
 export function startCli(t: ExecutionContext, args: string[], env: Record<string, string> = {}): Cli {
-  const child = spawn(process.execPath, ['--import=tsx', CLI, ...args], {
+  const child = spawn(process.execPath, [TS_NODE, CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   })

@@ -11,7 +11,7 @@ import test from 'ava'
 
 import { TransportError } from '../src/errors'
 import { loadNativeBinding, nativeLoadAdvice, platformTriple } from '../src/native-load'
-import { jsonLines } from './helpers'
+import { jsonLines, TS_NODE } from './helpers'
 
 const linuxX64 = { platform: 'linux', arch: 'x64', musl: false, version: '0.1.0' } as const
 
@@ -101,7 +101,7 @@ test('without a loadable addon, importing works and the first listen()/connect()
   `
   const env = { ...process.env }
   delete env.NAPI_RS_NATIVE_LIBRARY_PATH
-  const out = execFileSync(process.execPath, ['--import=tsx', '-e', script], { cwd: root, env, encoding: 'utf8', timeout: 30_000 })
+  const out = execFileSync(process.execPath, [TS_NODE, '-e', script], { cwd: root, env, encoding: 'utf8', timeout: 30_000 })
   const lines = jsonLines(out)
   t.deepEqual(
     lines.map((l) => [l.what, l.code]),

@@ -21,6 +21,7 @@ import {
   silentServer,
   sleep,
   startPeer,
+  TS_NODE,
   withDeadline,
 } from './helpers'
 import { rdmaTest } from './rdma-test'
@@ -254,7 +255,7 @@ rdmaTest(
       .then(() => connect({ transport: 'rdma', host: process.env.RG_HOST, port: 1 })).then((c) => (report('connect'), c.destroy()), (e) => report('connect', e))
   `
     const drop = process.getuid?.() === 0 ? ['setpriv', '--bounding-set', '-ipc_lock', '--inh-caps', '-ipc_lock'] : []
-    const argv = ['--memlock=1048576:1048576', ...drop, process.execPath, '--import=tsx', '-e', script]
+    const argv = ['--memlock=1048576:1048576', ...drop, process.execPath, TS_NODE, '-e', script]
     const out = execFileSync('prlimit', argv, { env: { ...process.env, RG_HOST: rdmaHost }, encoding: 'utf8', timeout: 60_000 })
     const lines = jsonLines(out)
     t.deepEqual(

@@ -6,13 +6,13 @@ import { spawn } from 'node:child_process'
 
 import test from 'ava'
 
-import { withDeadline } from './helpers'
+import { TS_NODE, withDeadline } from './helpers'
 
 /** Runs `body` in a fresh node process with the package loaded; resolves with its exit code, or 'alive'. */
 async function run(body: string, aliveAfterMs: number): Promise<number | 'alive'> {
   const code = `const { connect, listen } = require(${JSON.stringify(require.resolve('../src/index'))});
     (async () => { ${body}; console.log('ready') })().catch((e) => { console.error(e); process.exit(3) })`
-  const child = spawn(process.execPath, ['--import=tsx', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [TS_NODE, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
   const exited = new Promise<number>((resolve) => child.on('exit', (c) => resolve(c ?? -1)))
   await withDeadline(
     new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve())),

@@ -10,6 +10,8 @@ import { promisify } from 'node:util'
 
 import test from 'ava'
 
+import { TS_NODE } from './helpers'
+
 const fixture = path.join(__dirname, 'fixtures', 'idle-timers.ts')
 
 interface Count {
@@ -20,7 +22,7 @@ interface Count {
 }
 
 async function count(connections: number, waitingSends: number): Promise<Count> {
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import=tsx', fixture, String(connections), String(waitingSends)], {
+  const { stdout } = await promisify(execFile)(process.execPath, [TS_NODE, fixture, String(connections), String(waitingSends)], {
     timeout: 30_000,
   })
   return JSON.parse(stdout.trim().split('\n').pop() as string) as Count

@@ -56,7 +56,7 @@ SOFTROCE_TIMEOUT=${SOFTROCE_TIMEOUT:-900} scripts/softroce/two-hosts.sh \
   'export RDMA_REQUIRED=1 RG_TWO_HOST_REQUIRED=1 TSX_TSCONFIG_PATH=tsconfig.json
    npx ava --timeout=300s --concurrency=1 __test__/reliability/two-host.spec.ts' \
   'export TSX_TSCONFIG_PATH=tsconfig.json RG_AGENT_MAX_MS=840000
-   node --import=tsx __test__/reliability/fixtures/two-host-agent.ts' || rc=$?
+   node --require=tsx/cjs __test__/reliability/fixtures/two-host-agent.ts' || rc=$?
 if [ "$rc" != 0 ]; then
   echo "test-rdma: FAILED: the two-host run (exit $rc)" >&2
   exit "$rc"

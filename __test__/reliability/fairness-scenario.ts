@@ -9,7 +9,7 @@ import path from 'node:path'
 import { createInterface } from 'node:readline'
 
 import { connect, listen, type CloseResult, type Connection, type TransportKind } from '../../src/index'
-import { sleep } from '../helpers'
+import { sleep, TS_NODE } from '../helpers'
 
 export interface FairnessOptions {
   transport: TransportKind
@@ -40,7 +40,7 @@ const now = (): number => performance.now()
 /** Starts the fixture peer as a flooding client of `port`; resolves once it floods. */
 function startFlooder(transport: string, host: string, port: number, size: number) {
   const fixture = path.join(__dirname, '..', 'fixtures', 'peer.ts')
-  const child = spawn(process.execPath, ['--import=tsx', fixture, 'client', String(port)], {
+  const child = spawn(process.execPath, [TS_NODE, fixture, 'client', String(port)], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, RG_TRANSPORT: transport, RG_HOST: host, RG_BEHAVIOUR: 'flood', RG_SIZE: String(size), RG_OPTS: JSON.stringify(HEARTBEAT) },
   })
