@@ -76,6 +76,11 @@ export class Admission implements ConnectionEvents {
     this.target.frame(kind, credits, payload)
   }
 
+  sent(count: number): void {
+    // Nothing is sent before admission; after it the connection lent its Buffers.
+    this.target?.sent(count)
+  }
+
   closed(error: TransportError | undefined): void {
     if (this.target !== undefined) return this.target.closed(error)
     this.timer?.cancel()

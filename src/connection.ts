@@ -119,6 +119,8 @@ export interface ByteCounters {
   /** Every frame handed to / received from the transport, with its 8-byte header (tcp and rdma alike). */
   wireBytesSent: number
   wireBytesReceived: number
+  /** Frames the transport took without copying (rdma zero-copy, `rdmaZeroCopyThreshold`). */
+  zeroCopySent: number
 }
 
 /** `conn.stats`: the protocol's counters and the byte counters, a snapshot. */
@@ -226,18 +228,24 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private refed = true
   private readonly role: Role
   private choice: TransportChoice | undefined
-  private readonly bytes: ByteCounters = { bytesSent: 0, bytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0 }
+  private readonly bytes: ByteCounters = { bytesSent: 0, bytesReceived: 0, wireBytesSent: 0, wireBytesReceived: 0, zeroCopySent: 0 }
   private readonly idle = new IdleTimeout(() => this.notify('timeout'))
   private readonly gauge: WriteGauge
+  /** Payloads from this size up are lent to the transport, not copied (rdma zero-copy; else Infinity). */
+  private readonly zeroCopyFrom: number
+  /** Sends whose Buffer the transport still reads, oldest first (-1: a frame without a send). */
+  private readonly lentSends: number[] = []
 
   /** @internal Made by connect() and Server; not for applications. */
   constructor(
     private readonly hub: Hub,
     role: 'active' | 'passive',
     { sendTimeoutMs, writableHighWaterMark, requestTimeoutMs, closeOnShutdownNotice, ...options }: ProtocolOptions & DriverOptions,
+    zeroCopyThreshold = 0,
   ) {
     super()
     this.transport = hub.kind
+    this.zeroCopyFrom = hub.kind === 'rdma' && zeroCopyThreshold > 0 ? zeroCopyThreshold : Number.POSITIVE_INFINITY
     this.role = role === 'active' ? 'client' : 'server'
     this.sendTimeoutMs = sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS
     this.requestTimeoutMs = requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
@@ -608,6 +616,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         this.engine.frameReceived(now(), { kind, credits, payload })
         this.runActions()
       },
+      sent: (count) => {
+        for (const id of this.lentSends.splice(0, count)) if (id >= 0) this.settleSend(id)
+      },
       closed: (error) => {
         this.transportGone = true
         if (!this.engine.isTerminal) {
@@ -796,8 +807,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         }
         return
       case 'closed':
-        for (const id of this.refusedSends.splice(0)) {
-          this.settleSend(id, a.error ?? new ConnectionDownError('transport-down'))
+        // Refused by the transport, or lent to it and not read by the peer before the end.
+        for (const id of [...this.refusedSends.splice(0), ...this.lentSends.splice(0)]) {
+          if (id >= 0) this.settleSend(id, a.error ?? new ConnectionDownError('transport-down'))
         }
         this.result = a.error ? { outcome: 'forced', reason: a.reason, error: a.error } : { outcome: 'graceful', reason: a.reason }
         if (this.closeStartedAt !== undefined) this.timings.closeMs = a.at - this.closeStartedAt
@@ -810,8 +822,12 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   }
 
   private sendFrame(kind: number, credits: number, payload: Buffer, sendId: number | undefined): void {
+    let lent = false
     try {
-      this.hub.send(this.conn, kind, credits, payload)
+      // From the rdma threshold up the transport may read the Buffer itself (zero-copy): the send
+      // settles once it reports the transfer done ('sent'), not at the hand-over.
+      if (payload.length >= this.zeroCopyFrom) lent = this.hub.sendShared(this.conn, kind, credits, payload)
+      else this.hub.send(this.conn, kind, credits, payload)
       this.bytes.wireBytesSent += FRAME_HEADER_BYTES + payload.length
       if (isDataKind(kind)) {
         this.bytes.bytesSent += payload.length
@@ -832,7 +848,10 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       if (sendId !== undefined) this.settleSend(sendId, new ConnectionDownError('transport-down', { cause }))
       return // the running action loop picks up what transportDown produced
     }
-    if (sendId !== undefined) this.settleSend(sendId)
+    if (lent) {
+      this.bytes.zeroCopySent++
+      this.lentSends.push(sendId ?? -1)
+    } else if (sendId !== undefined) this.settleSend(sendId)
   }
 
   private settleSend(id: number, error?: Error): void {

@@ -28,6 +28,8 @@ export interface ConnectionEvents {
   connected(peer: string, qp: QpNumbers | undefined): void
   connectFailed(error: TransportError): void
   frame(kind: number, credits: number, payload: Buffer): void
+  /** The transport is done with `count` more Buffers that `sendShared` lent it (in order). */
+  sent(count: number): void
   /** The transport connection is gone and its resources freed; `error` is absent after a local close. */
   closed(error: TransportError | undefined): void
 }
@@ -115,6 +117,19 @@ export class Hub {
       this.flushQueued = true
       queueMicrotask(this.flush)
     }
+  }
+
+  /**
+   * `send` of a Buffer the transport may keep and read later (rdma zero-copy): true when it did,
+   * and a `sent` event follows once it is done with it; false when it was copied as by `send`.
+   */
+  sendShared(conn: number, kind: number, credits: number, payload: Buffer): boolean {
+    const lent = nativeCall(() => this.native.sendShared(conn, kind, credits, payload))
+    if (!this.flushQueued) {
+      this.flushQueued = true
+      queueMicrotask(this.flush)
+    }
+    return lent
   }
 
   /** Writes what this turn's sends gathered: many small frames become one write (see send). */
@@ -226,6 +241,9 @@ export class Hub {
         conn?.connectFailed(typed(e.error))
         return
       }
+      case 'Sent':
+        this.conns.get(e.conn)?.sent(e.count)
+        return
       case 'Closed': {
         const conn = this.conns.get(e.conn)
         this.conns.delete(e.conn)

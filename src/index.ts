@@ -98,7 +98,7 @@ export async function listen(options?: ListenOptions): Promise<Server> {
   // Every transport the request may end on checks the options now (maxMessageSize, receiveWindow).
   const checked = candidatesOf(opts).map((transport) => ({ transport, ...listenSettingsOf({ ...opts, transport }) }))
   const handshakeTimeoutMs = timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000)
-  const { rdmaAckTimeoutExponent, rdmaBusyPollUs } = rdmaTuningOf(opts)
+  const { rdmaAckTimeoutExponent, rdmaBusyPollUs, rdmaZeroCopyThreshold } = rdmaTuningOf(opts)
   const host = await resolveHost(name, request)
   const choice = request === 'auto' ? chooseTransport('listen', host, rdmaView()) : undefined
   const kind = choice?.transport ?? (request as TransportKind)
@@ -113,6 +113,7 @@ export async function listen(options?: ListenOptions): Promise<Server> {
       handshakeTimeoutMs,
       rdmaAckTimeoutExponent,
       rdmaBusyPollUs,
+      rdmaZeroCopyThreshold,
     },
     protocol,
   )
@@ -196,7 +197,7 @@ function connectSettingsOf(opts: ConnectOptions): ConnectSettings {
 function attempt(kind: TransportKind, host: string, { options, target }: ConnectSettings, signal: AbortSignal | undefined): Promise<OpenConnection> {
   return new Promise<OpenConnection>((resolve, reject) => {
     const hub = Hub.for(kind)
-    const conn = new Connection(hub, 'active', options)
+    const conn = new Connection(hub, 'active', options, target.rdmaZeroCopyThreshold)
     let aborted = false
     // An abort destroys the attempt; the promise settles once the native side has let it go, so
     // a rejected connect() leaves nothing behind.

@@ -31,6 +31,13 @@ export interface TransportOptions {
    * on tcp. See docs/rdma.md.
    */
   rdmaBusyPollUs?: number
+  /**
+   * rdma: messages of at least this many bytes go zero-copy (the peer READs them straight from
+   * the Buffer you sent: do not change it until send() resolves, which then means the peer has
+   * it). 0 turns it off; otherwise 1024 to 67108864 (default 65536). Used when both sides offer
+   * it; ignored on tcp. See docs/rdma.md.
+   */
+  rdmaZeroCopyThreshold?: number
 }
 
 export interface ListenOptions extends TransportOptions, ProtocolOptions, DriverOptions {
@@ -204,10 +211,16 @@ function protocolOptionsOf(o: ProtocolOptions & TransportOptions): ProtocolOptio
 }
 
 /** The rdma tuning options, checked (undefined: the transport's default). */
-export function rdmaTuningOf(o: { rdmaAckTimeoutExponent?: number; rdmaRetryCount?: number; rdmaBusyPollUs?: number }): {
+export function rdmaTuningOf(o: {
   rdmaAckTimeoutExponent?: number
   rdmaRetryCount?: number
   rdmaBusyPollUs?: number
+  rdmaZeroCopyThreshold?: number
+}): {
+  rdmaAckTimeoutExponent?: number
+  rdmaRetryCount?: number
+  rdmaBusyPollUs?: number
+  rdmaZeroCopyThreshold: number
 } {
   const check = (name: string, v: number | undefined, lo: number, hi: number): number | undefined => {
     if (v === undefined) return undefined
@@ -218,5 +231,15 @@ export function rdmaTuningOf(o: { rdmaAckTimeoutExponent?: number; rdmaRetryCoun
     rdmaAckTimeoutExponent: check('rdmaAckTimeoutExponent', o.rdmaAckTimeoutExponent, 1, 31),
     rdmaRetryCount: check('rdmaRetryCount', o.rdmaRetryCount, 0, 7),
     rdmaBusyPollUs: check('rdmaBusyPollUs', o.rdmaBusyPollUs, 0, 1_000_000),
+    rdmaZeroCopyThreshold: zeroCopyThresholdOf(o.rdmaZeroCopyThreshold),
   }
+}
+
+/** Default `rdmaZeroCopyThreshold`: where zero-copy overtook fragments (bench/NOTES.md, issue 19). */
+export const DEFAULT_RDMA_ZERO_COPY_THRESHOLD = 65536
+
+function zeroCopyThresholdOf(v: number | undefined): number {
+  if (v === undefined) return DEFAULT_RDMA_ZERO_COPY_THRESHOLD
+  if (v === 0 || (Number.isInteger(v) && v >= 1024 && v <= 64 * 1024 * 1024)) return v
+  throw invalid(`rdmaZeroCopyThreshold must be 0 (off) or an integer from 1024 to 67108864, got ${v}`)
 }

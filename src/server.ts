@@ -77,7 +77,7 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
         const admission: Admission = new Admission(hub, conn, readyTimeoutMs, {
           admit: () => {
             this.admitting.delete(admission)
-            const c = new Connection(hub, 'passive', protocol)
+            const c = new Connection(hub, 'passive', protocol, opts.rdmaZeroCopyThreshold ?? 0)
             c.attach(conn, peer)
             const events = c.transportEvents()
             this.track(c)

@@ -27,6 +27,9 @@ pub enum Event {
     /// `count` whole frames arrived, in order, in wire format (8-byte header, payload) one after
     /// the other; every header is already checked (`frame::split` takes them apart).
     Frames { conn: ConnId, data: Vec<u8>, count: u32 },
+    /// The peer has `count` more of the payloads lent by `send_shared` (in order), and the
+    /// transport let them go. (`Closed` lets go of the rest.)
+    Sent { conn: ConnId, count: u32 },
     /// The connection is gone and every resource it held is freed (counters already decremented).
     /// Exactly once per connection that was Accepted or Connected. `error` is None when the local
     /// side asked for it (`close` or `abort`); otherwise it says why (peer closed, reset, bad frame).

@@ -9,6 +9,10 @@ use crate::poll::Pollable;
 pub type ConnId = u32;
 pub type ListenerId = u32;
 
+/// A payload the caller lends instead of copying (a JS Buffer, kept alive by this box): the
+/// transport may read it until it reports `Event::Sent` for it.
+pub type SharedPayload = Box<dyn AsRef<[u8]>>;
+
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
     pub host: String,
@@ -73,6 +77,9 @@ pub struct RdmaTuning {
     /// sleeping again (0 or None: never busy-poll). The transport polls for the largest value of
     /// its open connections.
     pub busy_poll_us: Option<u32>,
+    /// Frames of at least this many bytes go zero-copy (rendezvous: the peer reads them from
+    /// the caller's buffer); 0 turns it off. None: the rdma crate's default.
+    pub zero_copy_threshold: Option<u32>,
 }
 
 pub trait Transport: Pollable {
@@ -86,6 +93,13 @@ pub trait Transport: Pollable {
     /// so the caller may reuse it. Fails at once for an unknown or closing id, or a bad frame; a
     /// failure of the connection itself is reported by its `Closed` event.
     fn send(&mut self, conn: ConnId, kind: u8, credits: u16, payload: &[u8]) -> Result<(), TransportError>;
+    /// `send` of a payload the caller lends: a transport that can move it without copying
+    /// (rdma rendezvous, from the connection's threshold up) keeps it until the transfer ends and
+    /// returns true; every such send is then reported once by `Event::Sent` (in order) when the
+    /// peer has it, unless the connection's `Closed` comes first, which releases the rest. Otherwise it is copied as by `send` and false returned.
+    fn send_shared(&mut self, conn: ConnId, kind: u8, credits: u16, payload: SharedPayload) -> Result<bool, TransportError> {
+        self.send(conn, kind, credits, payload.as_ref().as_ref()).map(|()| false)
+    }
     /// Sends every frame queued so far, then closes; `Closed` follows once resources are freed.
     fn close(&mut self, conn: ConnId) -> Result<(), TransportError>;
     /// Closes now, dropping queued frames; `Closed` follows once resources are freed.

@@ -117,6 +117,11 @@ pub enum BindingEvent {
         data: Buffer,
         count: u32,
     },
+    /// The transport is done with `count` more of the Buffers `sendShared` kept (in order).
+    Sent {
+        conn: u32,
+        count: u32,
+    },
     Closed {
         conn: u32,
         error: Option<BindingError>,
@@ -138,6 +143,7 @@ impl From<Event> for BindingEvent {
             Event::Connected { conn, peer, qp: q } => BindingEvent::Connected { conn, peer, qp: qp(q) },
             Event::ConnectFailed { conn, error } => BindingEvent::ConnectFailed { conn, error: error.into() },
             Event::Frames { conn, data, count } => BindingEvent::Frames { conn, data: data.into(), count },
+            Event::Sent { conn, count } => BindingEvent::Sent { conn, count },
             Event::Closed { conn, error } => BindingEvent::Closed { conn, error: error.map(Into::into) },
         }
     }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::rc::Rc;
 
-use napi::bindgen_prelude::{Function, JsValue};
+use napi::bindgen_prelude::{Buffer, Function, JsValue};
 use napi::{sys, Env};
 use napi_derive::napi;
 use rdma_graceful_core::tcp::TcpTransport;
@@ -51,6 +51,7 @@ pub struct BindingListenOptions {
     pub handshake_timeout_ms: Option<u32>,
     pub rdma_ack_timeout_exponent: Option<u32>,
     pub rdma_busy_poll_us: Option<u32>,
+    pub rdma_zero_copy_threshold: Option<u32>,
 }
 
 #[napi(object)]
@@ -62,6 +63,7 @@ pub struct BindingConnectOptions {
     pub rdma_retry_count: Option<u32>,
     pub rdma_ack_timeout_exponent: Option<u32>,
     pub rdma_busy_poll_us: Option<u32>,
+    pub rdma_zero_copy_threshold: Option<u32>,
 }
 
 #[napi(object)]
@@ -198,6 +200,7 @@ impl BindingTransport {
                 retry_count: None,
                 ack_timeout_exponent: tuning("rdmaAckTimeoutExponent", opts.rdma_ack_timeout_exponent, 1..=31)?,
                 busy_poll_us: busy_poll_us(opts.rdma_busy_poll_us)?,
+                zero_copy_threshold: opts.rdma_zero_copy_threshold,
             },
         };
         let (id, port) = self.with(|t| t.listen(&options))?;
@@ -222,6 +225,7 @@ impl BindingTransport {
                 retry_count: tuning("rdmaRetryCount", opts.rdma_retry_count, 0..=7)?,
                 ack_timeout_exponent: tuning("rdmaAckTimeoutExponent", opts.rdma_ack_timeout_exponent, 1..=31)?,
                 busy_poll_us: busy_poll_us(opts.rdma_busy_poll_us)?,
+                zero_copy_threshold: opts.rdma_zero_copy_threshold,
             },
         };
         let id = self.with(|t| t.connect(&options))?;
@@ -236,6 +240,17 @@ impl BindingTransport {
         let kind = u8::try_from(kind).map_err(|_| invalid(format!("frame kind {kind} out of range")))?;
         let credits = u16::try_from(credits).map_err(|_| invalid(format!("credits {credits} out of range")))?;
         self.with(|t| t.send(conn, kind, credits, payload))
+    }
+
+    /// `send` of a large Buffer without copying it (rdma, from the connection's
+    /// `rdmaZeroCopyThreshold` up): true when the transport keeps the Buffer until it reports a
+    /// `sent` event for it (the caller must not change it until then); false when it was copied
+    /// as by `send`.
+    #[napi]
+    pub fn send_shared(&self, conn: u32, kind: u32, credits: u32, payload: Buffer) -> Result<bool> {
+        let kind = u8::try_from(kind).map_err(|_| invalid(format!("frame kind {kind} out of range")))?;
+        let credits = u16::try_from(credits).map_err(|_| invalid(format!("credits {credits} out of range")))?;
+        self.with(|t| t.send_shared(conn, kind, credits, Box::new(payload)))
     }
 
     /// Writes (tcp) or posts (rdma) the frames `send` gathered since the last flush. JS calls it

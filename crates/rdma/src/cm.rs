@@ -30,6 +30,10 @@ pub struct CmEvent {
     pub private_data: Vec<u8>,
     /// The peer's QP number, from the connection request or reply.
     pub remote_qpn: u32,
+    /// The peer's RDMA READ depths from a connect request: READs it may have in flight towards
+    /// us (`initiator_depth`) and that it serves (`responder_resources`).
+    pub initiator_depth: u8,
+    pub responder_resources: u8,
     pub name: String,
 }
 
@@ -72,6 +76,8 @@ impl EventChannel {
                 listen_id: e.listen_id,
                 private_data: pd,
                 remote_qpn: e.conn.qp_num,
+                initiator_depth: e.conn.initiator_depth,
+                responder_resources: e.conn.responder_resources,
                 name: c_text((self.lib.cm.rdma_event_str)(e.event)),
             }
         };
@@ -174,8 +180,11 @@ impl CmId {
         }
     }
 
-    pub fn connect(&self, private: &[u8], retry_count: u8) -> Result<(), TransportError> {
+    /// `reads`: RDMA READs in flight each way (0: this side offers no rendezvous).
+    pub fn connect(&self, private: &[u8], retry_count: u8, reads: u8) -> Result<(), TransportError> {
         let mut p = conn_param(private);
+        p.responder_resources = reads;
+        p.initiator_depth = reads;
         // Retry transport errors a bounded number of times (crate::RETRY_COUNT by default);
         // retry-exceeded surfaces as a completion error. The link credits (`link`) make RNR retries
         // unneeded, so those are few: an RNR would mean a peer broke the credit contract.
@@ -186,8 +195,12 @@ impl CmId {
         check(rc, "rdma_connect", ErrorCode::ConnectionRefused)
     }
 
-    pub fn accept(&self, private: &[u8]) -> Result<(), TransportError> {
+    /// `responder_resources` / `initiator_depth`: READs this side serves / issues at once, no
+    /// more than the connect request's initiator depth / responder resources.
+    pub fn accept(&self, private: &[u8], responder_resources: u8, initiator_depth: u8) -> Result<(), TransportError> {
         let mut p = conn_param(private);
+        p.responder_resources = responder_resources;
+        p.initiator_depth = initiator_depth;
         p.rnr_retry_count = 3;
         // SAFETY: id is a connect-request id with a QP; private outlives the call.
         let rc = unsafe { (self.lib.cm.rdma_accept)(self.id, &mut p) };

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use rdma_graceful_core::event::QpInfo;
-use rdma_graceful_core::{ConnId, Frame, ListenerId, TransportError};
+use rdma_graceful_core::frame::imm_of;
+use rdma_graceful_core::transport::SharedPayload;
+use rdma_graceful_core::{ConnId, ListenerId, TransportError};
 
 use crate::cm::CmId;
 use crate::verbs::Link;
@@ -34,6 +36,39 @@ pub enum Phase {
     },
 }
 
+/// A frame waiting in the software send queue.
+pub struct Outgoing {
+    pub kind: u8,
+    pub credits: u16,
+    pub payload: Payload,
+}
+
+pub enum Payload {
+    /// Copied at `send`.
+    Copied(Vec<u8>),
+    /// Lent by `send_shared`: offered zero-copy, or (`zero_copy` false: its registration failed)
+    /// copied into fragments; reported `Sent` either way.
+    Lent { payload: SharedPayload, zero_copy: bool },
+}
+
+impl Outgoing {
+    pub fn bytes(&self) -> &[u8] {
+        match &self.payload {
+            Payload::Copied(v) => v,
+            Payload::Lent { payload, .. } => payload.as_ref().as_ref(),
+        }
+    }
+
+    /// The frame header's word (kind and credits): the rdma immediate data.
+    pub fn imm(&self) -> u32 {
+        imm_of(self.kind, self.credits)
+    }
+
+    pub fn is_lent(&self) -> bool {
+        matches!(self.payload, Payload::Lent { .. })
+    }
+}
+
 pub struct Conn {
     pub id: ConnId,
     pub role: Role,
@@ -48,7 +83,9 @@ pub struct Conn {
     pub peer_max: u32,
     pub peer: String,
     pub remote_qpn: u32,
-    pub sendq: VecDeque<Frame>,
+    pub sendq: VecDeque<Outgoing>,
+    /// Frames of this many bytes and more go zero-copy when the peer offers rendezvous (0: never).
+    pub zero_copy_threshold: u32,
     /// Fragments of the frame at the front of `sendq` already prepared.
     pub front_sent: usize,
     /// Listed in the reactor's `corked`: frames wait for its next `flush`.
@@ -81,6 +118,7 @@ impl Conn {
             peer,
             remote_qpn: 0,
             sendq: Default::default(),
+            zero_copy_threshold: crate::ZERO_COPY_THRESHOLD,
             front_sent: 0,
             corked: false,
             early: Vec::new(),

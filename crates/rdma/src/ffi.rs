@@ -120,8 +120,8 @@ pub struct ibv_recv_wr {
     pub num_sge: c_int,
 }
 
-/// `struct ibv_send_wr` (128 bytes). The unions after imm_data (rdma/atomic/ud, xrc, bind_mw/tso)
-/// are unused by plain sends and kept zeroed.
+/// `struct ibv_send_wr` (128 bytes). Of the unions after imm_data only `wr.rdma` (remote address
+/// and rkey of an RDMA READ) is used; the rest (atomic/ud, xrc, bind_mw/tso) stays zeroed.
 #[repr(C)]
 pub struct ibv_send_wr {
     pub wr_id: u64,
@@ -132,7 +132,9 @@ pub struct ibv_send_wr {
     pub send_flags: c_uint,
     /// Network byte order.
     pub imm_data: u32,
-    _unions: [u64; 11],
+    pub rdma_remote_addr: u64,
+    pub rdma_rkey: u32,
+    _unions: [u32; 19],
 }
 
 impl ibv_send_wr {
@@ -246,6 +248,7 @@ pub struct rdma_cm_event {
 
 // Constants (enum values of the C headers).
 pub const IBV_WR_SEND_WITH_IMM: c_uint = 3;
+pub const IBV_WR_RDMA_READ: c_uint = 4;
 pub const IBV_SEND_SIGNALED: c_uint = 2;
 pub const IBV_SEND_INLINE: c_uint = 8;
 pub const IBV_WC_WITH_IMM: c_uint = 2;
@@ -256,6 +259,7 @@ pub const IBV_QPT_RC: c_uint = 2;
 pub const IBV_QPS_ERR: c_uint = 6;
 pub const IBV_QP_STATE: c_int = 1;
 pub const IBV_ACCESS_LOCAL_WRITE: c_int = 1;
+pub const IBV_ACCESS_REMOTE_READ: c_int = 4;
 
 pub const IBV_EVENT_CQ_ERR: c_uint = 0;
 pub const IBV_EVENT_QP_FATAL: c_uint = 1;
@@ -306,6 +310,8 @@ const _: () = {
     assert!(size_of::<ibv_recv_wr>() == 32);
     assert!(size_of::<ibv_send_wr>() == 128);
     assert!(offset_of!(ibv_send_wr, opcode) == 28);
+    assert!(offset_of!(ibv_send_wr, rdma_remote_addr) == 40);
+    assert!(offset_of!(ibv_send_wr, rdma_rkey) == 48);
     assert!(offset_of!(ibv_send_wr, imm_data) == 36);
     assert!(size_of::<ibv_wc>() == 48);
     assert!(offset_of!(ibv_wc, byte_len) == 20);

@@ -5,15 +5,19 @@
 //! request over IP. Version 1 (per-connection buffers, no fragments) is refused with its number.
 //!
 //! ```text
-//!  0      4         5          8                 12              14                16
-//!  | RDGR | version | reserved | max_payload (BE) | credits (BE) | buffer KiB (BE) |
+//!  0      4         5       6          8                 12              14                16
+//!  | RDGR | version | flags | reserved | max_payload (BE) | credits (BE) | buffer KiB (BE) |
 //! ```
+//!
+//! Flags: bit 0, `RENDEZVOUS`: this side takes zero-copy descriptors and serves READs of its own
+//! (`rndv`); used only when both sides set it. Earlier versions sent zero there and ignore it.
 
 use rdma_graceful_core::{ErrorCode, TransportError};
 
 const MAGIC: &[u8; 4] = b"RDGR";
 const VERSION: u8 = 2;
 pub const LEN: usize = 16;
+const RENDEZVOUS: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
@@ -22,6 +26,8 @@ pub struct Hello {
     pub credits: u16,
     /// The size of each of those buffers, in bytes (a multiple of 1 KiB).
     pub buffer_size: u32,
+    /// Offers zero-copy transfers (`rndv`).
+    pub rendezvous: bool,
 }
 
 impl Hello {
@@ -29,6 +35,7 @@ impl Hello {
         let mut b = [0u8; LEN];
         b[..4].copy_from_slice(MAGIC);
         b[4] = VERSION;
+        b[5] = if self.rendezvous { RENDEZVOUS } else { 0 };
         b[8..12].copy_from_slice(&self.max_payload.to_be_bytes());
         b[12..14].copy_from_slice(&self.credits.to_be_bytes());
         b[14..16].copy_from_slice(&((self.buffer_size / 1024) as u16).to_be_bytes());
@@ -59,7 +66,8 @@ impl Hello {
                 format!("peer announced unusable receive buffers ({credits} of {buffer_size} bytes)"),
             ));
         }
-        Ok(Hello { max_payload, credits, buffer_size })
+        // Unknown flags of a newer peer are ignored: each is a feature both sides must offer.
+        Ok(Hello { max_payload, credits, buffer_size, rendezvous: b[5] & RENDEZVOUS != 0 })
     }
 }
 
@@ -69,7 +77,7 @@ mod tests {
 
     #[test]
     fn round_trips_with_rdma_cm_padding() {
-        let h = Hello { max_payload: 4096, credits: 4, buffer_size: 8192 };
+        let h = Hello { max_payload: 4096, credits: 4, buffer_size: 8192, rendezvous: true };
         let mut b = h.encode().to_vec();
         b.extend_from_slice(&[0; 4]);
         assert_eq!(Hello::decode(&b).unwrap(), h);
@@ -78,11 +86,20 @@ mod tests {
     #[test]
     fn strangers_and_other_versions_are_refused() {
         assert_eq!(Hello::decode(b"GET / HTTP/1.1\r\n").unwrap_err().code, ErrorCode::MalformedFrame);
-        let mut b = Hello { max_payload: 1, credits: 2, buffer_size: 1024 }.encode();
+        let mut b = Hello { max_payload: 1, credits: 2, buffer_size: 1024, rendezvous: false }.encode();
         b[4] = 1;
         assert!(Hello::decode(&b).unwrap_err().message.contains("version 1"));
-        let b = Hello { max_payload: 1, credits: 1, buffer_size: 1024 }.encode();
+        let b = Hello { max_payload: 1, credits: 1, buffer_size: 1024, rendezvous: false }.encode();
         assert!(Hello::decode(&b).unwrap_err().message.contains("unusable"));
         assert!(Hello::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn an_earlier_peer_offers_no_rendezvous_and_unknown_flags_are_ignored() {
+        let mut b = Hello { max_payload: 1, credits: 2, buffer_size: 1024, rendezvous: true }.encode();
+        b[5] = 0; // what version 2 without the flag always sent
+        assert!(!Hello::decode(&b).unwrap().rendezvous);
+        b[5] = 0xfe;
+        assert!(!Hello::decode(&b).unwrap().rendezvous);
     }
 }

@@ -21,7 +21,12 @@
 //!  31      24 23   22     21      16 15               0
 //!  |  kind   | MORE | UPDATE | grant |     credits      |   a fragment of a frame
 //!  |    0    |  0   |   1    |   0   |      grant       |   an UPDATE (no payload, no frame)
+//!  |    0    |  1   |   1    |   1   |      grant       |   an OFFER (payload: a rendezvous descriptor)
+//!  |    0    |  1   |   1    |   2   |      count       |   DONE: `count` offers read (no payload)
 //! ```
+//!
+//! OFFER and DONE (`rndv`) are sent only to a peer whose Hello offered rendezvous; each uses one
+//! of the peer's buffers like a fragment.
 
 use rdma_graceful_core::frame::parse_imm;
 use rdma_graceful_core::{ErrorCode, TransportError};
@@ -30,6 +35,11 @@ const MORE: u32 = 1 << 23;
 const UPDATE: u32 = 1 << 22;
 const GRANT_SHIFT: u32 = 16;
 const LINK_BITS: u32 = 0x00ff_0000;
+/// UPDATE and MORE together (meaningless for a fragment or an update): a control message, whose
+/// type is in the grant bits.
+const CONTROL: u32 = UPDATE | MORE;
+const CONTROL_OFFER: u32 = 1;
+const CONTROL_DONE: u32 = 2;
 /// The largest grant that rides on a fragment.
 pub const MAX_PIGGYBACK: u32 = 0x3f;
 /// The largest grant one UPDATE carries.
@@ -45,6 +55,10 @@ pub enum Imm {
     Fragment { kind: u8, credits: u16, more: bool, grant: u32 },
     /// Credits back, nothing else.
     Update { grant: u32 },
+    /// A rendezvous descriptor in the payload, and credits back.
+    Offer { grant: u32 },
+    /// The peer read `count` more of our offers.
+    Done { count: u32 },
 }
 
 /// The immediate data of a fragment: the frame header's word plus this layer's bits.
@@ -58,7 +72,28 @@ pub fn update_imm(grant: u32) -> u32 {
     UPDATE | grant
 }
 
+pub fn offer_imm(grant: u32) -> u32 {
+    debug_assert!(grant <= MAX_UPDATE);
+    CONTROL | (CONTROL_OFFER << GRANT_SHIFT) | grant
+}
+
+pub fn done_imm(count: u32) -> u32 {
+    debug_assert!(count > 0 && count <= MAX_UPDATE);
+    CONTROL | (CONTROL_DONE << GRANT_SHIFT) | count
+}
+
 pub fn parse(imm: u32) -> Result<Imm, TransportError> {
+    if imm & CONTROL == CONTROL {
+        let value = imm & 0xffff;
+        return match ((imm >> GRANT_SHIFT) & MAX_PIGGYBACK, imm >> 24) {
+            (CONTROL_OFFER, 0) => Ok(Imm::Offer { grant: value }),
+            (CONTROL_DONE, 0) if value > 0 => Ok(Imm::Done { count: value }),
+            _ => Err(TransportError::new(
+                ErrorCode::MalformedFrame,
+                format!("peer sent an unknown link control message ({imm:#010x})"),
+            )),
+        };
+    }
     if imm & UPDATE != 0 {
         if imm & !(UPDATE | 0xffff) != 0 {
             return Err(TransportError::new(
@@ -120,6 +155,14 @@ impl Credits {
         debug_assert!(self.can_send_fragment());
         self.held -= 1;
         self.take_owed(MAX_PIGGYBACK)
+    }
+
+    /// Takes a credit for a control message (`rndv`'s OFFER or DONE), which carries up to
+    /// `max_grant` back.
+    pub fn send_control(&mut self, max_grant: u32) -> u32 {
+        debug_assert!(self.can_send_fragment());
+        self.held -= 1;
+        self.take_owed(max_grant)
     }
 
     /// Whether an UPDATE should go now: something is owed, the peer is (nearly) out of credits or
@@ -259,6 +302,19 @@ mod tests {
         assert_eq!(parse(update_imm(65535)).unwrap(), Imm::Update { grant: 65535 });
         assert_eq!(parse(update_imm(1) | (5 << 24)).unwrap_err().code, ErrorCode::MalformedFrame);
         assert_eq!(parse(0xff00_0000).unwrap_err().code, ErrorCode::MalformedFrame, "kind out of range");
+    }
+
+    #[test]
+    fn control_messages_round_trip_and_strays_are_refused() {
+        assert_eq!(parse(offer_imm(7)).unwrap(), Imm::Offer { grant: 7 });
+        assert_eq!(parse(done_imm(3)).unwrap(), Imm::Done { count: 3 });
+        assert!(parse(CONTROL).is_err(), "no type");
+        assert!(parse(CONTROL | (CONTROL_DONE << GRANT_SHIFT)).is_err(), "DONE of nothing");
+        assert!(parse(offer_imm(1) | (5 << 24)).is_err(), "a kind on a control message");
+        assert!(parse(CONTROL | (9 << GRANT_SHIFT) | 1).is_err(), "an unknown type");
+        // A fragment flagged MORE and a plain UPDATE are still what they were.
+        assert!(matches!(parse(fragment_imm(imm_of(1, 0), true, 3)).unwrap(), Imm::Fragment { more: true, grant: 3, .. }));
+        assert_eq!(parse(update_imm(9)).unwrap(), Imm::Update { grant: 9 });
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Mr {
 
 /// ibv_reg_mr failed. ENOMEM/EPERM there almost always mean RLIMIT_MEMLOCK: say how much was
 /// asked, what is registered already and what the limit is, and how to raise it.
-fn registration_error(asked: usize) -> TransportError {
+pub fn registration_error(asked: usize) -> TransportError {
     let err = std::io::Error::last_os_error();
     let errno = err.raw_os_error().unwrap_or(0);
     if errno != libc::ENOMEM && errno != libc::EPERM && errno != libc::EAGAIN {

@@ -17,12 +17,14 @@ use crate::sys::{rc_result, verbs_error};
 /// A device that offers less gets a QP without inline sends.
 const INLINE_WANTED: u32 = 256;
 
-/// One send work request: SEND_WITH_IMM of `sge`, signaled or not, inline or not.
+/// One send-queue work request: SEND_WITH_IMM of `sge` (signaled or not, inline or not), or with
+/// `read` (remote address, rkey) an RDMA READ of the peer's memory into `sge`.
 #[derive(Clone, Copy)]
 pub struct SendWr {
     pub wr_id: u64,
     pub sge: ibv_sge,
     pub imm: u32,
+    pub read: Option<(u64, u32)>,
     pub signaled: bool,
     pub inline: bool,
 }
@@ -80,6 +82,10 @@ impl Qp {
         unreachable!("the last try returns")
     }
 
+    pub fn lib(&self) -> &'static Lib {
+        self.lib
+    }
+
     pub fn max_inline(&self) -> u32 {
         self.max_inline
     }
@@ -102,7 +108,7 @@ impl Qp {
         rc_result("ibv_modify_qp(ERR)", rc, ErrorCode::Io)
     }
 
-    /// Posts SEND_WITH_IMM work requests chained into one ibv_post_send (one doorbell). Returns
+    /// Posts work requests chained into one ibv_post_send (one doorbell). Returns
     /// how many were posted: all, or those before the first the provider refused, with its error.
     pub fn post_sends(&self, reqs: &[SendWr]) -> (usize, Result<(), TransportError>) {
         if reqs.is_empty() {
@@ -115,9 +121,18 @@ impl Qp {
             wr.wr_id = r.wr_id;
             wr.sg_list = &mut sges[i];
             wr.num_sge = if r.sge.length == 0 { 0 } else { 1 };
-            wr.opcode = IBV_WR_SEND_WITH_IMM;
             wr.send_flags = if r.signaled { IBV_SEND_SIGNALED } else { 0 } | if r.inline { IBV_SEND_INLINE } else { 0 };
-            wr.imm_data = r.imm.to_be();
+            match r.read {
+                Some((remote, rkey)) => {
+                    wr.opcode = IBV_WR_RDMA_READ;
+                    wr.rdma_remote_addr = remote;
+                    wr.rdma_rkey = rkey;
+                }
+                None => {
+                    wr.opcode = IBV_WR_SEND_WITH_IMM;
+                    wr.imm_data = r.imm.to_be();
+                }
+            }
             wrs.push(wr);
         }
         for i in 1..wrs.len() {

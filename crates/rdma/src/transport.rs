@@ -98,6 +98,16 @@ impl Transport for RdmaTransport {
         self.reactor.send(conn, kind, credits, payload)
     }
 
+    fn send_shared(
+        &mut self,
+        conn: ConnId,
+        kind: u8,
+        credits: u16,
+        payload: rdma_graceful_core::transport::SharedPayload,
+    ) -> Result<bool, TransportError> {
+        self.reactor.send_shared(conn, kind, credits, payload)
+    }
+
     fn close(&mut self, conn: ConnId) -> Result<(), TransportError> {
         self.reactor.close(conn)
     }

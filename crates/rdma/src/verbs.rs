@@ -8,46 +8,99 @@
 //! send of a closing connection) completes with all the unsignaled ones before it: completions of
 //! a QP come in order. Each work request carries its sequence number (`wr_id`), so a completion,
 //! signaled or a flush, says how many sends are done (`Link::completed`).
+//!
+//! Large frames go zero-copy (`rndv`): the link keeps our offers the peer has not read yet
+//! (`exposed`), and on the receiving side what arrived from the first offer not yet read on
+//! (`inbox`): frames behind an offer wait for its READ, so the application gets them in order.
+
+use std::collections::VecDeque;
 
 use rdma_graceful_core::frame::encode_header;
+use rdma_graceful_core::transport::SharedPayload;
 use rdma_graceful_core::{ErrorCode, TransportError};
 
 use crate::ffi::*;
 use crate::link::{self, Credits, Imm, Sends};
 use crate::pool::Pool;
 use crate::qp::{Qp, SendWr};
+use crate::rndv::{self, Descriptor, Memory, Pinned};
 use crate::SEND_DEPTH;
 
 /// wr_id bit that marks a send: bits 32..62 hold its sequence number (mod 2^30), the low 32 bits
 /// its pool send slot, or `NO_SLOT` (an inline send gave its slot back when posted).
 pub const SEND_TAG: u64 = 1 << 63;
+/// wr_id bit of the last READ of a transfer (also a send-queue work request, `SEND_TAG` set): its
+/// completion means the payload has landed.
+pub const READ_TAG: u64 = 1 << 62;
 pub const NO_SLOT: u32 = u32::MAX;
 
-/// The send slot a send's `wr_id` names (`NO_SLOT` for an inline send).
+/// The send slot a send's `wr_id` names (`NO_SLOT` for an inline send or a READ).
 pub fn slot_of(wr_id: u64) -> u32 {
     wr_id as u32
 }
 
-/// A fragment copied into a send slot, waiting to be posted.
+/// A work request waiting to be posted: a message copied into a send slot, or a READ of the
+/// peer's offered payload into a landing buffer.
 struct Prepared {
     slot: u32,
     sge: ibv_sge,
-    imm: u32,
+    op: Op,
     /// Small enough to go inline.
     inline: bool,
 }
+
+#[derive(Clone, Copy)]
+enum Op {
+    Send { imm: u32 },
+    Read { remote: u64, rkey: u32, last: bool },
+}
+
+/// A frame the peer offered (`rndv`): landing buffer registered when it comes near the front.
+struct Landing {
+    offer: Descriptor,
+    pinned: Option<Pinned>,
+    /// Bytes whose READ is prepared.
+    next: usize,
+    landed: bool,
+}
+
+/// What arrived from the peer, in order, from the first offer whose payload has not landed on.
+enum Inbound {
+    Offer(Landing),
+    Frames(Vec<u8>, u32),
+}
+
+/// Frames that may wait behind offers being read (a peer keeps to its lifecycle window, far
+/// fewer): beyond it, the peer is flooding.
+const MAX_BEHIND: u32 = 1024;
+
+/// Landing buffers registered at once per connection (the one being read and the next): bounds
+/// what a peer's offers cost us to 2 x maxMessageSize however many it sends.
+const LANDINGS_AHEAD: usize = 2;
 
 pub struct Link {
     pub qp: Qp,
     pub credits: Credits,
     /// The size of the peer's receive buffers: no fragment is larger.
     pub fragment: usize,
+    /// Zero-copy with this peer: frames of this many bytes and more are offered (0: never; both
+    /// sides offered rendezvous in their Hello otherwise).
+    pub threshold: usize,
+    /// Whether the peer may send us offers (both Hellos offered rendezvous).
+    pub takes_offers: bool,
     /// Sends posted and known complete (at most `SEND_DEPTH` in flight, the QP's send queue).
     sends: Sends,
-    /// Fragments copied into send slots and not yet posted, in order.
+    /// Work requests prepared and not yet posted, in order.
     prepared: Vec<Prepared>,
     /// The payload so far of a frame whose first fragments arrived.
     assembling: Option<Vec<u8>>,
+    /// Our offers the peer has not reported read, oldest first: each keeps the caller's buffer
+    /// registered for the peer's READ, and alive.
+    exposed: VecDeque<Pinned>,
+    /// Offers of the peer not yet landed and the frames that came behind them.
+    inbox: VecDeque<Inbound>,
+    /// Offers landed and not yet reported to the peer (DONE).
+    done_owed: u32,
     /// Something (a fragment or an UPDATE) found no free send slot in the pool: the connection
     /// must be pumped again when a slot comes back, since no completion of its own may come.
     pub wants_slot: bool,
@@ -57,8 +110,20 @@ pub struct Link {
 pub enum Received {
     /// The last (or only) fragment of a frame: the frame was appended to the batch.
     Frame,
-    /// A fragment with more to come, or a credit update.
+    /// A fragment with more to come, a credit update, an offer, or a frame behind an offer.
     Nothing,
+    /// The peer read `count` more of our offers: their buffers are let go.
+    Sent(u32),
+}
+
+/// What `Link::offer` did with a frame.
+pub enum Offered {
+    /// The descriptor is prepared; the payload stays registered until the peer's DONE.
+    Yes,
+    /// No credit, send-queue room, slot or exposure left: try again later.
+    Later(SharedPayload),
+    /// It cannot go zero-copy (the registration failed): send it as fragments.
+    Never(SharedPayload),
 }
 
 impl Link {
@@ -67,9 +132,14 @@ impl Link {
             qp,
             credits,
             fragment,
+            threshold: 0,
+            takes_offers: false,
             sends: Sends::default(),
             prepared: Vec::new(),
             assembling: None,
+            exposed: VecDeque::new(),
+            inbox: VecDeque::new(),
+            done_owed: 0,
             wants_slot: false,
         }
     }
@@ -103,7 +173,8 @@ impl Link {
             let sge = pool.fill_send_slot(slot, chunk);
             let grant = self.credits.send_fragment();
             let imm = link::fragment_imm(frame_imm, next + 1 < total, grant);
-            self.prepared.push(Prepared { slot, sge, imm, inline: chunk.len() <= self.qp.max_inline() as usize });
+            let inline = chunk.len() <= self.qp.max_inline() as usize;
+            self.prepared.push(Prepared { slot, sge, op: Op::Send { imm }, inline });
             next += 1;
         }
         next
@@ -135,7 +206,117 @@ impl Link {
         };
         let grant = self.credits.send_update();
         let sge = pool.fill_send_slot(slot, &[]);
-        self.prepared.push(Prepared { slot, sge, imm: link::update_imm(grant), inline: true });
+        self.prepared.push(Prepared { slot, sge, op: Op::Send { imm: link::update_imm(grant) }, inline: true });
+    }
+
+    /// Whether a frame of `len` bytes goes zero-copy to this peer.
+    pub fn zero_copy(&self, len: usize) -> bool {
+        self.threshold > 0 && len >= self.threshold
+    }
+
+    /// No transfer in either direction is under way: nothing offered unread, nothing being read,
+    /// no DONE owed. A local close waits for this before it disconnects.
+    pub fn settled(&self) -> bool {
+        self.exposed.is_empty() && self.inbox.is_empty() && self.done_owed == 0
+    }
+
+    /// Offers a frame (header word `frame_imm`) zero-copy: registers the payload for the peer's
+    /// READ and prepares its descriptor, as credits, the send queue and a slot allow.
+    pub fn offer(&mut self, pool: &mut Pool, frame_imm: u32, payload: SharedPayload) -> Offered {
+        if self.exposed.len() >= rndv::MAX_EXPOSED || !self.credits.can_send_fragment() || !self.sq_room() {
+            return Offered::Later(payload);
+        }
+        let Some(slot) = pool.take_send_slot() else {
+            self.wants_slot = true;
+            return Offered::Later(payload);
+        };
+        let pinned = match Pinned::expose(self.qp.lib(), pool.core.pd(), payload) {
+            Ok(p) => p,
+            Err((payload, e)) => {
+                pool.put_send_slot(slot);
+                crate::report(&format!("zero-copy send falls back to a copy: {e}"));
+                return Offered::Never(payload);
+            }
+        };
+        let (kind, credits) = ((frame_imm >> 24) as u8, frame_imm as u16);
+        let offer = Descriptor { kind, credits, len: pinned.len() as u32, addr: pinned.addr(), rkey: pinned.rkey() };
+        let sge = pool.fill_send_slot(slot, &offer.encode());
+        let imm = link::offer_imm(self.credits.send_control(link::MAX_UPDATE));
+        let inline = rndv::DESCRIPTOR_LEN <= self.qp.max_inline() as usize;
+        self.prepared.push(Prepared { slot, sge, op: Op::Send { imm }, inline });
+        self.exposed.push_back(pinned);
+        Offered::Yes
+    }
+
+    /// Prepares the READs of offered payloads (registering their landing buffers as they near the
+    /// front) and a DONE for those landed, as the send queue, credits and slots allow.
+    pub fn prepare_transfers(&mut self, pool: &mut Pool) -> Result<(), TransportError> {
+        let mut registered = 0;
+        for item in self.inbox.iter_mut() {
+            let Inbound::Offer(l) = item else { continue };
+            if l.pinned.is_none() {
+                if registered >= LANDINGS_AHEAD {
+                    break;
+                }
+                l.pinned = Some(Pinned::landing(self.qp.lib(), pool.core.pd(), l.offer.len as usize)?);
+            }
+            registered += 1;
+            let pinned = l.pinned.as_ref().expect("registered above");
+            let len = l.offer.len as usize;
+            while l.next < len && (self.sends.in_flight() as usize + self.prepared.len()) < SEND_DEPTH as usize {
+                let n = rndv::READ_CHUNK.min(len - l.next);
+                let sge = ibv_sge { addr: pinned.addr() + l.next as u64, length: n as u32, lkey: pinned.lkey() };
+                let op = Op::Read { remote: l.offer.addr + l.next as u64, rkey: l.offer.rkey, last: l.next + n == len };
+                self.prepared.push(Prepared { slot: NO_SLOT, sge, op, inline: false });
+                l.next += n;
+            }
+        }
+        if self.done_owed > 0 && self.credits.can_send_fragment() && self.sq_room() {
+            let Some(slot) = pool.take_send_slot() else {
+                self.wants_slot = true;
+                return Ok(());
+            };
+            let count = self.done_owed.min(link::MAX_UPDATE);
+            self.done_owed -= count;
+            self.credits.send_control(0);
+            let sge = pool.fill_send_slot(slot, &[]);
+            self.prepared.push(Prepared { slot, sge, op: Op::Send { imm: link::done_imm(count) }, inline: true });
+        }
+        Ok(())
+    }
+
+    /// The last READ of the oldest offer being read completed: its payload is here.
+    pub fn landed(&mut self) {
+        let first = self.inbox.iter_mut().find_map(|i| match i {
+            Inbound::Offer(l) if !l.landed => Some(l),
+            _ => None,
+        });
+        if let Some(l) = first {
+            l.landed = true;
+            self.done_owed += 1;
+        }
+    }
+
+    /// Takes what may be handed out, in order: landed payloads (each a one-frame batch in its own
+    /// buffer, no copy) and the frames behind them, up to the first offer still being read.
+    pub fn deliverable(&mut self, out: &mut Vec<(Vec<u8>, u32)>) -> Result<(), TransportError> {
+        while let Some(front) = self.inbox.front() {
+            if matches!(front, Inbound::Offer(l) if !l.landed) {
+                break;
+            }
+            match self.inbox.pop_front() {
+                Some(Inbound::Frames(data, count)) => out.push((data, count)),
+                Some(Inbound::Offer(l)) => {
+                    let Some(Memory::Owned(mut buf)) = l.pinned.and_then(Pinned::release) else {
+                        return Err(TransportError::new(ErrorCode::Io, "a landing buffer could not be deregistered"));
+                    };
+                    buf[..rndv::HEADER_ROOM].copy_from_slice(&encode_header(l.offer.kind, l.offer.credits, l.offer.len));
+                    out.push((buf, 1));
+                }
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     pub fn has_prepared(&self) -> bool {
@@ -148,24 +329,26 @@ impl Link {
     /// the slots of the fragments not posted go back to the pool (the connection is failing).
     pub fn post_prepared(&mut self, pool: &mut Pool, closing: bool) -> Result<(), TransportError> {
         let prepared = std::mem::take(&mut self.prepared);
-        let plan = self.sends.plan(prepared.len(), |i| closing || !prepared[i].inline);
+        let must = |p: &Prepared| match p.op {
+            Op::Send { .. } => closing || !p.inline,
+            Op::Read { last, .. } => last,
+        };
+        let plan = self.sends.plan(prepared.len(), |i| must(&prepared[i]));
         let reqs: Vec<SendWr> = prepared
             .iter()
             .zip(&plan)
             .map(|(p, &(seq, signaled))| {
                 let slot = if p.inline { NO_SLOT } else { p.slot };
-                SendWr {
-                    wr_id: SEND_TAG | (seq << 32) | slot as u64,
-                    sge: p.sge,
-                    imm: p.imm,
-                    signaled,
-                    inline: p.inline,
-                }
+                let (imm, read, tag) = match p.op {
+                    Op::Send { imm } => (imm, None, 0),
+                    Op::Read { remote, rkey, last } => (0, Some((remote, rkey)), if last { READ_TAG } else { 0 }),
+                };
+                SendWr { wr_id: SEND_TAG | tag | (seq << 32) | slot as u64, sge: p.sge, imm, read, signaled, inline: p.inline }
             })
             .collect();
         let (posted, result) = self.qp.post_sends(&reqs);
         for (i, p) in prepared.iter().enumerate().rev() {
-            if i >= posted || p.inline {
+            if (i >= posted || p.inline) && p.slot != NO_SLOT {
                 pool.put_send_slot(p.slot);
             }
         }
@@ -182,8 +365,14 @@ impl Link {
         }
         let plan = self.sends.plan(1, |_| true);
         let sge = ibv_sge { addr: 0, length: 0, lkey: 0 };
-        let wr =
-            SendWr { wr_id: SEND_TAG | (plan[0].0 << 32) | NO_SLOT as u64, sge, imm: 0, signaled: true, inline: true };
+        let wr = SendWr {
+            wr_id: SEND_TAG | (plan[0].0 << 32) | NO_SLOT as u64,
+            sge,
+            imm: 0,
+            read: None,
+            signaled: true,
+            inline: true,
+        };
         if let (1, Ok(())) = self.qp.post_sends(&[wr]) {
             self.sends.posted(&plan, 1);
         }
@@ -207,7 +396,30 @@ impl Link {
             ));
         }
         let imm = link::parse(u32::from_be(w.imm_data))?;
-        pool.with_received(buf, w.byte_len as usize, |data| self.take(imm, data, local_max, frames))
+        if self.inbox.is_empty() {
+            return pool.with_received(buf, w.byte_len as usize, |data| self.take(imm, data, local_max, frames));
+        }
+        // Behind an offer still being read: the frame waits in the inbox, in order.
+        let mut behind = Vec::new();
+        let got = pool.with_received(buf, w.byte_len as usize, |data| self.take(imm, data, local_max, &mut behind))?;
+        if !matches!(got, Received::Frame) {
+            return Ok(got);
+        }
+        let waiting: u32 = self.inbox.iter().map(|i| if let Inbound::Frames(_, n) = i { *n } else { 0 }).sum();
+        if waiting >= MAX_BEHIND {
+            return Err(TransportError::new(
+                ErrorCode::MalformedFrame,
+                format!("peer sent more than {MAX_BEHIND} frames behind an offer still being read"),
+            ));
+        }
+        match self.inbox.back_mut() {
+            Some(Inbound::Frames(data, count)) => {
+                data.extend_from_slice(&behind);
+                *count += 1;
+            }
+            _ => self.inbox.push_back(Inbound::Frames(behind, 1)),
+        }
+        Ok(Received::Nothing)
     }
 
     /// What a message's immediate data and payload mean (see `receive`).
@@ -219,6 +431,36 @@ impl Link {
         frames: &mut Vec<u8>,
     ) -> Result<Received, TransportError> {
         match imm {
+            Imm::Offer { grant } => {
+                self.credits.granted(grant);
+                if !self.takes_offers || self.assembling.is_some() {
+                    return Err(TransportError::new(
+                        ErrorCode::MalformedFrame,
+                        "peer sent a zero-copy offer that was not negotiated or inside a fragmented frame",
+                    ));
+                }
+                let offer = Descriptor::decode(data, local_max)?;
+                let offers = self.inbox.iter().filter(|i| matches!(i, Inbound::Offer(_))).count();
+                if offers >= rndv::MAX_EXPOSED {
+                    return Err(TransportError::new(
+                        ErrorCode::MalformedFrame,
+                        format!("peer has more than {} zero-copy offers outstanding", rndv::MAX_EXPOSED),
+                    ));
+                }
+                self.inbox.push_back(Inbound::Offer(Landing { offer, pinned: None, next: 0, landed: false }));
+                Ok(Received::Nothing)
+            }
+            Imm::Done { count } => {
+                if !data.is_empty() || count as usize > self.exposed.len() {
+                    return Err(TransportError::new(
+                        ErrorCode::MalformedFrame,
+                        format!("peer reported {count} zero-copy offers read; {} are outstanding", self.exposed.len()),
+                    ));
+                }
+                // Deregistered here: the rkey is dead before the caller's buffer is let go.
+                self.exposed.drain(..count as usize);
+                Ok(Received::Sent(count))
+            }
             Imm::Update { grant } => {
                 if !data.is_empty() {
                     return Err(TransportError::new(

@@ -51,9 +51,21 @@ impl Reactor {
         let id = rdma_graceful_core::ids::next_id();
         cm.set_ack_timeout(ack_timeout);
         let busy_poll_us = l.opts.rdma.busy_poll_us.unwrap_or(0);
+        let threshold = l.opts.rdma.zero_copy_threshold.unwrap_or(crate::ZERO_COPY_THRESHOLD);
         let mut conn = Conn::new(id, Role::Passive { listener }, Phase::Accepting, cm, local_max, peer, handshake_ms);
         conn.busy_poll_us = busy_poll_us;
-        let built = self.build_link(&mut conn, Some(&hello)).and_then(|()| conn.cm.accept(&our_hello(local_max)));
+        conn.zero_copy_threshold = threshold;
+        // READs each way: no more than the peer asked for (an earlier peer asks for none).
+        let offers = offers_rendezvous(&conn);
+        let (serve, issue) = if offers {
+            (rndv::READ_DEPTH.min(ev.initiator_depth), rndv::READ_DEPTH.min(ev.responder_resources))
+        } else {
+            (0, 0)
+        };
+        let hello = Hello { rendezvous: hello.rendezvous && serve > 0 && issue > 0, ..hello };
+        let built = self
+            .build_link(&mut conn, Some(&hello))
+            .and_then(|()| conn.cm.accept(&our_hello(local_max, offers), serve, issue));
         if let Err(e) = built {
             conn.cm.reject(b"RDGR: accept failed");
             let peer = std::mem::take(&mut conn.peer);
@@ -97,7 +109,7 @@ impl Reactor {
         self.by_qpn.insert(qp.qpn(), conn.id);
         let mut link = Link::new(qp, Credits::new(crate::INITIAL_WINDOW, 0), crate::BUFFER_SIZE as usize);
         if let Some(h) = peer {
-            learn(&mut link, h);
+            learn(&mut link, h, conn);
         }
         conn.link = Some(link);
         Ok(())
@@ -152,7 +164,11 @@ impl Reactor {
                 let Some(mut conn) = self.conns.remove(&id) else { return };
                 let result = self
                     .build_link(&mut conn, None)
-                    .and_then(|()| conn.cm.connect(&our_hello(conn.local_max), conn.retry_count));
+                    .and_then(|()| {
+                        let offers = offers_rendezvous(&conn);
+                        let reads = if offers { rndv::READ_DEPTH } else { 0 };
+                        conn.cm.connect(&our_hello(conn.local_max, offers), conn.retry_count, reads)
+                    });
                 conn.phase = Phase::Connecting;
                 self.conns.insert(id, conn);
                 if let Err(e) = result {
@@ -186,8 +202,9 @@ impl Reactor {
                     Ok(h) => {
                         c.peer_max = h.max_payload;
                         c.remote_qpn = ev.remote_qpn;
-                        if let Some(link) = c.link.as_mut() {
-                            learn(link, &h);
+                        if let Some(mut link) = c.link.take() {
+                            learn(&mut link, &h, c);
+                            c.link = Some(link);
                         }
                         self.established(id);
                     }
@@ -212,7 +229,7 @@ impl Reactor {
                     Phase::Closing
                         if !removal
                             && c.sendq.is_empty()
-                            && c.link.as_ref().is_some_and(|l| l.sends_in_flight() == 0) =>
+                            && c.link.as_ref().is_some_and(|l| l.sends_in_flight() == 0 && l.settled()) =>
                     {
                         // We asked to close and everything was delivered: the peer just got there first.
                         self.teardown(id, None, true);
@@ -254,13 +271,24 @@ impl Reactor {
     }
 }
 
-/// The Hello this side sends: its largest frame, the window it sets aside and its buffer size.
-fn our_hello(local_max: u32) -> [u8; crate::handshake::LEN] {
-    Hello { max_payload: local_max, credits: crate::INITIAL_WINDOW as u16, buffer_size: crate::BUFFER_SIZE }.encode()
+/// The Hello this side sends: its largest frame, the window it sets aside, its buffer size, and
+/// whether it offers rendezvous.
+fn our_hello(local_max: u32, rendezvous: bool) -> [u8; crate::handshake::LEN] {
+    Hello { max_payload: local_max, credits: crate::INITIAL_WINDOW as u16, buffer_size: crate::BUFFER_SIZE, rendezvous }
+        .encode()
 }
 
-/// What the peer's Hello tells the link: its first credits and the size of its buffers.
-fn learn(link: &mut Link, h: &Hello) {
+/// This side offers rendezvous: zero-copy is on, and it could register a landing buffer for the
+/// largest frame it takes (locked-memory limit).
+fn offers_rendezvous(conn: &Conn) -> bool {
+    conn.zero_copy_threshold > 0 && rndv::memlock_allows(conn.local_max as u64)
+}
+
+/// What the peer's Hello tells the link: its first credits, the size of its buffers, and whether
+/// frames go zero-copy (both sides offered rendezvous).
+fn learn(link: &mut Link, h: &Hello, conn: &Conn) {
     link.credits.granted(h.credits as u32);
     link.fragment = (h.buffer_size as usize).min(crate::BUFFER_SIZE as usize);
+    link.takes_offers = h.rendezvous && offers_rendezvous(conn);
+    link.threshold = if link.takes_offers { conn.zero_copy_threshold as usize } else { 0 };
 }

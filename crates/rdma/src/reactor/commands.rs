@@ -7,26 +7,7 @@ use super::*;
 impl Reactor {
     /// Queues one frame behind the connection's earlier ones and posts what the send slots take.
     pub fn send(&mut self, id: ConnId, kind: u8, credits: u16, payload: &[u8]) -> Result<(), TransportError> {
-        let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
-        match c.phase {
-            Phase::Open => {}
-            Phase::Closing | Phase::Draining { .. } => {
-                return Err(TransportError::new(ErrorCode::NotFound, format!("rdma connection {id} is closing")))
-            }
-            _ => {
-                return Err(TransportError::new(
-                    ErrorCode::NotFound,
-                    format!("rdma connection {id} is not established yet"),
-                ))
-            }
-        }
-        validate_outgoing(kind, payload.len(), c.local_max.min(c.peer_max))?;
-        if c.sendq.len() >= SEND_QUEUE_LIMIT {
-            return Err(TransportError::new(
-                ErrorCode::QueueFull,
-                format!("rdma connection {id} has {SEND_QUEUE_LIMIT} frames queued: send queue full"),
-            ));
-        }
+        let c = sendable(&mut self.conns, id, kind, payload.len())?;
         // Straight into registered send slots when credits and slots allow and nothing waits ahead
         // of it (one copy); what is left waits behind the others in the software queue.
         let imm = imm_of(kind, credits);
@@ -37,18 +18,37 @@ impl Reactor {
             }
         }
         if sent < link::fragments(payload.len(), c.link.as_ref().map_or(usize::MAX, |l| l.fragment)) {
-            c.sendq.push_back(Frame::new(kind, credits, payload.to_vec()));
+            c.sendq.push_back(Outgoing { kind, credits, payload: Payload::Copied(payload.to_vec()) });
             if c.sendq.len() == 1 {
                 c.front_sent = sent;
             }
         }
-        // Posted by the next flush (the caller's, once per turn of its loop, or the next poll's),
-        // together with the other frames of this turn.
-        if !c.corked {
-            c.corked = true;
-            self.corked.push(id);
-        }
+        self.cork(id);
         Ok(())
+    }
+
+    /// `send` of a lent payload: offered zero-copy from the connection's threshold up (true; `Sent`
+    /// reports it), else copied (false).
+    pub fn send_shared(&mut self, id: ConnId, kind: u8, credits: u16, payload: SharedPayload) -> Result<bool, TransportError> {
+        let len = payload.as_ref().as_ref().len();
+        let c = sendable(&mut self.conns, id, kind, len)?;
+        if !c.link.as_ref().is_some_and(|l| l.zero_copy(len)) {
+            return self.send(id, kind, credits, payload.as_ref().as_ref()).map(|()| false);
+        }
+        c.sendq.push_back(Outgoing { kind, credits, payload: Payload::Lent { payload, zero_copy: true } });
+        self.cork(id);
+        Ok(true)
+    }
+
+    /// Posted by the next flush (the caller's, once per turn of its loop, or the next poll's),
+    /// together with the other frames of this turn.
+    fn cork(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if !c.corked {
+                c.corked = true;
+                self.corked.push(id);
+            }
+        }
     }
 
     pub fn close(&mut self, id: ConnId) -> Result<(), TransportError> {
@@ -136,6 +136,7 @@ impl Reactor {
             Conn::new(id, Role::Active, Phase::Resolving, cm, opts.max_payload, addr.to_string(), opts.timeout_ms);
         conn.retry_count = opts.rdma.retry_count.unwrap_or(crate::RETRY_COUNT);
         conn.busy_poll_us = opts.rdma.busy_poll_us.unwrap_or(0);
+        conn.zero_copy_threshold = opts.rdma.zero_copy_threshold.unwrap_or(crate::ZERO_COPY_THRESHOLD);
         self.conns.insert(id, conn);
     }
 
@@ -154,17 +155,37 @@ impl Reactor {
         link.wants_slot = false;
         let mut failure = None;
         // Frames waiting in the queue follow those already in slots, as credits and slots come back.
-        while let Some(f) = c.sendq.front() {
-            if f.payload.len() as u64 > c.peer_max as u64 {
-                failure = Some(too_large_for_peer(f, c.peer_max));
+        let mut copied_lent = 0;
+        while let Some(f) = c.sendq.front_mut() {
+            let len = f.bytes().len();
+            if len as u64 > c.peer_max as u64 {
+                failure = Some(too_large_for_peer(len, c.peer_max));
                 break;
             }
-            c.front_sent = link.prepare(pool, f.imm(), &f.payload, c.front_sent);
-            if c.front_sent < link::fragments(f.payload.len(), link.fragment) {
+            if matches!(f.payload, Payload::Lent { zero_copy: true, .. }) {
+                let Some(Outgoing { kind, credits, payload: Payload::Lent { payload, .. } }) = c.sendq.pop_front() else {
+                    unreachable!("the front is lent")
+                };
+                let (payload, zero_copy) = match link.offer(pool, imm_of(kind, credits), payload) {
+                    Offered::Yes => continue,
+                    Offered::Later(p) => (p, true),
+                    Offered::Never(p) => (p, false),
+                };
+                c.sendq.push_front(Outgoing { kind, credits, payload: Payload::Lent { payload, zero_copy } });
+                if zero_copy {
+                    break;
+                }
+                continue;
+            }
+            c.front_sent = link.prepare(pool, f.imm(), f.bytes(), c.front_sent);
+            if c.front_sent < link::fragments(len, link.fragment) {
                 break;
             }
-            c.sendq.pop_front();
+            copied_lent += c.sendq.pop_front().is_some_and(|f| f.is_lent()) as u32;
             c.front_sent = 0;
+        }
+        if failure.is_none() {
+            failure = link.prepare_transfers(pool).err();
         }
         // A pool short of memory takes back what this connection's peer need not hold.
         if pool.under_pressure() {
@@ -184,7 +205,10 @@ impl Reactor {
         if link.wants_slot && !self.slot_waiters.contains(&id) {
             self.slot_waiters.push(id);
         }
-        let done_closing = closing && c.sendq.is_empty() && link.sends_in_flight() == 0;
+        let done_closing = closing && c.sendq.is_empty() && link.sends_in_flight() == 0 && link.settled();
+        if copied_lent > 0 {
+            self.emit(Event::Sent { conn: id, count: copied_lent });
+        }
         if let Some(e) = failure {
             return self.teardown(id, Some(e), false);
         }
@@ -202,4 +226,29 @@ impl Reactor {
             self.pump(id);
         }
     }
+}
+
+/// The connection, if a frame of `kind` and `len` bytes may be queued on it now.
+fn sendable(conns: &mut HashMap<ConnId, Conn>, id: ConnId, kind: u8, len: usize) -> Result<&mut Conn, TransportError> {
+    let c = conns.get_mut(&id).ok_or_else(|| not_found(id))?;
+    match c.phase {
+        Phase::Open => {}
+        Phase::Closing | Phase::Draining { .. } => {
+            return Err(TransportError::new(ErrorCode::NotFound, format!("rdma connection {id} is closing")))
+        }
+        _ => {
+            return Err(TransportError::new(
+                ErrorCode::NotFound,
+                format!("rdma connection {id} is not established yet"),
+            ))
+        }
+    }
+    validate_outgoing(kind, len, c.local_max.min(c.peer_max))?;
+    if c.sendq.len() >= SEND_QUEUE_LIMIT {
+        return Err(TransportError::new(
+            ErrorCode::QueueFull,
+            format!("rdma connection {id} has {SEND_QUEUE_LIMIT} frames queued: send queue full"),
+        ));
+    }
+    Ok(c)
 }

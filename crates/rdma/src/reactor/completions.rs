@@ -10,6 +10,10 @@ use super::*;
 struct Touched {
     frames: Vec<u8>,
     count: u32,
+    /// Lent payloads the peer reported read (DONE).
+    sent: u32,
+    /// The last READ of an offer completed: landed payloads may be handed out.
+    landed: bool,
     /// The first failure: the cause (flushes that follow it are its consequence). Nothing after
     /// it is added to `frames`.
     failure: Option<TransportError>,
@@ -137,11 +141,15 @@ impl Reactor {
                 pool.put_send_slot(slot);
             }
             let (Some(c), Some(t)) = (conn, t) else { return 0 };
+            let t = &mut touched[t].1;
             if let Some(link) = c.link.as_mut() {
                 link.completed(w.wr_id);
+                if w.wr_id & READ_TAG != 0 && w.status == IBV_WC_SUCCESS {
+                    link.landed();
+                    t.landed = true;
+                }
             }
             if w.status != IBV_WC_SUCCESS {
-                let t = &mut touched[t].1;
                 t.failure.get_or_insert(crate::verbs::wc_error(self.lib, w, true));
             }
             return 0;
@@ -160,6 +168,7 @@ impl Reactor {
                     let before = t.frames.len();
                     match link.receive(pool, buf, w, c.local_max, &mut t.frames) {
                         Ok(Received::Frame) => t.count += 1,
+                        Ok(Received::Sent(n)) => t.sent += n,
                         Ok(Received::Nothing) => {}
                         Err(e) => t.failure = Some(e),
                     }
@@ -184,19 +193,25 @@ impl Reactor {
         added
     }
 
-    /// Hands out what one turn's completions brought a connection, then lets it send (credits
-    /// and slots may have come back) or ends it.
+    /// Hands out what one turn's completions brought a connection (frames, then payloads that
+    /// landed and the frames behind them), then lets it send (credits and slots may have come
+    /// back) or ends it.
     fn after_completions(&mut self, id: ConnId, t: Touched) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
-        let Touched { frames, count, failure } = t;
+        let Some(c) = self.conns.get(&id) else { return };
+        let Touched { frames, count, sent, landed, mut failure } = t;
         let draining = matches!(c.phase, Phase::Draining { .. });
-        if count > 0 {
-            if matches!(c.phase, Phase::Accepting | Phase::Connecting) {
-                // Frames that arrived before ESTABLISHED was reported (the peer's QP reaches RTS first).
-                c.early.extend_from_slice(&frames);
-                c.early_count += count;
-            } else if matches!(c.phase, Phase::Open | Phase::Closing | Phase::Draining { deliver: true, .. }) {
-                self.emit(Event::Frames { conn: id, data: frames, count });
+        if sent > 0 {
+            self.emit(Event::Sent { conn: id, count: sent });
+        }
+        self.deliver(id, frames, count);
+        if landed && failure.is_none() {
+            let mut out = Vec::new();
+            let taken = self.conns.get_mut(&id).and_then(|c| c.link.as_mut()).map(|l| l.deliverable(&mut out));
+            if let Some(Err(e)) = taken {
+                failure = Some(e);
+            }
+            for (data, n) in out {
+                self.deliver(id, data, n);
             }
         }
         let setup = self.conns.get(&id).is_some_and(|c| c.is_setup());
@@ -206,6 +221,21 @@ impl Reactor {
             Some(e) => self.teardown(id, Some(e), false),
             None if draining => self.maybe_finish(id),
             None => self.pump(id),
+        }
+    }
+
+    /// Frames for a connection: kept until ESTABLISHED is reported (the peer's QP reaches RTS
+    /// first), handed out while it may still deliver, dropped otherwise.
+    fn deliver(&mut self, id: ConnId, data: Vec<u8>, count: u32) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if count == 0 {
+            return;
+        }
+        if matches!(c.phase, Phase::Accepting | Phase::Connecting) {
+            c.early.extend_from_slice(&data);
+            c.early_count += count;
+        } else if matches!(c.phase, Phase::Open | Phase::Closing | Phase::Draining { deliver: true, .. }) {
+            self.emit(Event::Frames { conn: id, data, count });
         }
     }
 }

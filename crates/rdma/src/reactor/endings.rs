@@ -66,6 +66,8 @@ impl Reactor {
             Phase::Draining { error, .. } => error.clone(),
             _ => None,
         };
+        // The QP goes first, then every lent payload (deregistered, let go): Closed releases
+        // those the peer did not report read.
         drop(c);
         self.release_pools();
         self.emit(Event::Closed { conn: id, error });

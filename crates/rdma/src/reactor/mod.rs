@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use rdma_graceful_core::frame::{imm_of, validate_outgoing};
 use rdma_graceful_core::poll::{Poller, READABLE};
-use rdma_graceful_core::{ConnId, ErrorCode, Event, Frame, ListenOptions, ListenerId, TransportError};
+use rdma_graceful_core::transport::SharedPayload;
+use rdma_graceful_core::{ConnId, ErrorCode, Event, ListenOptions, ListenerId, TransportError};
 
 use crate::cm::{CmEvent, CmId, EventChannel};
-use crate::conn::{Conn, Phase, Role};
+use crate::conn::{Conn, Outgoing, Payload, Phase, Role};
 use crate::device::Device;
 use crate::ffi::*;
 use crate::handshake::Hello;
@@ -32,7 +33,8 @@ use crate::link::{self, Credits};
 use crate::loader::Lib;
 use crate::pool::Pool;
 use crate::qp::Qp;
-use crate::verbs::{Link, Received, SEND_TAG};
+use crate::rndv;
+use crate::verbs::{Link, Offered, Received, READ_TAG, SEND_TAG};
 use crate::{CLOSE_SEND_TIMEOUT_MS, DRAIN_TIMEOUT_MS, SEND_QUEUE_LIMIT};
 
 /// Bytes of frames one turn takes out of the completion queues, all connections together.
@@ -227,13 +229,10 @@ impl Reactor {
     }
 }
 
-fn too_large_for_peer(frame: &Frame, peer_max: u32) -> TransportError {
+fn too_large_for_peer(len: usize, peer_max: u32) -> TransportError {
     TransportError::new(
         ErrorCode::FrameTooLarge,
-        format!(
-            "frame payload of {} bytes exceeds the peer's receive buffers of {peer_max} bytes",
-            frame.payload.len()
-        ),
+        format!("frame payload of {len} bytes exceeds the peer's receive buffers of {peer_max} bytes"),
     )
 }
 

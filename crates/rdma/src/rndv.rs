@@ -1,0 +1,233 @@
+//! Zero-copy large messages (rendezvous). From the connection's threshold up, a frame does not go
+//! as 8 KiB fragments copied through send slots: the sender registers the caller's own buffer for
+//! remote READ (`Pinned::expose`) and sends a 24-byte descriptor; the receiver registers a buffer
+//! of its own (`Pinned::landing`), READs the payload straight into it and hands that buffer to the
+//! application, then sends DONE. DONE ends the exposure: the sender deregisters the region, so
+//! its rkey is dead (a READ with it fails), and only then lets the caller's buffer go.
+//!
+//! A registration per transfer is the "memory window unavailable" form of UCX's rendezvous and
+//! the simplest one that keeps a peer's access to exactly one transfer: the region covers that
+//! message's bytes alone, is readable by the peer only while the transfer runs, and never
+//! writable. Descriptor (big-endian):
+//!
+//! ```text
+//!  0      1       2            4              8                     16       20          24
+//!  | kind | zero  | credits    | length       | address             | rkey   | zero      |
+//! ```
+
+use std::ffi::c_int;
+
+use rdma_graceful_core::counters::{Kind, Live};
+use rdma_graceful_core::transport::SharedPayload;
+use rdma_graceful_core::{ErrorCode, TransportError};
+
+use crate::ffi::*;
+use crate::loader::Lib;
+
+pub const DESCRIPTOR_LEN: usize = 24;
+/// The most bytes one RDMA READ work request asks for (Soft-RoCE takes 8 MiB per message; real
+/// NICs 1-2 GiB): larger payloads are read in pieces, posted as the send queue has room.
+pub const READ_CHUNK: usize = 1 << 20;
+/// Exposures one connection may have outstanding (descriptors sent, DONE not yet back).
+pub const MAX_EXPOSED: usize = 16;
+/// READ requests in flight per QP each way (rdma-cm's initiator depth and responder resources).
+pub const READ_DEPTH: u8 = 4;
+/// Bytes in front of a landing buffer's payload: the frame header, written once the READ is done,
+/// so the buffer is a one-frame `Frames` batch as it stands (no copy on the way to JS).
+pub const HEADER_ROOM: usize = rdma_graceful_core::frame::HEADER_LEN;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    pub kind: u8,
+    pub credits: u16,
+    pub len: u32,
+    pub addr: u64,
+    pub rkey: u32,
+}
+
+impl Descriptor {
+    pub fn encode(&self) -> [u8; DESCRIPTOR_LEN] {
+        let mut b = [0u8; DESCRIPTOR_LEN];
+        b[0] = self.kind;
+        b[2..4].copy_from_slice(&self.credits.to_be_bytes());
+        b[4..8].copy_from_slice(&self.len.to_be_bytes());
+        b[8..16].copy_from_slice(&self.addr.to_be_bytes());
+        b[16..20].copy_from_slice(&self.rkey.to_be_bytes());
+        b
+    }
+
+    /// A descriptor the peer sent, checked against this side's largest frame.
+    pub fn decode(b: &[u8], local_max: u32) -> Result<Descriptor, TransportError> {
+        let malformed = |what: String| TransportError::new(ErrorCode::MalformedFrame, what);
+        if b.len() != DESCRIPTOR_LEN || b[1] != 0 || b[20..].iter().any(|&x| x != 0) {
+            return Err(malformed(format!("peer sent a malformed rendezvous descriptor ({} bytes)", b.len())));
+        }
+        let (kind, credits) = rdma_graceful_core::frame::parse_imm(((b[0] as u32) << 24) | u16::from_be_bytes([b[2], b[3]]) as u32)?;
+        let len = u32::from_be_bytes(b[4..8].try_into().unwrap());
+        if len == 0 {
+            return Err(malformed("peer sent a rendezvous descriptor for an empty frame".into()));
+        }
+        if len > local_max {
+            return Err(TransportError::new(
+                ErrorCode::FrameTooLarge,
+                format!("peer offered a frame of {len} bytes, more than {local_max} (this side's maxMessageSize)"),
+            ));
+        }
+        let addr = u64::from_be_bytes(b[8..16].try_into().unwrap());
+        let rkey = u32::from_be_bytes(b[16..20].try_into().unwrap());
+        Ok(Descriptor { kind, credits, len, addr, rkey })
+    }
+}
+
+/// Memory the registration covers: the caller's buffer (sender), or one of ours (receiver).
+pub enum Memory {
+    Shared(SharedPayload),
+    Owned(Vec<u8>),
+}
+
+impl Memory {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Memory::Shared(s) => s.as_ref().as_ref(),
+            Memory::Owned(v) => v,
+        }
+    }
+}
+
+/// One registration of memory we do not keep in a pool, for one transfer. Deregistered before
+/// the memory is let go (Drop), so neither the device nor the peer can touch it afterwards; if
+/// deregistration fails, the memory is leaked rather than freed under the device.
+pub struct Pinned {
+    lib: &'static Lib,
+    mr: *mut ibv_mr,
+    mem: Option<Memory>,
+    offset: usize,
+    _live: Live,
+    _bytes: Live,
+}
+
+impl Pinned {
+    /// Registers the caller's buffer for remote READ by the peer (and nothing else).
+    pub fn expose(lib: &'static Lib, pd: *mut ibv_pd, payload: SharedPayload) -> Result<Pinned, (SharedPayload, TransportError)> {
+        Pinned::register(lib, pd, Memory::Shared(payload), 0, IBV_ACCESS_REMOTE_READ).map_err(|(m, e)| match m {
+            Memory::Shared(s) => (s, e),
+            Memory::Owned(_) => unreachable!("registered shared memory"),
+        })
+    }
+
+    /// A buffer of `len` payload bytes (after `HEADER_ROOM`) the device may write: a READ lands there.
+    pub fn landing(lib: &'static Lib, pd: *mut ibv_pd, len: usize) -> Result<Pinned, TransportError> {
+        let buf = vec![0u8; HEADER_ROOM + len];
+        Pinned::register(lib, pd, Memory::Owned(buf), HEADER_ROOM, IBV_ACCESS_LOCAL_WRITE).map_err(|(_, e)| e)
+    }
+
+    fn register(
+        lib: &'static Lib,
+        pd: *mut ibv_pd,
+        mem: Memory,
+        offset: usize,
+        access: c_int,
+    ) -> Result<Pinned, (Memory, TransportError)> {
+        let len = mem.bytes().len() - offset;
+        let addr = mem.bytes()[offset..].as_ptr() as *mut std::ffi::c_void;
+        // SAFETY: the memory is kept (in `mem`, never moved: a Vec's or a JS Buffer's heap block)
+        // until after the registration is released (Drop).
+        let mr = unsafe { (lib.verbs.ibv_reg_mr)(pd, addr, len, access) };
+        if mr.is_null() {
+            return Err((mem, crate::mr::registration_error(len)));
+        }
+        let bytes = Live::amount(Kind::RdmaRegisteredBytes, len as i64);
+        Ok(Pinned { lib, mr, mem: Some(mem), offset, _live: Live::new(Kind::RdmaMemoryRegions), _bytes: bytes })
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.mem.as_ref().map_or(0, |m| m.bytes()[self.offset..].as_ptr() as u64)
+    }
+
+    pub fn len(&self) -> usize {
+        self.mem.as_ref().map_or(0, |m| m.bytes().len() - self.offset)
+    }
+
+    pub fn lkey(&self) -> u32 {
+        // SAFETY: mr is a live registration.
+        unsafe { (*self.mr).lkey }
+    }
+
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: mr is a live registration.
+        unsafe { (*self.mr).rkey }
+    }
+
+    /// Ends the registration and gives the memory back (None if the device would not let it go).
+    pub fn release(mut self) -> Option<Memory> {
+        if self.deregister() {
+            self.mem.take()
+        } else {
+            None
+        }
+    }
+
+    /// False (and the memory leaked) when the device refused.
+    fn deregister(&mut self) -> bool {
+        if self.mr.is_null() {
+            return true;
+        }
+        // SAFETY: mr is ours; no work request using it is outstanding (the caller's contract:
+        // the transfer ended, or the QP was destroyed first).
+        let rc = unsafe { (self.lib.verbs.ibv_dereg_mr)(self.mr) };
+        self.mr = std::ptr::null_mut();
+        if rc != 0 {
+            crate::report(&format!(
+                "ibv_dereg_mr of a transfer failed: {}; leaking its buffer",
+                std::io::Error::from_raw_os_error(rc)
+            ));
+            std::mem::forget(self.mem.take());
+            return false;
+        }
+        true
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
+
+/// Whether this process may register a landing buffer of `bytes` beyond what it holds now
+/// (RLIMIT_MEMLOCK; root and unlimited may): a side that could not land a READ does not offer
+/// rendezvous, and its peer sends it fragments as before.
+pub fn memlock_allows(bytes: u64) -> bool {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: lim is a valid out-parameter; geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 || unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return true;
+    }
+    lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= Kind::RdmaRegisteredBytes.get() as u64 + 2 * bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_round_trips() {
+        let d = Descriptor { kind: 3, credits: 513, len: 1 << 20, addr: 0x7f00_dead_beef, rkey: 0x1234_5678 };
+        assert_eq!(Descriptor::decode(&d.encode(), 1 << 20).unwrap(), d);
+    }
+
+    #[test]
+    fn descriptors_beyond_bounds_or_malformed_are_refused() {
+        let d = Descriptor { kind: 3, credits: 0, len: 4097, addr: 1, rkey: 2 };
+        assert_eq!(Descriptor::decode(&d.encode(), 4096).unwrap_err().code, ErrorCode::FrameTooLarge);
+        let empty = Descriptor { len: 0, ..d };
+        assert_eq!(Descriptor::decode(&empty.encode(), 4096).unwrap_err().code, ErrorCode::MalformedFrame);
+        let mut stray = d.encode();
+        stray[22] = 1;
+        assert_eq!(Descriptor::decode(&stray, 1 << 20).unwrap_err().code, ErrorCode::MalformedFrame);
+        assert_eq!(Descriptor::decode(&d.encode()[..20], 1 << 20).unwrap_err().code, ErrorCode::MalformedFrame);
+        let mut bad_kind = d.encode();
+        bad_kind[0] = 200;
+        assert!(Descriptor::decode(&bad_kind, 1 << 20).is_err());
+    }
+}
