@@ -85,6 +85,7 @@ rdmaTest('a close right after zero-copy sends waits for the peer to read them: n
       const got: Buffer[] = []
       for await (const m of c) got.push(m)
       resolve(got)
+      await c.close()
     }),
   )
   const conn = await connect({ ...opts, port: server.port })

@@ -36,6 +36,20 @@ impl RdmaTransport {
 
     /// The device pools' receive buffers: (posted in the shared receive queues, set aside for
     /// peers as link windows, pools). Registered bytes are in the live counters.
+    /// Tests of zero-copy: the last offer connection `conn` received (peer address, rkey, length).
+    #[doc(hidden)]
+    pub fn last_offer(&self, conn: ConnId) -> Option<(u64, u32, u32)> {
+        self.reactor.last_offer(conn)
+    }
+
+    /// Tests of zero-copy: a raw RDMA READ of `len` bytes of the peer's memory at `addr` with
+    /// `rkey` on `conn`'s queue pair. A key the peer revoked fails it (remote access error), and
+    /// the connection with it (`Closed` says why).
+    #[doc(hidden)]
+    pub fn probe_read(&mut self, conn: ConnId, addr: u64, rkey: u32, len: usize) -> Result<(), TransportError> {
+        self.reactor.probe_read(conn, addr, rkey, len)
+    }
+
     pub fn pool_usage(&self) -> (u32, u32, usize) {
         self.reactor.pool_usage()
     }

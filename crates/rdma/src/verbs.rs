@@ -101,6 +101,10 @@ pub struct Link {
     inbox: VecDeque<Inbound>,
     /// Offers landed and not yet reported to the peer (DONE).
     done_owed: u32,
+    /// The last offer the peer sent (`RdmaTransport::last_offer`, for tests of its key's life).
+    last_offer: Option<Descriptor>,
+    /// The landing buffer of a `probe_read`, kept until the QP is gone.
+    probe: Option<Pinned>,
     /// Something (a fragment or an UPDATE) found no free send slot in the pool: the connection
     /// must be pumped again when a slot comes back, since no completion of its own may come.
     pub wants_slot: bool,
@@ -140,6 +144,8 @@ impl Link {
             exposed: VecDeque::new(),
             inbox: VecDeque::new(),
             done_owed: 0,
+            last_offer: None,
+            probe: None,
             wants_slot: false,
         }
     }
@@ -283,6 +289,31 @@ impl Link {
             self.prepared.push(Prepared { slot, sge, op: Op::Send { imm: link::done_imm(count) }, inline: true });
         }
         Ok(())
+    }
+
+    /// The last offer the peer sent: its address, rkey and length.
+    pub fn last_offer(&self) -> Option<(u64, u32, u32)> {
+        self.last_offer.map(|o| (o.addr, o.rkey, o.len))
+    }
+
+    /// Posts one signaled READ of `len` bytes at the peer's `addr` with `rkey` (a test's probe of a
+    /// key's life): a key the peer revoked fails it, and with it the connection.
+    pub fn probe_read(&mut self, pool: &Pool, addr: u64, rkey: u32, len: usize) -> Result<(), TransportError> {
+        let landing = Pinned::landing(self.qp.lib(), pool.core.pd(), len)?;
+        let sge = ibv_sge { addr: landing.addr(), length: len as u32, lkey: landing.lkey() };
+        self.probe = Some(landing);
+        let plan = self.sends.plan(1, |_| true);
+        let wr = SendWr {
+            wr_id: SEND_TAG | (plan[0].0 << 32) | NO_SLOT as u64,
+            sge,
+            imm: 0,
+            read: Some((addr, rkey)),
+            signaled: true,
+            inline: false,
+        };
+        let (posted, result) = self.qp.post_sends(&[wr]);
+        self.sends.posted(&plan, posted);
+        result
     }
 
     /// The last READ of the oldest offer being read completed: its payload is here.
@@ -440,6 +471,7 @@ impl Link {
                     ));
                 }
                 let offer = Descriptor::decode(data, local_max)?;
+                self.last_offer = Some(offer);
                 let offers = self.inbox.iter().filter(|i| matches!(i, Inbound::Offer(_))).count();
                 if offers >= rndv::MAX_EXPOSED {
                     return Err(TransportError::new(

@@ -469,3 +469,31 @@ fn abort_after_unsignaled_sends_drains_at_once() {
     assert!(took < Duration::from_millis(1500), "the teardown waited {took:?} for flushes that never come");
     el.expect("server Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == s));
 }
+
+/// Zero-copy (rendezvous): the receiver READs an offered payload from the sender's memory with
+/// the rkey of the offer. Once the transfer is done (DONE), that key must not work any more: a raw
+/// READ with it fails with a remote access error (and takes the connection down), while the
+/// transfer itself delivered the payload intact.
+#[test]
+fn a_finished_transfer_key_no_longer_reads() {
+    let Some((_g, mut el)) = setup() else { return };
+    let (_lid, port) =
+        el.transport.listen(&ListenOptions { host: ip(), max_payload: 4 << 20, ..Default::default() }).unwrap();
+    let (c, s) = contract::pair(&mut el, &ip(), port, 4 << 20);
+    let payload: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 + 3) as u8).collect();
+    assert!(el.transport.send_shared(c, 1, 0, Box::new(payload.clone())).unwrap(), "1 MiB went zero-copy");
+    el.transport.flush();
+    let got = contract::receive(&mut el, s, 1);
+    assert!(got[0].payload == payload, "the payload arrived changed");
+    el.expect("the sender's Sent", WAIT, |e| matches!(e, Event::Sent { conn, count: 1 } if *conn == c));
+    let (addr, rkey, len) = el.transport.last_offer(s).expect("the server saw the offer");
+    assert_eq!(len, 1 << 20);
+    el.transport.probe_read(s, addr, rkey, 4096).unwrap();
+    let closed = el.expect("the prober's Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == s));
+    let Event::Closed { error: Some(e), .. } = closed else { panic!("the probe did not fail: {closed:?}") };
+    eprintln!("READ with the finished transfer's key: {e}");
+    assert!(e.message.contains("status 10"), "expected a remote access error (status 10): {e}");
+    el.expect("client Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == c));
+    drop(el);
+    assert_rdma_zero("after the probe");
+}

@@ -51,6 +51,19 @@ impl Reactor {
         }
     }
 
+    /// See `RdmaTransport::probe_read`.
+    pub fn probe_read(&mut self, id: ConnId, addr: u64, rkey: u32, len: usize) -> Result<(), TransportError> {
+        let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
+        let (Some(link), Some(entry)) = (c.link.as_mut(), c.pool.and_then(|k| self.pools.get(&k))) else {
+            return Err(not_found(id));
+        };
+        link.probe_read(&entry.pool, addr, rkey, len)
+    }
+
+    pub fn last_offer(&self, id: ConnId) -> Option<(u64, u32, u32)> {
+        self.conns.get(&id)?.link.as_ref()?.last_offer()
+    }
+
     pub fn close(&mut self, id: ConnId) -> Result<(), TransportError> {
         let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
         match c.phase {
