@@ -266,9 +266,25 @@ test.serial('rdma tuning options are checked at once, whatever the transport', a
     t.regex(err!.message, /rdmaBusyPollUs must be an integer from 0 to 1000000/)
     await t.throwsAsync(listen({ rdmaBusyPollUs: bad }), { code: 'ERR_INVALID_ARGUMENT' } as never)
   }
-  // Valid values are accepted (and ignored by tcp).
-  const server = await listen({ port: 0, rdmaAckTimeoutExponent: 14, rdmaBusyPollUs: 0, allowHalfOpen: false })
-  const conn = await connect({ port: server.port, rdmaRetryCount: 3, rdmaAckTimeoutExponent: 18, rdmaBusyPollUs: 1_000_000 })
+  for (const bad of [-1, 1, 1023, 2048.5, 64 * 1024 * 1024 + 1]) {
+    const err = await t.throwsAsync(connect({ port: 9, rdmaZeroCopyThreshold: bad }))
+    t.is((err as TransportError).code, 'ERR_INVALID_ARGUMENT')
+    t.regex(err!.message, /rdmaZeroCopyThreshold must be 0 \(off\) or an integer from 1024 to 67108864/)
+    await t.throwsAsync(listen({ rdmaZeroCopyThreshold: bad }), { code: 'ERR_INVALID_ARGUMENT' } as never)
+  }
+  // Valid values are accepted (and ignored by tcp: a large message still goes, copied).
+  const server = await listen({ port: 0, rdmaAckTimeoutExponent: 14, rdmaBusyPollUs: 0, rdmaZeroCopyThreshold: 0, allowHalfOpen: false })
+  server.on('connection', echo)
+  const conn = await connect({
+    port: server.port,
+    rdmaRetryCount: 3,
+    rdmaAckTimeoutExponent: 18,
+    rdmaBusyPollUs: 1_000_000,
+    rdmaZeroCopyThreshold: 1024,
+  })
+  await conn.send(Buffer.alloc(4096, 7))
+  t.deepEqual(await conn.read(), Buffer.alloc(4096, 7))
+  t.is(conn.stats.zeroCopySent, 0, 'tcp copies')
   t.is((await conn.close()).outcome, 'graceful')
   await server.close()
   assertNoLiveResources(t)

@@ -34,7 +34,7 @@ export interface TransportOptions {
   /**
    * rdma: messages of at least this many bytes go zero-copy (the peer READs them straight from
    * the Buffer you sent: do not change it until send() resolves, which then means the peer has
-   * it). 0 turns it off; otherwise 1024 to 67108864 (default 65536). Used when both sides offer
+   * it). 0 turns it off; otherwise 1024 to 67108864 (default 262144). Used when both sides offer
    * it; ignored on tcp. See docs/rdma.md.
    */
   rdmaZeroCopyThreshold?: number
@@ -236,7 +236,7 @@ export function rdmaTuningOf(o: {
 }
 
 /** Default `rdmaZeroCopyThreshold`: where zero-copy overtook fragments (bench/NOTES.md, issue 19). */
-export const DEFAULT_RDMA_ZERO_COPY_THRESHOLD = 65536
+export const DEFAULT_RDMA_ZERO_COPY_THRESHOLD = 262144
 
 function zeroCopyThresholdOf(v: number | undefined): number {
   if (v === undefined) return DEFAULT_RDMA_ZERO_COPY_THRESHOLD

@@ -17,13 +17,13 @@ import { median, mib, now, RawClient } from '../lib'
 import { ibReadBw, ibSendBw, ibSendLat } from '../perftest'
 
 /** A server process; `cpuUs` asks it for its CPU time so far. */
-interface Peer {
+export interface Peer {
   port: number
   cpuUs(): Promise<number>
   stop(): Promise<void>
 }
 
-async function startPeer(args: string[]): Promise<Peer> {
+export async function startPeer(args: string[]): Promise<Peer> {
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'bench/peer-process.ts', ...args], {
     stdio: ['pipe', 'pipe', 'inherit'],
   })
@@ -106,7 +106,7 @@ async function pingPong(client: Client, peer: Peer, size: number, n: number): Pr
 }
 
 /** MiB/s of `count` messages of `size`, at most 256 sends in flight (awaiting the oldest). */
-async function stream(client: Client, size: number, count: number): Promise<number> {
+export async function stream(client: Client, size: number, count: number): Promise<number> {
   const payload = Buffer.alloc(size, 1)
   const head = Buffer.alloc(4)
   head.writeUInt32BE(count)
@@ -130,6 +130,8 @@ export const twoProcess: Bench = {
   async run(ctx) {
     const { transport, N, row, host } = ctx
     const rdma = transport === 'rdma'
+    /** Where our peers of `transport` listen (rdma-cm needs the rdma netdev's address). */
+    const ourHost = rdma ? host : '127.0.0.1'
     const busyEnv = process.env.BENCH_BUSY_POLL_US ?? String(DEFAULT_BENCH_BUSY_POLL_US)
     const busy = rdma && busyEnv !== 'none' ? Number(busyEnv) : undefined
     const offOpts = busy === undefined ? {} : { rdmaBusyPollUs: 0 }
@@ -166,9 +168,8 @@ export const twoProcess: Bench = {
           cpuInto?.push(r.cpuPerRtt)
         }
         for (let rep = 0; rep < N.reps; rep++) {
-          await measure(await oursClient(transport, rdma ? host : '127.0.0.1', peers.ours.port, offOpts), peers.ours, m.ours, cpu.ours)
-          if (peers.oursBusy)
-            await measure(await oursClient(transport, rdma ? host : '127.0.0.1', peers.oursBusy.port, onOpts), peers.oursBusy, m.busy, cpu.busy)
+          await measure(await oursClient(transport, ourHost, peers.ours.port, offOpts), peers.ours, m.ours, cpu.ours)
+          if (peers.oursBusy) await measure(await oursClient(transport, ourHost, peers.oursBusy.port, onOpts), peers.oursBusy, m.busy, cpu.busy)
           if (peers.oursTcp) await measure(await oursClient('tcp', '127.0.0.1', peers.oursTcp.port, {}), peers.oursTcp, m.tcp)
           await measure(await rawClient(peers.raw.port), peers.raw, m.raw, cpu.raw)
           if (rdma) {
@@ -225,7 +226,7 @@ export const twoProcess: Bench = {
         for (let rep = 0; rep < N.reps; rep++) {
           const cpu0 = process.cpuUsage()
           const peer0 = await peers.oursSink.cpuUs()
-          const client = await oursClient(transport, rdma ? host : '127.0.0.1', peers.oursSink.port, offOpts)
+          const client = await oursClient(transport, ourHost, peers.oursSink.port, offOpts)
           ours.push(await stream(client, size, count))
           await client.close()
           const cpu = process.cpuUsage(cpu0)

@@ -58,7 +58,7 @@ pub const POOL_MAX_BUFFERS: u32 = 16 * 1024;
 /// Registered send slots per device pool (4 MiB at `BUFFER_SIZE`), shared by its connections.
 pub const SEND_POOL_SLOTS: u32 = 512;
 /// Frames of at least this many bytes go zero-copy (rendezvous, `rndv`) by default.
-pub const ZERO_COPY_THRESHOLD: u32 = 64 * 1024;
+pub const ZERO_COPY_THRESHOLD: u32 = 256 * 1024;
 /// How long a teardown waits for flush completions after moving the QP to ERR.
 pub const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// How long `close` waits for queued frames to be sent before giving up and aborting.

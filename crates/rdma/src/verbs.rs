@@ -74,9 +74,12 @@ enum Inbound {
 /// fewer): beyond it, the peer is flooding.
 const MAX_BEHIND: u32 = 1024;
 
-/// Landing buffers registered at once per connection (the one being read and the next): bounds
-/// what a peer's offers cost us to 2 x maxMessageSize however many it sends.
+/// Landing buffers registered at once per connection: always the one being read and the next,
+/// more while they total under `LANDING_BYTES_AHEAD` (medium messages keep several READs in
+/// flight). A peer's offers cost us at most 2 x maxMessageSize or that many bytes, however many
+/// it sends.
 const LANDINGS_AHEAD: usize = 2;
+const LANDING_BYTES_AHEAD: usize = 8 << 20;
 
 pub struct Link {
     pub qp: Qp,
@@ -257,16 +260,17 @@ impl Link {
     /// Prepares the READs of offered payloads (registering their landing buffers as they near the
     /// front) and a DONE for those landed, as the send queue, credits and slots allow.
     pub fn prepare_transfers(&mut self, pool: &mut Pool) -> Result<(), TransportError> {
-        let mut registered = 0;
+        let (mut registered, mut bytes) = (0, 0);
         for item in self.inbox.iter_mut() {
             let Inbound::Offer(l) = item else { continue };
             if l.pinned.is_none() {
-                if registered >= LANDINGS_AHEAD {
+                if registered >= LANDINGS_AHEAD && bytes + l.offer.len as usize > LANDING_BYTES_AHEAD {
                     break;
                 }
                 l.pinned = Some(Pinned::landing(self.qp.lib(), pool.core.pd(), l.offer.len as usize)?);
             }
             registered += 1;
+            bytes += l.offer.len as usize;
             let pinned = l.pinned.as_ref().expect("registered above");
             let len = l.offer.len as usize;
             while l.next < len && (self.sends.in_flight() as usize + self.prepared.len()) < SEND_DEPTH as usize {
