@@ -5,7 +5,7 @@
 import type { DriverOptions, ProtocolOptions } from './connection'
 import { TransportError } from './errors'
 import { rdmaLimits } from './native'
-import { resolveOptions } from './protocol/options'
+import { DEFAULTS as PROTOCOL_DEFAULTS, resolveOptions } from './protocol/options'
 import type { TransportKind } from './hub'
 
 /** What `transport` may ask for: a transport, or 'auto' (rdma where a device serves the address, else tcp). */
@@ -17,10 +17,12 @@ export interface TransportOptions {
   /** Largest message in bytes, each way (default 1 MiB on tcp, 64 KiB on rdma; at most 64 MiB). */
   maxMessageSize?: number
   /**
-   * rdma: the queue pair's local ACK timeout, as the exponent n of 4.096 us x 2^n per try (1-31,
-   * default 16: 268 ms). With the retry count, how long a send may go unacknowledged before the
-   * connection goes DOWN with transport-down: about (rdmaRetryCount + 1) x that (default 1.9 s).
-   * Ignored on tcp. See docs/rdma.md.
+   * rdma: the queue pair's local ACK timeout, as the exponent n of 4.096 us x 2^n per try (1-31).
+   * With the retry count, how long a send may go unacknowledged before the connection goes DOWN
+   * with transport-down: about (rdmaRetryCount + 1) x that. Default: the smallest n whose budget
+   * covers heartbeatTimeoutMs + heartbeatIntervalMs (18 for the defaults: ~7.5 s), so the heartbeat
+   * alone judges a silent peer; 16 (~1.9 s) when heartbeatTimeoutMs is 0. Ignored on tcp. See
+   * docs/rdma.md.
    */
   rdmaAckTimeoutExponent?: number
   /**
@@ -216,6 +218,8 @@ export function rdmaTuningOf(o: {
   rdmaRetryCount?: number
   rdmaBusyPollUs?: number
   rdmaZeroCopyThreshold?: number
+  heartbeatTimeoutMs?: number
+  heartbeatIntervalMs?: number
 }): {
   rdmaAckTimeoutExponent?: number
   rdmaRetryCount?: number
@@ -227,12 +231,39 @@ export function rdmaTuningOf(o: {
     if (!Number.isInteger(v) || v < lo || v > hi) throw invalid(`${name} must be an integer from ${lo} to ${hi}, got ${v}`)
     return v
   }
+  const rdmaRetryCount = check('rdmaRetryCount', o.rdmaRetryCount, 0, 7)
   return {
-    rdmaAckTimeoutExponent: check('rdmaAckTimeoutExponent', o.rdmaAckTimeoutExponent, 1, 31),
-    rdmaRetryCount: check('rdmaRetryCount', o.rdmaRetryCount, 0, 7),
+    rdmaAckTimeoutExponent:
+      check('rdmaAckTimeoutExponent', o.rdmaAckTimeoutExponent, 1, 31) ??
+      ackTimeoutExponentFor(
+        o.heartbeatTimeoutMs ?? PROTOCOL_DEFAULTS.heartbeatTimeoutMs,
+        o.heartbeatIntervalMs ?? PROTOCOL_DEFAULTS.heartbeatIntervalMs,
+        rdmaRetryCount ?? RDMA_RETRY_COUNT,
+      ),
+    rdmaRetryCount,
     rdmaBusyPollUs: check('rdmaBusyPollUs', o.rdmaBusyPollUs, 0, 1_000_000),
     rdmaZeroCopyThreshold: zeroCopyThresholdOf(o.rdmaZeroCopyThreshold),
   }
+}
+
+/** The rdma transport's retries when `rdmaRetryCount` is not set (crates/rdma `RETRY_COUNT`). */
+export const RDMA_RETRY_COUNT = 6
+/** The shortest ACK timeout derived (67 ms a try): shorter ones retransmit on a mere stall. */
+const MIN_DERIVED_ACK_TIMEOUT_EXPONENT = 14
+
+/**
+ * The ACK timeout exponent that leaves liveness to the heartbeat (issue 23): a queue pair gives up
+ * on an unacknowledged send after (retries + 1) x 4.096 us x 2^exponent, so the smallest exponent
+ * whose budget covers `heartbeatTimeoutMs` plus one interval (the heartbeat's own slack) makes a
+ * silent peer DOWN by heartbeat-timeout at the time the user chose, while data flows as when idle,
+ * and an outage shorter than the timeout survives on rdma as on tcp. Undefined (the transport's
+ * default, ~1.9 s) when the heartbeat never times out (0); at most 31 (~17 h with 6 retries).
+ */
+export function ackTimeoutExponentFor(heartbeatTimeoutMs: number, heartbeatIntervalMs: number, retries: number): number | undefined {
+  if (!(heartbeatTimeoutMs > 0)) return undefined
+  const perTryMs = (heartbeatTimeoutMs + heartbeatIntervalMs) / (retries + 1)
+  const exponent = Math.ceil(Math.log2(perTryMs / 0.004096))
+  return Math.min(31, Math.max(MIN_DERIVED_ACK_TIMEOUT_EXPONENT, exponent))
 }
 
 /** Default `rdmaZeroCopyThreshold`: where zero-copy overtook fragments (bench/NOTES.md, issue 19). */

@@ -63,7 +63,7 @@ const budgetTest = (title: string, tuning: cases.Tuning, expect: RegExp): void =
     t.regex(what, expect)
   })
 budgetTest(
-  'two hosts, rdma: at the default rdmaAckTimeoutExponent 16 (~1.9 s retry budget) an 800 ms cut is survived',
+  'two hosts, rdma: at the rdmaAckTimeoutExponent derived from a 1.5 s heartbeat timeout (16, ~1.9 s retry budget) an 800 ms cut is survived',
   { client: {}, server: {} },
   /survived/,
 )
