@@ -97,7 +97,13 @@ pub trait Transport: Pollable {
     /// (rdma rendezvous, from the connection's threshold up) keeps it until the transfer ends and
     /// returns true; every such send is then reported once by `Event::Sent` (in order) when the
     /// peer has it, unless the connection's `Closed` comes first, which releases the rest. Otherwise it is copied as by `send` and false returned.
-    fn send_shared(&mut self, conn: ConnId, kind: u8, credits: u16, payload: SharedPayload) -> Result<bool, TransportError> {
+    fn send_shared(
+        &mut self,
+        conn: ConnId,
+        kind: u8,
+        credits: u16,
+        payload: SharedPayload,
+    ) -> Result<bool, TransportError> {
         self.send(conn, kind, credits, payload.as_ref().as_ref()).map(|()| false)
     }
     /// Sends every frame queued so far, then closes; `Closed` follows once resources are freed.

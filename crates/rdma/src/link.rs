@@ -195,9 +195,18 @@ impl Credits {
         self.held = self.held.saturating_add(grant);
     }
 
-    /// A message of the peer arrived and its buffer is posted again: owed back.
-    pub fn consumed(&mut self) {
+    /// A message of the peer arrived and its buffer is posted again: owed back. A peer that sent
+    /// it with none of our buffers left to it broke the credit contract (it would drain the
+    /// shared receive queue of every connection on the device): an error, and nothing counted.
+    pub fn consumed(&mut self) -> Result<(), TransportError> {
+        if self.owed >= self.window {
+            return Err(TransportError::new(
+                ErrorCode::MalformedFrame,
+                format!("peer sent beyond its link credits (window of {} buffers)", self.window),
+            ));
+        }
         self.owed += 1;
+        Ok(())
     }
 
     /// What the peer holds as far as we know (messages in flight toward us included).
@@ -313,8 +322,27 @@ mod tests {
         assert!(parse(offer_imm(1) | (5 << 24)).is_err(), "a kind on a control message");
         assert!(parse(CONTROL | (9 << GRANT_SHIFT) | 1).is_err(), "an unknown type");
         // A fragment flagged MORE and a plain UPDATE are still what they were.
-        assert!(matches!(parse(fragment_imm(imm_of(1, 0), true, 3)).unwrap(), Imm::Fragment { more: true, grant: 3, .. }));
+        assert!(matches!(
+            parse(fragment_imm(imm_of(1, 0), true, 3)).unwrap(),
+            Imm::Fragment { more: true, grant: 3, .. }
+        ));
         assert_eq!(parse(update_imm(9)).unwrap(), Imm::Update { grant: 9 });
+    }
+
+    #[test]
+    fn a_message_beyond_the_window_is_refused() {
+        let mut c = Credits::new(4, 0);
+        for _ in 0..4 {
+            c.consumed().unwrap();
+        }
+        let e = c.consumed().unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedFrame);
+        assert_eq!(c.owed(), 4, "the refused message is not counted");
+        assert_eq!(c.peer_holds(), 0);
+        // Granted back (an UPDATE of all four), the peer may send again.
+        c.granted(1);
+        assert_eq!(c.send_update(), 4);
+        c.consumed().unwrap();
     }
 
     #[test]
@@ -331,9 +359,9 @@ mod tests {
         assert!(c.can_send_fragment());
         c.send_fragment();
         assert!(!c.can_send_fragment(), "one credit left: kept for an UPDATE");
-        c.consumed();
+        c.consumed().unwrap();
         assert!(!c.wants_update(), "one owed and the peer still holds 3: nothing to say");
-        c.consumed();
+        c.consumed().unwrap();
         assert!(c.wants_update(), "half the window owed");
         assert_eq!(c.send_update(), 2);
         assert_eq!((c.held(), c.owed()), (0, 0));
@@ -387,7 +415,7 @@ mod tests {
                                 Msg::Fragment(g) | Msg::Update(g) => g,
                             };
                             side[i].granted(g);
-                            side[i].consumed();
+                            side[i].consumed().expect("a peer that keeps to its credits is never refused");
                             if side[i].peer_is_limited() && rand(2) == 0 && side[i].window() < 64 {
                                 let w = side[i].window();
                                 side[i].grow(w);

@@ -62,7 +62,8 @@ impl Descriptor {
         if b.len() != DESCRIPTOR_LEN || b[1] != 0 || b[20..].iter().any(|&x| x != 0) {
             return Err(malformed(format!("peer sent a malformed rendezvous descriptor ({} bytes)", b.len())));
         }
-        let (kind, credits) = rdma_graceful_core::frame::parse_imm(((b[0] as u32) << 24) | u16::from_be_bytes([b[2], b[3]]) as u32)?;
+        let (kind, credits) =
+            rdma_graceful_core::frame::parse_imm(((b[0] as u32) << 24) | u16::from_be_bytes([b[2], b[3]]) as u32)?;
         let len = u32::from_be_bytes(b[4..8].try_into().unwrap());
         if len == 0 {
             return Err(malformed("peer sent a rendezvous descriptor for an empty frame".into()));
@@ -108,7 +109,11 @@ pub struct Pinned {
 
 impl Pinned {
     /// Registers the caller's buffer for remote READ by the peer (and nothing else).
-    pub fn expose(lib: &'static Lib, pd: *mut ibv_pd, payload: SharedPayload) -> Result<Pinned, (SharedPayload, TransportError)> {
+    pub fn expose(
+        lib: &'static Lib,
+        pd: *mut ibv_pd,
+        payload: SharedPayload,
+    ) -> Result<Pinned, (SharedPayload, TransportError)> {
         Pinned::register(lib, pd, Memory::Shared(payload), 0, IBV_ACCESS_REMOTE_READ).map_err(|(m, e)| match m {
             Memory::Shared(s) => (s, e),
             Memory::Owned(_) => unreachable!("registered shared memory"),

@@ -50,6 +50,13 @@ impl RdmaTransport {
         self.reactor.probe_read(conn, addr, rkey, len)
     }
 
+    /// Tests of the link credits: `n` empty frames of `kind` on `conn`, posted without taking
+    /// credits, as a peer that ignores them would send them.
+    #[doc(hidden)]
+    pub fn send_ignoring_credits(&mut self, conn: ConnId, kind: u8, n: usize) -> Result<(), TransportError> {
+        self.reactor.send_ignoring_credits(conn, kind, n)
+    }
+
     pub fn pool_usage(&self) -> (u32, u32, usize) {
         self.reactor.pool_usage()
     }

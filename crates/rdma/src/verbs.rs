@@ -320,6 +320,18 @@ impl Link {
         result
     }
 
+    /// Posts `n` empty one-fragment frames of `kind` without taking credits, as a peer that ignores
+    /// them would (tests of the receiver's credit check).
+    pub fn send_ignoring_credits(&mut self, pool: &mut Pool, kind: u8, n: usize) -> Result<(), TransportError> {
+        for _ in 0..n.min(SEND_DEPTH as usize - self.sends.in_flight() as usize) {
+            let Some(slot) = pool.take_send_slot() else { break };
+            let sge = pool.fill_send_slot(slot, &[]);
+            let imm = link::fragment_imm(rdma_graceful_core::frame::imm_of(kind, 0), false, 0);
+            self.prepared.push(Prepared { slot, sge, op: Op::Send { imm }, inline: true });
+        }
+        self.post_prepared(pool, false)
+    }
+
     /// The last READ of the oldest offer being read completed: its payload is here.
     pub fn landed(&mut self) {
         let first = self.inbox.iter_mut().find_map(|i| match i {
@@ -345,7 +357,11 @@ impl Link {
                     let Some(Memory::Owned(mut buf)) = l.pinned.and_then(Pinned::release) else {
                         return Err(TransportError::new(ErrorCode::Io, "a landing buffer could not be deregistered"));
                     };
-                    buf[..rndv::HEADER_ROOM].copy_from_slice(&encode_header(l.offer.kind, l.offer.credits, l.offer.len));
+                    buf[..rndv::HEADER_ROOM].copy_from_slice(&encode_header(
+                        l.offer.kind,
+                        l.offer.credits,
+                        l.offer.len,
+                    ));
                     out.push((buf, 1));
                 }
                 None => break,
@@ -378,7 +394,14 @@ impl Link {
                     Op::Send { imm } => (imm, None, 0),
                     Op::Read { remote, rkey, last } => (0, Some((remote, rkey)), if last { READ_TAG } else { 0 }),
                 };
-                SendWr { wr_id: SEND_TAG | tag | (seq << 32) | slot as u64, sge: p.sge, imm, read, signaled, inline: p.inline }
+                SendWr {
+                    wr_id: SEND_TAG | tag | (seq << 32) | slot as u64,
+                    sge: p.sge,
+                    imm,
+                    read,
+                    signaled,
+                    inline: p.inline,
+                }
             })
             .collect();
         let (posted, result) = self.qp.post_sends(&reqs);

@@ -497,3 +497,36 @@ fn a_finished_transfer_key_no_longer_reads() {
     drop(el);
     assert_rdma_zero("after the probe");
 }
+
+/// A peer that ignores the link credits (sends with none of our buffers left to it) would drain
+/// the shared receive queue of every connection on the device. It is cut off as a protocol
+/// violation the moment it exceeds its window; another connection on the same device keeps
+/// exchanging frames.
+#[test]
+fn a_peer_beyond_its_credits_is_cut_off_and_others_keep_working() {
+    let Some((_g, mut el)) = setup() else { return };
+    let (_lid, port) = el.transport.listen(&ListenOptions { host: ip(), ..Default::default() }).unwrap();
+    let (good_c, good_s) = contract::pair(&mut el, &ip(), port, 1 << 20);
+    let (bad_c, bad_s) = contract::pair(&mut el, &ip(), port, 1 << 20);
+    el.transport.send_ignoring_credits(bad_c, 1, 48).unwrap();
+    el.transport.flush();
+    let closed = el.expect("the flooder's Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == bad_s));
+    let Event::Closed { error: Some(e), .. } = closed else { panic!("closed without a reason: {closed:?}") };
+    eprintln!("flooder cut off: {e}");
+    assert_eq!(e.code, ErrorCode::MalformedFrame, "{e}");
+    assert!(e.message.contains("beyond its link credits"), "{e}");
+    for i in 0..100u32 {
+        el.transport.send(good_c, 1, 0, &i.to_be_bytes()).unwrap();
+    }
+    let got = contract::receive(&mut el, good_s, 100);
+    assert!(
+        got.iter().enumerate().all(|(i, f)| f.payload == (i as u32).to_be_bytes()),
+        "the good connection lost or reordered frames"
+    );
+    el.expect("the flooder's own end Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == bad_c));
+    el.transport.close(good_c).unwrap();
+    el.expect("client Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == good_c));
+    el.expect("server Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == good_s));
+    drop(el);
+    assert_rdma_zero("after the flood");
+}

@@ -162,13 +162,11 @@ impl Reactor {
             RDMA_CM_EVENT_ROUTE_RESOLVED if matches!(c.phase, Phase::Resolving) => {
                 // Build with the connection out of the map (the pool needs &mut self).
                 let Some(mut conn) = self.conns.remove(&id) else { return };
-                let result = self
-                    .build_link(&mut conn, None)
-                    .and_then(|()| {
-                        let offers = offers_rendezvous(&conn);
-                        let reads = if offers { rndv::READ_DEPTH } else { 0 };
-                        conn.cm.connect(&our_hello(conn.local_max, offers), conn.retry_count, reads)
-                    });
+                let result = self.build_link(&mut conn, None).and_then(|()| {
+                    let offers = offers_rendezvous(&conn);
+                    let reads = if offers { rndv::READ_DEPTH } else { 0 };
+                    conn.cm.connect(&our_hello(conn.local_max, offers), conn.retry_count, reads)
+                });
                 conn.phase = Phase::Connecting;
                 self.conns.insert(id, conn);
                 if let Err(e) = result {
@@ -185,8 +183,13 @@ impl Reactor {
                 let why = match ev.status {
                     REJ_INVALID_SERVICE_ID => "nothing listens there".to_string(),
                     REJ_CONSUMER_DEFINED => {
-                        let text = String::from_utf8_lossy(&ev.private_data);
-                        format!("refused by the peer: {}", text.trim_end_matches('\0'))
+                        // The peer's words, in a message a person reads: no control characters.
+                        let text: String = String::from_utf8_lossy(&ev.private_data)
+                            .chars()
+                            .filter(|ch| !ch.is_control())
+                            .take(REJECT_PRIVATE_DATA_MAX)
+                            .collect();
+                        format!("refused by the peer: {text}")
                     }
                     s => format!("rejected (IB CM reason {s})"),
                 };

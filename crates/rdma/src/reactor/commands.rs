@@ -29,7 +29,13 @@ impl Reactor {
 
     /// `send` of a lent payload: offered zero-copy from the connection's threshold up (true; `Sent`
     /// reports it), else copied (false).
-    pub fn send_shared(&mut self, id: ConnId, kind: u8, credits: u16, payload: SharedPayload) -> Result<bool, TransportError> {
+    pub fn send_shared(
+        &mut self,
+        id: ConnId,
+        kind: u8,
+        credits: u16,
+        payload: SharedPayload,
+    ) -> Result<bool, TransportError> {
         let len = payload.as_ref().as_ref().len();
         let c = sendable(&mut self.conns, id, kind, len)?;
         if !c.link.as_ref().is_some_and(|l| l.zero_copy(len)) {
@@ -58,6 +64,15 @@ impl Reactor {
             return Err(not_found(id));
         };
         link.probe_read(&entry.pool, addr, rkey, len)
+    }
+
+    /// See `RdmaTransport::send_ignoring_credits`.
+    pub fn send_ignoring_credits(&mut self, id: ConnId, kind: u8, n: usize) -> Result<(), TransportError> {
+        let c = self.conns.get_mut(&id).ok_or_else(|| not_found(id))?;
+        let (Some(link), Some(entry)) = (c.link.as_mut(), c.pool.and_then(|k| self.pools.get_mut(&k))) else {
+            return Err(not_found(id));
+        };
+        link.send_ignoring_credits(&mut entry.pool, kind, n)
     }
 
     pub fn last_offer(&self, id: ConnId) -> Option<(u64, u32, u32)> {
@@ -176,7 +191,8 @@ impl Reactor {
                 break;
             }
             if matches!(f.payload, Payload::Lent { zero_copy: true, .. }) {
-                let Some(Outgoing { kind, credits, payload: Payload::Lent { payload, .. } }) = c.sendq.pop_front() else {
+                let Some(Outgoing { kind, credits, payload: Payload::Lent { payload, .. } }) = c.sendq.pop_front()
+                else {
                     unreachable!("the front is lent")
                 };
                 let (payload, zero_copy) = match link.offer(pool, imm_of(kind, credits), payload) {

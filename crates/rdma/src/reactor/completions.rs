@@ -19,6 +19,10 @@ struct Touched {
     failure: Option<TransportError>,
 }
 
+/// Completions one turn takes from a CQ at most: credit updates and MORE fragments add no frame
+/// bytes, so the byte budget alone would let a turn run on while the CQ refills.
+const POLL_COMPLETIONS: usize = 4096;
+
 impl Reactor {
     pub(super) fn on_device_ready(&mut self, key: usize) {
         let Some(entry) = self.pools.get(&key) else { return };
@@ -98,7 +102,7 @@ impl Reactor {
             if n < wc.len() {
                 break;
             }
-            if taken >= *budget {
+            if taken >= *budget || completions >= POLL_COMPLETIONS {
                 more = true;
                 break;
             }
@@ -161,6 +165,7 @@ impl Reactor {
             // A teardown the peer started (DISCONNECTED read before the completions of the same
             // turn) still delivers what arrived before it: the close handshake's last frame is there.
             let accepting = !matches!(c.phase, Phase::Draining { deliver: false, .. }) && t.failure.is_none();
+            let setup = c.is_setup();
             if let (Some(link), true) = (c.link.as_mut(), accepting) {
                 if w.status != IBV_WC_SUCCESS {
                     t.failure = Some(crate::verbs::wc_error(self.lib, w, false));
@@ -173,11 +178,15 @@ impl Reactor {
                         Err(e) => t.failure = Some(e),
                     }
                     added = t.frames.len() - before;
-                    link.credits.consumed();
+                    if let Err(e) = link.credits.consumed() {
+                        t.failure.get_or_insert(e);
+                    }
                     // The peer sends as fast as its window lets it: double the window while the pool
                     // has room (granted with the next message).
+                    // Not during setup: until ESTABLISHED its frames wait in `early`, bounded by the
+                    // first window.
                     let window = link.credits.window();
-                    if link.credits.peer_is_limited() && window < crate::MAX_WINDOW {
+                    if link.credits.peer_is_limited() && window < crate::MAX_WINDOW && !setup {
                         let extra = window.min(crate::MAX_WINDOW - window);
                         if pool.try_reserve(extra) {
                             link.credits.grow(extra);
