@@ -17,16 +17,22 @@ use crate::sys::{rc_result, verbs_error};
 /// A device that offers less gets a QP without inline sends.
 const INLINE_WANTED: u32 = 256;
 
-/// One send-queue work request: SEND_WITH_IMM of `sge` (signaled or not, inline or not), or with
-/// `read` (remote address, rkey) an RDMA READ of the peer's memory into `sge`.
+/// One send-queue work request: `op` with `sge` (signaled or not, inline or not).
 #[derive(Clone, Copy)]
 pub struct SendWr {
     pub wr_id: u64,
     pub sge: ibv_sge,
-    pub imm: u32,
-    pub read: Option<(u64, u32)>,
+    pub op: WrOp,
     pub signaled: bool,
     pub inline: bool,
+}
+
+#[derive(Clone, Copy)]
+pub enum WrOp {
+    /// SEND_WITH_IMM of `sge`.
+    Send { imm: u32 },
+    /// RDMA READ of the peer's memory at `remote` (key `rkey`) into `sge`.
+    Read { remote: u64, rkey: u32 },
 }
 
 pub struct Qp {
@@ -122,15 +128,15 @@ impl Qp {
             wr.sg_list = &mut sges[i];
             wr.num_sge = if r.sge.length == 0 { 0 } else { 1 };
             wr.send_flags = if r.signaled { IBV_SEND_SIGNALED } else { 0 } | if r.inline { IBV_SEND_INLINE } else { 0 };
-            match r.read {
-                Some((remote, rkey)) => {
+            match r.op {
+                WrOp::Send { imm } => {
+                    wr.opcode = IBV_WR_SEND_WITH_IMM;
+                    wr.imm_data = imm.to_be();
+                }
+                WrOp::Read { remote, rkey } => {
                     wr.opcode = IBV_WR_RDMA_READ;
                     wr.rdma_remote_addr = remote;
                     wr.rdma_rkey = rkey;
-                }
-                None => {
-                    wr.opcode = IBV_WR_SEND_WITH_IMM;
-                    wr.imm_data = r.imm.to_be();
                 }
             }
             wrs.push(wr);

@@ -22,7 +22,7 @@ use rdma_graceful_core::{ErrorCode, TransportError};
 use crate::ffi::*;
 use crate::link::{self, Credits, Imm, Sends};
 use crate::pool::Pool;
-use crate::qp::{Qp, SendWr};
+use crate::qp::{Qp, SendWr, WrOp};
 use crate::rndv::{self, Descriptor, Memory, Pinned};
 use crate::SEND_DEPTH;
 
@@ -44,15 +44,17 @@ pub fn slot_of(wr_id: u64) -> u32 {
 struct Prepared {
     slot: u32,
     sge: ibv_sge,
-    op: Op,
+    op: WrOp,
     /// Small enough to go inline.
     inline: bool,
+    /// `READ_TAG` on the last READ of an offer (signaled: its completion says it landed), else 0.
+    tag: u64,
 }
 
-#[derive(Clone, Copy)]
-enum Op {
-    Send { imm: u32 },
-    Read { remote: u64, rkey: u32, last: bool },
+impl Prepared {
+    fn send(slot: u32, sge: ibv_sge, imm: u32, inline: bool) -> Prepared {
+        Prepared { slot, sge, op: WrOp::Send { imm }, inline, tag: 0 }
+    }
 }
 
 /// A frame the peer offered (`rndv`): landing buffer registered when it comes near the front.
@@ -183,7 +185,7 @@ impl Link {
             let grant = self.credits.send_fragment();
             let imm = link::fragment_imm(frame_imm, next + 1 < total, grant);
             let inline = chunk.len() <= self.qp.max_inline() as usize;
-            self.prepared.push(Prepared { slot, sge, op: Op::Send { imm }, inline });
+            self.prepared.push(Prepared::send(slot, sge, imm, inline));
             next += 1;
         }
         next
@@ -215,7 +217,7 @@ impl Link {
         };
         let grant = self.credits.send_update();
         let sge = pool.fill_send_slot(slot, &[]);
-        self.prepared.push(Prepared { slot, sge, op: Op::Send { imm: link::update_imm(grant) }, inline: true });
+        self.prepared.push(Prepared::send(slot, sge, link::update_imm(grant), true));
     }
 
     /// Whether a frame of `len` bytes goes zero-copy to this peer.
@@ -252,7 +254,7 @@ impl Link {
         let sge = pool.fill_send_slot(slot, &offer.encode());
         let imm = link::offer_imm(self.credits.send_control(link::MAX_UPDATE));
         let inline = rndv::DESCRIPTOR_LEN <= self.qp.max_inline() as usize;
-        self.prepared.push(Prepared { slot, sge, op: Op::Send { imm }, inline });
+        self.prepared.push(Prepared::send(slot, sge, imm, inline));
         self.exposed.push_back(pinned);
         Offered::Yes
     }
@@ -276,8 +278,9 @@ impl Link {
             while l.next < len && (self.sends.in_flight() as usize + self.prepared.len()) < SEND_DEPTH as usize {
                 let n = rndv::READ_CHUNK.min(len - l.next);
                 let sge = ibv_sge { addr: pinned.addr() + l.next as u64, length: n as u32, lkey: pinned.lkey() };
-                let op = Op::Read { remote: l.offer.addr + l.next as u64, rkey: l.offer.rkey, last: l.next + n == len };
-                self.prepared.push(Prepared { slot: NO_SLOT, sge, op, inline: false });
+                let op = WrOp::Read { remote: l.offer.addr + l.next as u64, rkey: l.offer.rkey };
+                let tag = if l.next + n == len { READ_TAG } else { 0 };
+                self.prepared.push(Prepared { slot: NO_SLOT, sge, op, inline: false, tag });
                 l.next += n;
             }
         }
@@ -290,7 +293,7 @@ impl Link {
             self.done_owed -= count;
             self.credits.send_control(0);
             let sge = pool.fill_send_slot(slot, &[]);
-            self.prepared.push(Prepared { slot, sge, op: Op::Send { imm: link::done_imm(count) }, inline: true });
+            self.prepared.push(Prepared::send(slot, sge, link::done_imm(count), true));
         }
         Ok(())
     }
@@ -310,8 +313,7 @@ impl Link {
         let wr = SendWr {
             wr_id: SEND_TAG | (plan[0].0 << 32) | NO_SLOT as u64,
             sge,
-            imm: 0,
-            read: Some((addr, rkey)),
+            op: WrOp::Read { remote: addr, rkey },
             signaled: true,
             inline: false,
         };
@@ -327,7 +329,7 @@ impl Link {
             let Some(slot) = pool.take_send_slot() else { break };
             let sge = pool.fill_send_slot(slot, &[]);
             let imm = link::fragment_imm(rdma_graceful_core::frame::imm_of(kind, 0), false, 0);
-            self.prepared.push(Prepared { slot, sge, op: Op::Send { imm }, inline: true });
+            self.prepared.push(Prepared::send(slot, sge, imm, true));
         }
         self.post_prepared(pool, false)
     }
@@ -381,8 +383,8 @@ impl Link {
     pub fn post_prepared(&mut self, pool: &mut Pool, closing: bool) -> Result<(), TransportError> {
         let prepared = std::mem::take(&mut self.prepared);
         let must = |p: &Prepared| match p.op {
-            Op::Send { .. } => closing || !p.inline,
-            Op::Read { last, .. } => last,
+            WrOp::Send { .. } => closing || !p.inline,
+            WrOp::Read { .. } => p.tag != 0,
         };
         let plan = self.sends.plan(prepared.len(), |i| must(&prepared[i]));
         let reqs: Vec<SendWr> = prepared
@@ -390,15 +392,10 @@ impl Link {
             .zip(&plan)
             .map(|(p, &(seq, signaled))| {
                 let slot = if p.inline { NO_SLOT } else { p.slot };
-                let (imm, read, tag) = match p.op {
-                    Op::Send { imm } => (imm, None, 0),
-                    Op::Read { remote, rkey, last } => (0, Some((remote, rkey)), if last { READ_TAG } else { 0 }),
-                };
                 SendWr {
-                    wr_id: SEND_TAG | tag | (seq << 32) | slot as u64,
+                    wr_id: SEND_TAG | p.tag | (seq << 32) | slot as u64,
                     sge: p.sge,
-                    imm,
-                    read,
+                    op: p.op,
                     signaled,
                     inline: p.inline,
                 }
@@ -426,8 +423,7 @@ impl Link {
         let wr = SendWr {
             wr_id: SEND_TAG | (plan[0].0 << 32) | NO_SLOT as u64,
             sge,
-            imm: 0,
-            read: None,
+            op: WrOp::Send { imm: 0 },
             signaled: true,
             inline: true,
         };
