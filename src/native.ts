@@ -67,6 +67,7 @@ export const LIVE_COUNT_KEYS = [
   'rdmaCompletionChannels',
   'rdmaCompletionQueues',
   'rdmaMemoryRegions',
+  'rdmaMemoryWindows',
   'rdmaQueuePairs',
   'rdmaCmEventChannels',
   'rdmaCmIds',
@@ -76,7 +77,7 @@ export const LIVE_COUNT_KEYS = [
 /**
  * `liveCounts()`: how many of each native resource are alive, process-wide: tcp connections,
  * listeners and send buffers; rdma devices, protection domains, shared receive queues, completion
- * channels and queues, memory regions, queue pairs, CM event channels and CM ids; and
+ * channels and queues, memory regions and windows, queue pairs, CM event channels and CM ids; and
  * `rdmaRegisteredBytes`, the memory registered (pinned) with RDMA devices. All zero once
  * everything is closed (an rdma listener keeps its device's pool until it closes).
  */

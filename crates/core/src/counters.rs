@@ -15,6 +15,8 @@ pub enum Kind {
     RdmaCompletionChannels,
     RdmaCompletionQueues,
     RdmaMemoryRegions,
+    /// Memory windows (zero-copy transfers, `rndv`).
+    RdmaMemoryWindows,
     RdmaQueuePairs,
     RdmaCmEventChannels,
     RdmaCmIds,
@@ -23,7 +25,7 @@ pub enum Kind {
     RdmaRegisteredBytes,
 }
 
-pub const ALL: [Kind; 13] = [
+pub const ALL: [Kind; 14] = [
     Kind::TcpListeners,
     Kind::TcpConnections,
     Kind::TcpSendBuffers,
@@ -32,6 +34,7 @@ pub const ALL: [Kind; 13] = [
     Kind::RdmaCompletionChannels,
     Kind::RdmaCompletionQueues,
     Kind::RdmaMemoryRegions,
+    Kind::RdmaMemoryWindows,
     Kind::RdmaQueuePairs,
     Kind::RdmaCmEventChannels,
     Kind::RdmaCmIds,
@@ -52,6 +55,7 @@ impl Kind {
             Kind::RdmaCompletionChannels => "rdmaCompletionChannels",
             Kind::RdmaCompletionQueues => "rdmaCompletionQueues",
             Kind::RdmaMemoryRegions => "rdmaMemoryRegions",
+            Kind::RdmaMemoryWindows => "rdmaMemoryWindows",
             Kind::RdmaQueuePairs => "rdmaQueuePairs",
             Kind::RdmaCmEventChannels => "rdmaCmEventChannels",
             Kind::RdmaCmIds => "rdmaCmIds",

@@ -36,12 +36,20 @@ pub type PostSendFn = unsafe extern "C" fn(*mut ibv_qp, *mut ibv_send_wr, *mut *
 pub type PostRecvFn = unsafe extern "C" fn(*mut ibv_qp, *mut ibv_recv_wr, *mut *mut ibv_recv_wr) -> c_int;
 pub type PostSrqRecvFn = unsafe extern "C" fn(*mut ibv_srq, *mut ibv_recv_wr, *mut *mut ibv_recv_wr) -> c_int;
 
-/// `struct ibv_context_ops`: 32 function pointers; the provider fills poll_cq (slot 11),
-/// req_notify_cq (12), post_srq_recv (20), post_send (25) and post_recv (26). The other slots are
-/// legacy.
+/// `struct ibv_context_ops`: 32 function pointers; the provider fills alloc_mw (slot 7),
+/// dealloc_mw (9), poll_cq (11), req_notify_cq (12), post_srq_recv (20), post_send (25) and
+/// post_recv (26) (`ibv_alloc_mw` and the others are inline functions of the header that jump
+/// through them). The other slots are legacy.
+pub type AllocMwFn = unsafe extern "C" fn(*mut ibv_pd, c_uint) -> *mut ibv_mw;
+pub type DeallocMwFn = unsafe extern "C" fn(*mut ibv_mw) -> c_int;
+
 #[repr(C)]
 pub struct ibv_context_ops {
-    _compat0: [usize; 11],
+    _compat0: [usize; 7],
+    pub alloc_mw: Option<AllocMwFn>,
+    _bind_mw: usize,
+    pub dealloc_mw: Option<DeallocMwFn>,
+    _compat_create_cq: usize,
     pub poll_cq: Option<PollCqFn>,
     pub req_notify_cq: Option<ReqNotifyCqFn>,
     _compat1: [usize; 7],
@@ -93,6 +101,16 @@ pub struct ibv_qp {
     pub qp_num: u32,
 }
 
+/// `struct ibv_mw`: a memory window (type 2: bound to one QP by a BIND_MW work request).
+#[repr(C)]
+pub struct ibv_mw {
+    pub context: *mut ibv_context,
+    pub pd: *mut ibv_pd,
+    pub rkey: u32,
+    pub handle: u32,
+    pub mw_type: c_uint,
+}
+
 #[repr(C)]
 pub struct ibv_mr {
     pub context: *mut ibv_context,
@@ -131,10 +149,18 @@ pub struct ibv_send_wr {
     pub opcode: c_uint,
     pub send_flags: c_uint,
     /// Network byte order.
+    /// Network byte order; the union's `invalidate_rkey` (host order) for SEND_WITH_INV.
     pub imm_data: u32,
     pub rdma_remote_addr: u64,
     pub rdma_rkey: u32,
-    _unions: [u32; 19],
+    _wr_rest: [u32; 5],
+    _qp_type: [u32; 2],
+    pub bind_mw: *mut ibv_mw,
+    pub bind_rkey: u32,
+    pub bind_mr: *mut ibv_mr,
+    pub bind_addr: u64,
+    pub bind_length: u64,
+    pub bind_access: c_uint,
 }
 
 impl ibv_send_wr {
@@ -249,6 +275,10 @@ pub struct rdma_cm_event {
 // Constants (enum values of the C headers).
 pub const IBV_WR_SEND_WITH_IMM: c_uint = 3;
 pub const IBV_WR_RDMA_READ: c_uint = 4;
+pub const IBV_WR_BIND_MW: c_uint = 8;
+pub const IBV_WR_SEND_WITH_INV: c_uint = 9;
+pub const IBV_MW_TYPE_2: c_uint = 2;
+pub const IBV_WC_WITH_INV: c_uint = 8;
 pub const IBV_SEND_SIGNALED: c_uint = 2;
 pub const IBV_SEND_INLINE: c_uint = 8;
 pub const IBV_WC_WITH_IMM: c_uint = 2;
@@ -260,6 +290,7 @@ pub const IBV_QPS_ERR: c_uint = 6;
 pub const IBV_QP_STATE: c_int = 1;
 pub const IBV_ACCESS_LOCAL_WRITE: c_int = 1;
 pub const IBV_ACCESS_REMOTE_READ: c_int = 4;
+pub const IBV_ACCESS_MW_BIND: c_int = 16;
 
 pub const IBV_EVENT_CQ_ERR: c_uint = 0;
 pub const IBV_EVENT_QP_FATAL: c_uint = 1;
@@ -312,6 +343,13 @@ const _: () = {
     assert!(offset_of!(ibv_send_wr, opcode) == 28);
     assert!(offset_of!(ibv_send_wr, rdma_remote_addr) == 40);
     assert!(offset_of!(ibv_send_wr, rdma_rkey) == 48);
+    assert!(offset_of!(ibv_send_wr, bind_mw) == 80);
+    assert!(offset_of!(ibv_send_wr, bind_rkey) == 88);
+    assert!(offset_of!(ibv_send_wr, bind_mr) == 96);
+    assert!(offset_of!(ibv_send_wr, bind_access) == 120);
+    assert!(offset_of!(ibv_context, ops) + offset_of!(ibv_context_ops, alloc_mw) == 64);
+    assert!(offset_of!(ibv_context, ops) + offset_of!(ibv_context_ops, dealloc_mw) == 80);
+    assert!(offset_of!(ibv_mw, rkey) == 16);
     assert!(offset_of!(ibv_send_wr, imm_data) == 36);
     assert!(size_of::<ibv_wc>() == 48);
     assert!(offset_of!(ibv_wc, byte_len) == 20);

@@ -45,6 +45,11 @@ impl PoolCore {
 }
 
 pub struct Pool {
+    /// Callers' buffers registered for zero-copy (`rndv`). Declared first: deregistered before
+    /// the PD in `core` may go.
+    pub cache: crate::rndv::RegCache,
+    /// The device could not allocate a memory window: transfers register per transfer instead.
+    pub no_windows: bool,
     pub core: Rc<PoolCore>,
     free_send: Vec<u32>,
     posted: u32,
@@ -64,6 +69,8 @@ impl Pool {
         let send = Mr::new(lib, pd.as_ptr(), BUFFER_SIZE as usize, SEND_POOL_SLOTS as usize)?;
         let core = PoolCore { srq, cq, channel, recv: RefCell::new(Vec::new()), send: RefCell::new(send), pd, device };
         let mut pool = Pool {
+            cache: Default::default(),
+            no_windows: false,
             core: Rc::new(core),
             free_send: (0..SEND_POOL_SLOTS).rev().collect(),
             posted: 0,

@@ -33,6 +33,12 @@ pub enum WrOp {
     Send { imm: u32 },
     /// RDMA READ of the peer's memory at `remote` (key `rkey`) into `sge`.
     Read { remote: u64, rkey: u32 },
+    /// Binds type-2 window `mw` to this QP as key `rkey` over `len` bytes at `addr` of `mr`, for
+    /// the peer's remote READ only.
+    Bind { mw: *mut ibv_mw, rkey: u32, mr: *mut ibv_mr, addr: u64, len: u64 },
+    /// SEND (no payload, no immediate data) that invalidates the peer's window key `rkey` before
+    /// the peer sees the message.
+    SendInvalidate { rkey: u32 },
 }
 
 pub struct Qp {
@@ -137,6 +143,21 @@ impl Qp {
                     wr.opcode = IBV_WR_RDMA_READ;
                     wr.rdma_remote_addr = remote;
                     wr.rdma_rkey = rkey;
+                }
+                WrOp::Bind { mw, rkey, mr, addr, len } => {
+                    wr.opcode = IBV_WR_BIND_MW;
+                    wr.num_sge = 0;
+                    wr.bind_mw = mw;
+                    wr.bind_rkey = rkey;
+                    wr.bind_mr = mr;
+                    wr.bind_addr = addr;
+                    wr.bind_length = len;
+                    wr.bind_access = IBV_ACCESS_REMOTE_READ as u32;
+                }
+                WrOp::SendInvalidate { rkey } => {
+                    wr.opcode = IBV_WR_SEND_WITH_INV;
+                    wr.num_sge = 0;
+                    wr.imm_data = rkey; // the union's invalidate_rkey, host order
                 }
             }
             wrs.push(wr);

@@ -5,15 +5,22 @@
 //! application, then sends DONE. DONE ends the exposure: the sender deregisters the region, so
 //! its rkey is dead (a READ with it fails), and only then lets the caller's buffer go.
 //!
-//! A registration per transfer is the "memory window unavailable" form of UCX's rendezvous and
-//! the simplest one that keeps a peer's access to exactly one transfer: the region covers that
-//! message's bytes alone, is readable by the peer only while the transfer runs, and never
-//! writable. Descriptor (big-endian):
+//! Where the device has type-2 memory windows, the caller's buffer is registered once, with no
+//! remote access at all, through a registration cache (`RegCache`: keyed by the buffer's address
+//! and length, bounded in bytes, least recently used first out, an entry pinned while a transfer
+//! uses it, the buffer kept alive while registered), and each transfer binds a window of this QP
+//! over it for remote READ (`Window`); the receiver's DONE for it is a SEND_WITH_INV of the
+//! window's key, which the sender's device invalidates before it reports the message. Elsewhere a
+//! registration per transfer does the same job (`Pinned::expose`, deregistered at DONE). Either
+//! way a peer can read exactly one message's bytes, only while its transfer runs, never write.
+//! Descriptor (big-endian):
 //!
 //! ```text
 //!  0      1       2            4              8                     16       20          24
-//!  | kind | zero  | credits    | length       | address             | rkey   | zero      |
+//!  | kind | flags | credits    | length       | address             | rkey   | zero      |
 //! ```
+//!
+//! Flags: bit 0, `WINDOW`: the rkey is a window's; answer with SEND_WITH_INV of it.
 
 use std::ffi::c_int;
 
@@ -25,6 +32,10 @@ use crate::ffi::*;
 use crate::loader::Lib;
 
 pub const DESCRIPTOR_LEN: usize = 24;
+const WINDOW: u8 = 1;
+/// Bytes of callers' buffers the registration cache keeps registered (and alive) at most, besides
+/// those a transfer uses.
+pub const CACHE_BYTES: usize = 64 << 20;
 /// The most bytes one RDMA READ work request asks for (Soft-RoCE takes 8 MiB per message; real
 /// NICs 1-2 GiB): larger payloads are read in pieces, posted as the send queue has room.
 pub const READ_CHUNK: usize = 1 << 20;
@@ -43,12 +54,15 @@ pub struct Descriptor {
     pub len: u32,
     pub addr: u64,
     pub rkey: u32,
+    /// The rkey is a memory window's (invalidated by the DONE: SEND_WITH_INV).
+    pub window: bool,
 }
 
 impl Descriptor {
     pub fn encode(&self) -> [u8; DESCRIPTOR_LEN] {
         let mut b = [0u8; DESCRIPTOR_LEN];
         b[0] = self.kind;
+        b[1] = if self.window { WINDOW } else { 0 };
         b[2..4].copy_from_slice(&self.credits.to_be_bytes());
         b[4..8].copy_from_slice(&self.len.to_be_bytes());
         b[8..16].copy_from_slice(&self.addr.to_be_bytes());
@@ -59,7 +73,7 @@ impl Descriptor {
     /// A descriptor the peer sent, checked against this side's largest frame.
     pub fn decode(b: &[u8], local_max: u32) -> Result<Descriptor, TransportError> {
         let malformed = |what: String| TransportError::new(ErrorCode::MalformedFrame, what);
-        if b.len() != DESCRIPTOR_LEN || b[1] != 0 || b[20..].iter().any(|&x| x != 0) {
+        if b.len() != DESCRIPTOR_LEN || b[1] & !WINDOW != 0 || b[20..].iter().any(|&x| x != 0) {
             return Err(malformed(format!("peer sent a malformed rendezvous descriptor ({} bytes)", b.len())));
         }
         let (kind, credits) =
@@ -76,7 +90,7 @@ impl Descriptor {
         }
         let addr = u64::from_be_bytes(b[8..16].try_into().unwrap());
         let rkey = u32::from_be_bytes(b[16..20].try_into().unwrap());
-        Ok(Descriptor { kind, credits, len, addr, rkey })
+        Ok(Descriptor { kind, credits, len, addr, rkey, window: b[1] & WINDOW != 0 })
     }
 }
 
@@ -118,6 +132,23 @@ impl Pinned {
             Memory::Shared(s) => (s, e),
             Memory::Owned(_) => unreachable!("registered shared memory"),
         })
+    }
+
+    /// Registers the caller's buffer with no access for the peer, only the right to bind windows
+    /// over it (`RegCache`, `Window`).
+    pub fn bindable(
+        lib: &'static Lib,
+        pd: *mut ibv_pd,
+        payload: SharedPayload,
+    ) -> Result<Pinned, (SharedPayload, TransportError)> {
+        Pinned::register(lib, pd, Memory::Shared(payload), 0, IBV_ACCESS_MW_BIND).map_err(|(m, e)| match m {
+            Memory::Shared(s) => (s, e),
+            Memory::Owned(_) => unreachable!("registered shared memory"),
+        })
+    }
+
+    pub fn as_mr(&self) -> *mut ibv_mr {
+        self.mr
     }
 
     /// A buffer of `len` payload bytes (after `HEADER_ROOM`) the device may write: a READ lands there.
@@ -199,6 +230,108 @@ impl Drop for Pinned {
     }
 }
 
+/// A type-2 memory window of a protection domain: bound to one QP per transfer (`WrOp::Bind`) with
+/// a fresh key, invalidated by the peer's DONE. Deallocated (and so unbound) on drop.
+pub struct Window {
+    lib_dealloc: DeallocMwFn,
+    mw: *mut ibv_mw,
+    /// The key of its last binding: the next takes the next value of its low byte.
+    pub rkey: u32,
+    _live: Live,
+}
+
+impl Window {
+    /// None where the device has no type-2 windows (the caller registers per transfer instead).
+    pub fn alloc(pd: *mut ibv_pd, ctx: *mut ibv_context) -> Option<Window> {
+        // SAFETY: ctx is the live context of pd; the slots are the provider's or None.
+        let (alloc, dealloc) = unsafe { ((*ctx).ops.alloc_mw?, (*ctx).ops.dealloc_mw?) };
+        // SAFETY: pd is live.
+        let mw = unsafe { alloc(pd, IBV_MW_TYPE_2) };
+        if mw.is_null() {
+            return None;
+        }
+        // SAFETY: mw is the window just made.
+        let rkey = unsafe { (*mw).rkey };
+        Some(Window { lib_dealloc: dealloc, mw, rkey, _live: Live::new(Kind::RdmaMemoryWindows) })
+    }
+
+    pub fn as_ptr(&self) -> *mut ibv_mw {
+        self.mw
+    }
+
+    /// The key for the next binding (`ibv_inc_rkey`: the low 8 bits are the consumer's).
+    pub fn next_rkey(&self) -> u32 {
+        (self.rkey & 0xffff_ff00) | (self.rkey.wrapping_add(1) & 0xff)
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: mw is ours; the QP it was bound to is destroyed or in ERR.
+        let rc = unsafe { (self.lib_dealloc)(self.mw) };
+        if rc != 0 {
+            crate::report(&format!("deallocating a memory window failed: {}", std::io::Error::from_raw_os_error(rc)));
+        }
+    }
+}
+
+/// The registration cache of a device pool: callers' buffers registered for window binding,
+/// keyed by address and length (the entry keeps the buffer alive, so the address cannot be
+/// reused by other memory while it is cached). An entry a transfer uses (its `Rc` held by the
+/// exposure) is never evicted; the others go least recently used first once the cache holds more
+/// than `CACHE_BYTES`.
+#[derive(Default)]
+pub struct RegCache {
+    entries: std::collections::HashMap<(u64, usize), (std::rc::Rc<Pinned>, u64)>,
+    bytes: usize,
+    tick: u64,
+    /// Registrations made and cache hits, for tests and stats.
+    pub registered: u64,
+    pub hits: u64,
+}
+
+impl RegCache {
+    /// The cached registration of `payload`'s bytes, registering it on a miss. On a hit the
+    /// caller's box is dropped: the cached one keeps the same memory alive.
+    pub fn get(
+        &mut self,
+        lib: &'static Lib,
+        pd: *mut ibv_pd,
+        payload: SharedPayload,
+    ) -> Result<std::rc::Rc<Pinned>, (SharedPayload, TransportError)> {
+        let bytes = payload.as_ref().as_ref();
+        let key = (bytes.as_ptr() as u64, bytes.len());
+        self.tick += 1;
+        if let Some((region, used)) = self.entries.get_mut(&key) {
+            *used = self.tick;
+            self.hits += 1;
+            return Ok(region.clone());
+        }
+        let region = std::rc::Rc::new(Pinned::bindable(lib, pd, payload)?);
+        self.registered += 1;
+        self.bytes += key.1;
+        self.entries.insert(key, (region.clone(), self.tick));
+        self.evict(CACHE_BYTES);
+        Ok(region)
+    }
+
+    /// Deregisters (and lets go of) the least recently used entries no transfer uses, until the
+    /// cache holds at most `limit` bytes or only entries in use.
+    pub fn evict(&mut self, limit: usize) {
+        while self.bytes > limit {
+            let idle = self
+                .entries
+                .iter()
+                .filter(|(_, (r, _))| std::rc::Rc::strong_count(r) == 1)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k);
+            let Some(key) = idle else { return };
+            self.entries.remove(&key);
+            self.bytes -= key.1;
+        }
+    }
+}
+
 /// Whether this process may register a landing buffer of `bytes` beyond what it holds now
 /// (RLIMIT_MEMLOCK; root and unlimited may): a side that could not land a READ does not offer
 /// rendezvous, and its peer sends it fragments as before.
@@ -217,19 +350,25 @@ mod tests {
 
     #[test]
     fn descriptor_round_trips() {
-        let d = Descriptor { kind: 3, credits: 513, len: 1 << 20, addr: 0x7f00_dead_beef, rkey: 0x1234_5678 };
-        assert_eq!(Descriptor::decode(&d.encode(), 1 << 20).unwrap(), d);
+        for window in [false, true] {
+            let d =
+                Descriptor { kind: 3, credits: 513, len: 1 << 20, addr: 0x7f00_dead_beef, rkey: 0x1234_5678, window };
+            assert_eq!(Descriptor::decode(&d.encode(), 1 << 20).unwrap(), d);
+        }
     }
 
     #[test]
     fn descriptors_beyond_bounds_or_malformed_are_refused() {
-        let d = Descriptor { kind: 3, credits: 0, len: 4097, addr: 1, rkey: 2 };
+        let d = Descriptor { kind: 3, credits: 0, len: 4097, addr: 1, rkey: 2, window: false };
         assert_eq!(Descriptor::decode(&d.encode(), 4096).unwrap_err().code, ErrorCode::FrameTooLarge);
         let empty = Descriptor { len: 0, ..d };
         assert_eq!(Descriptor::decode(&empty.encode(), 4096).unwrap_err().code, ErrorCode::MalformedFrame);
         let mut stray = d.encode();
         stray[22] = 1;
         assert_eq!(Descriptor::decode(&stray, 1 << 20).unwrap_err().code, ErrorCode::MalformedFrame);
+        let mut flag = d.encode();
+        flag[1] = 2;
+        assert_eq!(Descriptor::decode(&flag, 1 << 20).unwrap_err().code, ErrorCode::MalformedFrame);
         assert_eq!(Descriptor::decode(&d.encode()[..20], 1 << 20).unwrap_err().code, ErrorCode::MalformedFrame);
         let mut bad_kind = d.encode();
         bad_kind[0] = 200;

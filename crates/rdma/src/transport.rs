@@ -36,10 +36,17 @@ impl RdmaTransport {
 
     /// The device pools' receive buffers: (posted in the shared receive queues, set aside for
     /// peers as link windows, pools). Registered bytes are in the live counters.
-    /// Tests of zero-copy: the last offer connection `conn` received (peer address, rkey, length).
+    /// Tests of zero-copy: the last offer connection `conn` received (peer address, rkey, length,
+    /// whether the key is a memory window's).
     #[doc(hidden)]
-    pub fn last_offer(&self, conn: ConnId) -> Option<(u64, u32, u32)> {
+    pub fn last_offer(&self, conn: ConnId) -> Option<(u64, u32, u32, bool)> {
         self.reactor.last_offer(conn)
+    }
+
+    /// Tests of zero-copy: registrations made by the registration caches, and cache hits.
+    #[doc(hidden)]
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.reactor.cache_stats()
     }
 
     /// Tests of zero-copy: a raw RDMA READ of `len` bytes of the peer's memory at `addr` with

@@ -23,7 +23,7 @@ use crate::ffi::*;
 use crate::link::{self, Credits, Imm, Sends};
 use crate::pool::Pool;
 use crate::qp::{Qp, SendWr, WrOp};
-use crate::rndv::{self, Descriptor, Memory, Pinned};
+use crate::rndv::{self, Descriptor, Memory, Pinned, Window};
 use crate::SEND_DEPTH;
 
 /// wr_id bit that marks a send: bits 32..62 hold its sequence number (mod 2^30), the low 32 bits
@@ -66,6 +66,15 @@ struct Landing {
     landed: bool,
 }
 
+/// One of our offers the peer may read.
+enum Exposure {
+    /// The payload registered for this transfer alone (deregistered when it ends).
+    Registered { _pinned: Pinned },
+    /// A window of this QP bound over the payload's cached registration. Declared first: the
+    /// window is deallocated (unbound) before the registration may go.
+    Windowed { window: Window, _region: std::rc::Rc<Pinned> },
+}
+
 /// What arrived from the peer, in order, from the first offer whose payload has not landed on.
 enum Inbound {
     Offer(Landing),
@@ -101,11 +110,14 @@ pub struct Link {
     assembling: Option<Vec<u8>>,
     /// Our offers the peer has not reported read, oldest first: each keeps the caller's buffer
     /// registered for the peer's READ, and alive.
-    exposed: VecDeque<Pinned>,
+    exposed: VecDeque<Exposure>,
+    /// Windows of this QP not bound now (their last key invalidated by the peer's DONE).
+    windows: Vec<Window>,
     /// Offers of the peer not yet landed and the frames that came behind them.
     inbox: VecDeque<Inbound>,
-    /// Offers landed and not yet reported to the peer (DONE).
-    done_owed: u32,
+    /// Offers landed and not yet reported to the peer, in order: DONE (None) or, for a window's
+    /// offer, SEND_WITH_INV of its key (Some).
+    dones: VecDeque<Option<u32>>,
     /// The last offer the peer sent (`RdmaTransport::last_offer`, for tests of its key's life).
     last_offer: Option<Descriptor>,
     /// The landing buffer of a `probe_read`, kept until the QP is gone.
@@ -147,8 +159,9 @@ impl Link {
             prepared: Vec::new(),
             assembling: None,
             exposed: VecDeque::new(),
+            windows: Vec::new(),
             inbox: VecDeque::new(),
-            done_owed: 0,
+            dones: VecDeque::new(),
             last_offer: None,
             probe: None,
             wants_slot: false,
@@ -228,21 +241,23 @@ impl Link {
     /// No transfer in either direction is under way: nothing offered unread, nothing being read,
     /// no DONE owed. A local close waits for this before it disconnects.
     pub fn settled(&self) -> bool {
-        self.exposed.is_empty() && self.inbox.is_empty() && self.done_owed == 0
+        self.exposed.is_empty() && self.inbox.is_empty() && self.dones.is_empty()
     }
 
-    /// Offers a frame (header word `frame_imm`) zero-copy: registers the payload for the peer's
-    /// READ and prepares its descriptor, as credits, the send queue and a slot allow.
+    /// Offers a frame (header word `frame_imm`) zero-copy: binds a window over the payload's cached
+    /// registration (or registers it for this transfer where the device has no windows) and
+    /// prepares its descriptor, as credits, the send queue and a slot allow.
     pub fn offer(&mut self, pool: &mut Pool, frame_imm: u32, payload: SharedPayload) -> Offered {
-        if self.exposed.len() >= rndv::MAX_EXPOSED || !self.credits.can_send_fragment() || !self.sq_room() {
+        let sq_free = SEND_DEPTH as usize - (self.sends.in_flight() as usize + self.prepared.len());
+        if self.exposed.len() >= rndv::MAX_EXPOSED || !self.credits.can_send_fragment() || sq_free < 2 {
             return Offered::Later(payload);
         }
         let Some(slot) = pool.take_send_slot() else {
             self.wants_slot = true;
             return Offered::Later(payload);
         };
-        let pinned = match Pinned::expose(self.qp.lib(), pool.core.pd(), payload) {
-            Ok(p) => p,
+        let (exposure, addr, len, rkey, window) = match self.expose(pool, payload) {
+            Ok(e) => e,
             Err((payload, e)) => {
                 pool.put_send_slot(slot);
                 crate::report(&format!("zero-copy send falls back to a copy: {e}"));
@@ -250,13 +265,66 @@ impl Link {
             }
         };
         let (kind, credits) = ((frame_imm >> 24) as u8, frame_imm as u16);
-        let offer = Descriptor { kind, credits, len: pinned.len() as u32, addr: pinned.addr(), rkey: pinned.rkey() };
+        let offer = Descriptor { kind, credits, len: len as u32, addr, rkey, window };
         let sge = pool.fill_send_slot(slot, &offer.encode());
         let imm = link::offer_imm(self.credits.send_control(link::MAX_UPDATE));
         let inline = rndv::DESCRIPTOR_LEN <= self.qp.max_inline() as usize;
         self.prepared.push(Prepared::send(slot, sge, imm, inline));
-        self.exposed.push_back(pinned);
+        self.exposed.push_back(exposure);
         Offered::Yes
+    }
+
+    /// Grants the peer READ of `payload`: a window bound over its cached registration (the bind
+    /// prepared here, before the descriptor), else a registration of its own. Returns the
+    /// exposure, address, length, rkey and whether it is a window's.
+    #[allow(clippy::type_complexity)]
+    fn expose(
+        &mut self,
+        pool: &mut Pool,
+        payload: SharedPayload,
+    ) -> Result<(Exposure, u64, usize, u32, bool), (SharedPayload, TransportError)> {
+        let (lib, pd) = (self.qp.lib(), pool.core.pd());
+        let window = if pool.no_windows {
+            None
+        } else {
+            let w = self.windows.pop().or_else(|| Window::alloc(pd, pool.core.device.ctx()));
+            pool.no_windows = w.is_none();
+            w
+        };
+        let Some(mut window) = window else {
+            let pinned = Pinned::expose(lib, pd, payload)?;
+            let (addr, len, rkey) = (pinned.addr(), pinned.len(), pinned.rkey());
+            return Ok((Exposure::Registered { _pinned: pinned }, addr, len, rkey, false));
+        };
+        let region = match pool.cache.get(lib, pd, payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.windows.push(window);
+                return Err(e);
+            }
+        };
+        let (addr, len, rkey) = (region.addr(), region.len(), window.next_rkey());
+        window.rkey = rkey;
+        let op = WrOp::Bind { mw: window.as_ptr(), rkey, mr: region.as_mr(), addr, len: len as u64 };
+        self.prepared.push(Prepared { slot: NO_SLOT, sge: ibv_sge::default(), op, inline: false, tag: 0 });
+        Ok((Exposure::Windowed { window, _region: region }, addr, len, rkey, true))
+    }
+
+    /// The peer's SEND_WITH_INV: it read our oldest offer, a window's, and its device invalidated
+    /// the window's key before we saw this. The window is free for another transfer.
+    fn invalidated(&mut self, rkey: u32, len: u32) -> Result<Received, TransportError> {
+        match self.exposed.front() {
+            Some(Exposure::Windowed { window, .. }) if window.rkey == rkey && len == 0 => {
+                if let Some(Exposure::Windowed { window, .. }) = self.exposed.pop_front() {
+                    self.windows.push(window);
+                }
+                Ok(Received::Sent(1))
+            }
+            _ => Err(TransportError::new(
+                ErrorCode::MalformedFrame,
+                format!("peer invalidated key {rkey:#x}, which is not that of our oldest offer"),
+            )),
+        }
     }
 
     /// Prepares the READs of offered payloads (registering their landing buffers as they near the
@@ -284,23 +352,31 @@ impl Link {
                 l.next += n;
             }
         }
-        if self.done_owed > 0 && self.credits.can_send_fragment() && self.sq_room() {
-            let Some(slot) = pool.take_send_slot() else {
-                self.wants_slot = true;
-                return Ok(());
-            };
-            let count = self.done_owed.min(link::MAX_UPDATE);
-            self.done_owed -= count;
+        // DONEs, no payload: a window's offer each by SEND_WITH_INV of its key, the others counted.
+        while let Some(&front) = self.dones.front() {
+            if !self.credits.can_send_fragment() || !self.sq_room() {
+                break;
+            }
             self.credits.send_control(0);
-            let sge = pool.fill_send_slot(slot, &[]);
-            self.prepared.push(Prepared::send(slot, sge, link::done_imm(count), true));
+            let op = match front {
+                Some(rkey) => {
+                    self.dones.pop_front();
+                    WrOp::SendInvalidate { rkey }
+                }
+                None => {
+                    let count = self.dones.iter().take_while(|d| d.is_none()).count().min(link::MAX_UPDATE as usize);
+                    self.dones.drain(..count);
+                    WrOp::Send { imm: link::done_imm(count as u32) }
+                }
+            };
+            self.prepared.push(Prepared { slot: NO_SLOT, sge: ibv_sge::default(), op, inline: true, tag: 0 });
         }
         Ok(())
     }
 
-    /// The last offer the peer sent: its address, rkey and length.
-    pub fn last_offer(&self) -> Option<(u64, u32, u32)> {
-        self.last_offer.map(|o| (o.addr, o.rkey, o.len))
+    /// The last offer the peer sent: its address, rkey, length and whether the key is a window's.
+    pub fn last_offer(&self) -> Option<(u64, u32, u32, bool)> {
+        self.last_offer.map(|o| (o.addr, o.rkey, o.len, o.window))
     }
 
     /// Posts one signaled READ of `len` bytes at the peer's `addr` with `rkey` (a test's probe of a
@@ -342,7 +418,7 @@ impl Link {
         });
         if let Some(l) = first {
             l.landed = true;
-            self.done_owed += 1;
+            self.dones.push_back(l.offer.window.then_some(l.offer.rkey));
         }
     }
 
@@ -383,8 +459,9 @@ impl Link {
     pub fn post_prepared(&mut self, pool: &mut Pool, closing: bool) -> Result<(), TransportError> {
         let prepared = std::mem::take(&mut self.prepared);
         let must = |p: &Prepared| match p.op {
-            WrOp::Send { .. } => closing || !p.inline,
+            WrOp::Send { .. } | WrOp::SendInvalidate { .. } => closing || !p.inline,
             WrOp::Read { .. } => p.tag != 0,
+            WrOp::Bind { .. } => false,
         };
         let plan = self.sends.plan(prepared.len(), |i| must(&prepared[i]));
         let reqs: Vec<SendWr> = prepared
@@ -443,6 +520,9 @@ impl Link {
         local_max: u32,
         frames: &mut Vec<u8>,
     ) -> Result<Received, TransportError> {
+        if w.wc_flags & IBV_WC_WITH_INV != 0 && self.takes_offers {
+            return self.invalidated(w.imm_data, w.byte_len);
+        }
         if w.wc_flags & IBV_WC_WITH_IMM == 0 {
             return Err(TransportError::new(
                 ErrorCode::MalformedFrame,
@@ -506,10 +586,11 @@ impl Link {
                 Ok(Received::Nothing)
             }
             Imm::Done { count } => {
-                if !data.is_empty() || count as usize > self.exposed.len() {
+                let registered = self.exposed.iter().take_while(|e| matches!(e, Exposure::Registered { .. })).count();
+                if !data.is_empty() || count as usize > registered {
                     return Err(TransportError::new(
                         ErrorCode::MalformedFrame,
-                        format!("peer reported {count} zero-copy offers read; {} are outstanding", self.exposed.len()),
+                        format!("peer reported {count} zero-copy offers read; {registered} are outstanding"),
                     ));
                 }
                 // Deregistered here: the rkey is dead before the caller's buffer is let go.

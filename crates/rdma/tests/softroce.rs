@@ -471,9 +471,10 @@ fn abort_after_unsignaled_sends_drains_at_once() {
 }
 
 /// Zero-copy (rendezvous): the receiver READs an offered payload from the sender's memory with
-/// the rkey of the offer. Once the transfer is done (DONE), that key must not work any more: a raw
-/// READ with it fails with a remote access error (and takes the connection down), while the
-/// transfer itself delivered the payload intact.
+/// the rkey of the offer (a memory window bound for that transfer). Once the transfer is done
+/// (DONE, a SEND_WITH_INV of the key), that key must not work any more: a raw READ with it fails
+/// with a remote access error (and takes the connection down), while the transfer itself
+/// delivered the payload intact.
 #[test]
 fn a_finished_transfer_key_no_longer_reads() {
     let Some((_g, mut el)) = setup() else { return };
@@ -486,8 +487,10 @@ fn a_finished_transfer_key_no_longer_reads() {
     let got = contract::receive(&mut el, s, 1);
     assert!(got[0].payload == payload, "the payload arrived changed");
     el.expect("the sender's Sent", WAIT, |e| matches!(e, Event::Sent { conn, count: 1 } if *conn == c));
-    let (addr, rkey, len) = el.transport.last_offer(s).expect("the server saw the offer");
+    let (addr, rkey, len, window) = el.transport.last_offer(s).expect("the server saw the offer");
     assert_eq!(len, 1 << 20);
+    // Soft-RoCE has type-2 memory windows: the key is a window's, invalidated by the DONE.
+    assert!(window, "the offer's key is not a memory window's");
     el.transport.probe_read(s, addr, rkey, 4096).unwrap();
     let closed = el.expect("the prober's Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == s));
     let Event::Closed { error: Some(e), .. } = closed else { panic!("the probe did not fail: {closed:?}") };
@@ -529,4 +532,50 @@ fn a_peer_beyond_its_credits_is_cut_off_and_others_keep_working() {
     el.expect("server Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == good_s));
     drop(el);
     assert_rdma_zero("after the flood");
+}
+
+/// Zero-copy through the registration cache: the same buffer sent again is not registered again
+/// (one registration, then hits), each transfer binding a fresh window key over it; a different
+/// buffer is registered; every transfer arrives intact; closing the last connection lets the
+/// cached buffers go (live counts back to zero).
+#[test]
+fn a_buffer_sent_again_is_registered_once() {
+    let Some((_g, mut el)) = setup() else { return };
+    let (_lid, port) =
+        el.transport.listen(&ListenOptions { host: ip(), max_payload: 4 << 20, ..Default::default() }).unwrap();
+    let (c, s) = contract::pair(&mut el, &ip(), port, 4 << 20);
+    let shared = std::rc::Rc::new((0..(1u32 << 20)).map(|i| (i * 13 + 1) as u8).collect::<Vec<u8>>());
+    struct Lent(std::rc::Rc<Vec<u8>>);
+    impl AsRef<[u8]> for Lent {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        assert!(el.transport.send_shared(c, 1, 0, Box::new(Lent(shared.clone()))).unwrap());
+        el.transport.flush();
+        let got = contract::receive(&mut el, s, 1);
+        assert!(got[0].payload == *shared, "a transfer arrived changed");
+        el.expect("Sent", WAIT, |e| matches!(e, Event::Sent { conn, count: 1 } if *conn == c));
+        keys.push(el.transport.last_offer(s).unwrap().1);
+    }
+    let other = vec![9u8; 1 << 20];
+    assert!(el.transport.send_shared(c, 1, 0, Box::new(other.clone())).unwrap());
+    el.transport.flush();
+    assert!(contract::receive(&mut el, s, 1)[0].payload == other);
+    let (registered, hits) = el.transport.cache_stats();
+    eprintln!("registrations {registered}, cache hits {hits}, window keys {keys:x?}");
+    assert_eq!(
+        (registered, hits),
+        (2, 4),
+        "the same buffer five times: one registration and four hits; then another buffer"
+    );
+    keys.dedup();
+    assert_eq!(keys.len(), 5, "each transfer binds a fresh key");
+    el.transport.close(c).unwrap();
+    el.expect("client Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == c));
+    el.expect("server Closed", WAIT, |e| matches!(e, Event::Closed { conn, .. } if *conn == s));
+    drop(el);
+    assert_rdma_zero("after the cached transfers");
 }

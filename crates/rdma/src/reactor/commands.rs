@@ -75,8 +75,13 @@ impl Reactor {
         link.send_ignoring_credits(&mut entry.pool, kind, n)
     }
 
-    pub fn last_offer(&self, id: ConnId) -> Option<(u64, u32, u32)> {
+    pub fn last_offer(&self, id: ConnId) -> Option<(u64, u32, u32, bool)> {
         self.conns.get(&id)?.link.as_ref()?.last_offer()
+    }
+
+    /// Registrations the pools' caches made and cache hits, all pools together.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.pools.values().fold((0, 0), |(r, h), e| (r + e.pool.cache.registered, h + e.pool.cache.hits))
     }
 
     pub fn close(&mut self, id: ConnId) -> Result<(), TransportError> {

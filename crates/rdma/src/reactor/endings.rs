@@ -96,6 +96,10 @@ impl Reactor {
         if let Some(entry) = c.pool.take().and_then(|k| self.pools.get_mut(&k)) {
             entry.pool.release(window);
             entry.pool.users -= 1;
+            if entry.pool.users == 0 {
+                // No connection left to send again what is cached: let the callers' buffers go.
+                entry.pool.cache.evict(0);
+            }
         }
     }
 
