@@ -1,8 +1,10 @@
 /**
  * Where zero-copy (rdma rendezvous) overtakes fragments: throughput of a stream of messages of
- * each size, two processes, with `rdmaZeroCopyThreshold` 1024 (every size here goes zero-copy)
- * and 0 (fragments through send slots, two copies), alternating in one run, and ib_read_bw of the
- * same size as the device's anchor. Picks the default threshold (src/options.ts).
+ * each size, two processes, with `rdmaZeroCopyThreshold` 1024 (every size here goes zero-copy),
+ * once sending one Buffer again and again (the registration cache hits) and once a new Buffer per
+ * message (a registration each), and 0 (fragments through send slots, two copies), alternating
+ * in one run, and ib_read_bw of the same size as the device's anchor. Picks the default threshold
+ * (src/options.ts).
  *
  *   scripts/softroce/run.sh 'export TSX_TSCONFIG_PATH=tsconfig.json; node --import tsx bench/zero-copy.ts'
  *
@@ -35,25 +37,27 @@ async function main(): Promise<void> {
   ]
   const zc = await startPeer(args(1024))
   const copy = await startPeer(args(0))
-  console.log('| size | zero-copy MiB/s | fragments MiB/s | zero-copy / fragments | ib_read_bw MiB/s |')
-  console.log('| --- | --- | --- | --- | --- |')
+  console.log('| size | zero-copy, same Buffer | zero-copy, new Buffers | fragments, new Buffers | zero-copy / fragments (new) | ib_read_bw |')
+  console.log('| --- | --- | --- | --- | --- | --- |')
   try {
     for (const size of sizes) {
       const count = Math.max(16, Math.round(bytes / size))
-      const r = { zc: [] as number[], copy: [] as number[], read: [] as number[] }
+      const r = { same: [] as number[], zc: [] as number[], copy: [] as number[], read: [] as number[] }
       for (let rep = 0; rep < reps; rep++) {
-        for (const [peer, into, threshold] of [
-          [zc, r.zc, 1024],
-          [copy, r.copy, 0],
+        for (const [peer, into, threshold, fresh] of [
+          [zc, r.same, 1024, false],
+          [zc, r.zc, 1024, true],
+          [copy, r.copy, 0, true],
         ] as const) {
           const client = await oursClient('rdma', host, peer.port, mode(threshold))
-          into.push(await stream(client, size, count))
+          into.push(await stream(client, size, count, fresh))
           await client.close()
         }
         r.read.push(await ibReadBw(host, size, Math.min(count, 500)))
       }
-      const [a, b] = [median(r.zc), median(r.copy)]
-      console.log(`| ${size} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(a / b).toFixed(2)} | ${median(r.read).toFixed(1)} |`)
+      const [same, a, b] = [median(r.same), median(r.zc), median(r.copy)]
+      const f = (x: number): string => x.toFixed(1)
+      console.log(`| ${size} | ${f(same)} | ${f(a)} | ${f(b)} | ${(a / b).toFixed(2)} | ${f(median(r.read))} |`)
     }
   } finally {
     await zc.stop()

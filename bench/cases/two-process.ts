@@ -105,8 +105,11 @@ async function pingPong(client: Client, peer: Peer, size: number, n: number): Pr
   return { rtts, cpuPerRtt: (cpu.user + cpu.system + peerCpu) / n }
 }
 
-/** MiB/s of `count` messages of `size`, at most 256 sends in flight (awaiting the oldest). */
-export async function stream(client: Client, size: number, count: number): Promise<number> {
+/**
+ * MiB/s of `count` messages of `size`, at most 256 sends in flight (awaiting the oldest); `fresh`:
+ * a new Buffer per message (else one Buffer sent again and again).
+ */
+export async function stream(client: Client, size: number, count: number, fresh = false): Promise<number> {
   const payload = Buffer.alloc(size, 1)
   const head = Buffer.alloc(4)
   head.writeUInt32BE(count)
@@ -114,7 +117,7 @@ export async function stream(client: Client, size: number, count: number): Promi
   await client.send(head)
   const pending: Promise<void>[] = []
   for (let i = 0; i < count; i++) {
-    pending.push(client.send(payload))
+    pending.push(client.send(fresh ? Buffer.alloc(size, 1) : payload))
     if (pending.length >= 256) await pending.shift()
   }
   await Promise.all(pending)
