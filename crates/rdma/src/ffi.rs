@@ -279,6 +279,10 @@ pub const IBV_WR_BIND_MW: c_uint = 8;
 pub const IBV_WR_SEND_WITH_INV: c_uint = 9;
 pub const IBV_MW_TYPE_2: c_uint = 2;
 pub const IBV_WC_WITH_INV: c_uint = 8;
+/// Soft-RoCE's provider copies the kernel's completion flags unconverted: there "with invalidate"
+/// is the kernel's bit 2 (`IB_WC_WITH_INVALIDATE`), user space's IBV_WC_IP_CSUM_OK (meaningless on
+/// an RC queue pair).
+pub const RXE_WC_WITH_INV: c_uint = 4;
 pub const IBV_SEND_SIGNALED: c_uint = 2;
 pub const IBV_SEND_INLINE: c_uint = 8;
 pub const IBV_WC_WITH_IMM: c_uint = 2;

@@ -259,9 +259,14 @@ impl Window {
         self.mw
     }
 
-    /// The key for the next binding (`ibv_inc_rkey`: the low 8 bits are the consumer's).
-    pub fn next_rkey(&self) -> u32 {
-        (self.rkey & 0xffff_ff00) | (self.rkey.wrapping_add(1) & 0xff)
+    /// Takes the key for the next binding (`ibv_inc_rkey`: the low 8 bits are the consumer's).
+    /// The provider reads the window's current key from `ibv_mw.rkey` when the bind is posted (the
+    /// device checks it), so that field is brought up to the last binding's key first.
+    pub fn rebind_key(&mut self) -> u32 {
+        // SAFETY: mw is ours and live; nothing else writes it.
+        unsafe { (*self.mw).rkey = self.rkey };
+        self.rkey = (self.rkey & 0xffff_ff00) | (self.rkey.wrapping_add(1) & 0xff);
+        self.rkey
     }
 }
 

@@ -303,8 +303,7 @@ impl Link {
                 return Err(e);
             }
         };
-        let (addr, len, rkey) = (region.addr(), region.len(), window.next_rkey());
-        window.rkey = rkey;
+        let (addr, len, rkey) = (region.addr(), region.len(), window.rebind_key());
         let op = WrOp::Bind { mw: window.as_ptr(), rkey, mr: region.as_mr(), addr, len: len as u64 };
         self.prepared.push(Prepared { slot: NO_SLOT, sge: ibv_sge::default(), op, inline: false, tag: 0 });
         Ok((Exposure::Windowed { window, _region: region }, addr, len, rkey, true))
@@ -520,7 +519,9 @@ impl Link {
         local_max: u32,
         frames: &mut Vec<u8>,
     ) -> Result<Received, TransportError> {
-        if w.wc_flags & IBV_WC_WITH_INV != 0 && self.takes_offers {
+        let with_inv =
+            w.wc_flags & IBV_WC_WITH_INV != 0 || w.wc_flags & (RXE_WC_WITH_INV | IBV_WC_WITH_IMM) == RXE_WC_WITH_INV;
+        if with_inv && self.takes_offers {
             return self.invalidated(w.imm_data, w.byte_len);
         }
         if w.wc_flags & IBV_WC_WITH_IMM == 0 {
