@@ -93,6 +93,14 @@ const LANDINGS_AHEAD: usize = 2;
 const LANDING_BYTES_AHEAD: usize = 8 << 20;
 
 pub struct Link {
+    /// Our offers the peer has not reported read, oldest first: each keeps the caller's buffer
+    /// registered for the peer's READ, and alive. Declared (so dropped) before the QP: a bound
+    /// window holds a reference on its QP, and Soft-RoCE's destroy_qp waits for it (the loop
+    /// stood still ~50 s); deallocating the windows first unbinds them. Nothing of ours reads or
+    /// writes these buffers (only the peer, through a QP that is in ERR and drained by then).
+    exposed: VecDeque<Exposure>,
+    /// Windows of this QP not bound now (their last key invalidated by the peer's DONE).
+    windows: Vec<Window>,
     pub qp: Qp,
     pub credits: Credits,
     /// The size of the peer's receive buffers: no fragment is larger.
@@ -108,11 +116,6 @@ pub struct Link {
     prepared: Vec<Prepared>,
     /// The payload so far of a frame whose first fragments arrived.
     assembling: Option<Vec<u8>>,
-    /// Our offers the peer has not reported read, oldest first: each keeps the caller's buffer
-    /// registered for the peer's READ, and alive.
-    exposed: VecDeque<Exposure>,
-    /// Windows of this QP not bound now (their last key invalidated by the peer's DONE).
-    windows: Vec<Window>,
     /// Offers of the peer not yet landed and the frames that came behind them.
     inbox: VecDeque<Inbound>,
     /// Offers landed and not yet reported to the peer, in order: DONE (None) or, for a window's
