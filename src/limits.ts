@@ -52,9 +52,10 @@ export class AddressRate {
 
 /** The address part of a peer ("10.0.0.1:5000" -> "10.0.0.1", "[::1]:5000" -> "::1"). */
 export function addressOf(peer: string): string {
-  const colon = peer.lastIndexOf(':')
-  const host = colon > 0 && /^\d+$/.test(peer.slice(colon + 1)) ? peer.slice(0, colon) : peer
-  return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
+  if (peer.startsWith('[')) return peer.slice(1, Math.max(1, peer.indexOf(']')))
+  const colon = peer.indexOf(':')
+  // One colon: an IPv4 address or a name with its port. More: a bare IPv6 address (no port).
+  return colon > 0 && colon === peer.lastIndexOf(':') ? peer.slice(0, colon) : peer
 }
 
 export interface Limits {
