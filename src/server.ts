@@ -14,6 +14,7 @@ import { invalid } from './options'
 import { DEFAULTS, type ConnectionState } from './protocol'
 import type { ConnectionEvents, Hub, TransportKind } from './hub'
 import { limitFor, type Limits } from './limits'
+import { LimitReachedError } from './protocol/errors'
 
 /** `server.stats()`: a snapshot of the server's connections and totals. */
 export interface ServerStats {
@@ -294,7 +295,7 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
 function refusalCause(error: TransportError): keyof RefusedBy {
   switch (error.code) {
     case 'ERR_LIMIT_REACHED':
-      return (error.cause as { limit?: 'maxConnections' | 'maxAdmitting' | 'addressRate' } | undefined)?.limit ?? 'other'
+      return error.cause instanceof LimitReachedError ? error.cause.limit : 'other'
     case 'ERR_AUTH_FAILED':
       return 'auth'
     case 'ERR_NOT_ADMITTED':

@@ -196,9 +196,11 @@ export class NotAdmittedError extends RdmaGracefulError {
  * Server side: an attempt refused at once because a limit was reached (`maxConnections`,
  * `maxAdmitting`, `addressRate`); `limit` names it. The peer only sees its transport close.
  */
+export type LimitName = 'maxConnections' | 'maxAdmitting' | 'addressRate'
+
 export class LimitReachedError extends RdmaGracefulError {
-  readonly limit: 'maxConnections' | 'maxAdmitting' | 'addressRate'
-  constructor(limit: 'maxConnections' | 'maxAdmitting' | 'addressRate', detail: string) {
+  readonly limit: LimitName
+  constructor(limit: LimitName, detail: string) {
     super('ERR_LIMIT_REACHED', 'limit-reached', `refused: ${detail} (${limit})`)
     this.limit = limit
   }
