@@ -123,8 +123,9 @@ test.serial("the server's first send leaves only after the client's READY (seen 
   assertNoLiveResources(t)
 })
 
-test.serial('an old peer without capabilities still connects, exchanges data and closes', async (t) => {
-  const server = await listen({ port: 0 })
+test.serial('an old peer without capabilities still connects, exchanges data and closes (requireCapabilities: [])', async (t) => {
+  // By default a server requires CREDITS and HEARTBEAT (admission-limits.spec.ts); it can opt out.
+  const server = await listen({ port: 0, requireCapabilities: [] })
   server.on('connection', echo)
   const old = await connect({ port: server.port, capabilities: 0 })
   await old.send('from the past')

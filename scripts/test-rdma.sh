@@ -35,7 +35,8 @@ part() { # name, command...: runs it, says how it ended, remembers a failure
 }
 part 'Rust tests (rdma crate)' bash target/softroce/run-tests.sh
 part 'ava RDMA suite' npx ava --timeout=300s --concurrency=1 __test__/rdma-e2e.spec.ts __test__/apps-rdma.spec.ts \
-  __test__/rdma-fast-path.spec.ts __test__/rdma-zero-copy.spec.ts __test__/rdma-scale.spec.ts __test__/reliability/rdma-faults.spec.ts __test__/cli-rdma.spec.ts
+  __test__/rdma-fast-path.spec.ts __test__/rdma-zero-copy.spec.ts __test__/rdma-scale.spec.ts __test__/reliability/rdma-faults.spec.ts __test__/cli-rdma.spec.ts \
+  __test__/rdma-auth.spec.ts
 part 'demo over rdma' node dist/cli.js demo --transport rdma --host "$SOFTROCE_IP"
 if [ -n "$failed" ]; then
   echo "test-rdma: FAILED in the guest: $failed"

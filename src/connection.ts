@@ -25,6 +25,7 @@ import { Fifo } from './protocol/fifo'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import { invalid } from './options'
 import { isDataKind } from './protocol/frames'
+import type { ClientAuth } from './protocol/auth'
 import { PendingRequests, type RequestOptions } from './requests'
 import {
   DEFAULTS,
@@ -225,6 +226,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private openedAt: number | undefined
   private closeStartedAt: number | undefined
   private remote = ''
+  private identity: string | undefined
   private refed = true
   private readonly role: Role
   private choice: TransportChoice | undefined
@@ -240,7 +242,13 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   constructor(
     private readonly hub: Hub,
     role: 'active' | 'passive',
-    { sendTimeoutMs, writableHighWaterMark, requestTimeoutMs, closeOnShutdownNotice, ...options }: ProtocolOptions & DriverOptions,
+    {
+      sendTimeoutMs,
+      writableHighWaterMark,
+      requestTimeoutMs,
+      closeOnShutdownNotice,
+      ...options
+    }: ProtocolOptions & DriverOptions & { auth?: ClientAuth },
     zeroCopyThreshold = 0,
   ) {
     super()
@@ -277,6 +285,18 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   }
   get remoteAddress(): string {
     return this.remote
+  }
+  /**
+   * The key id the peer proved it holds (`auth`): on a server, the client's; on a client, the one
+   * the server proved. Undefined without authentication.
+   */
+  get peerIdentity(): string | undefined {
+    return this.identity ?? this.engine.authenticatedKeyId
+  }
+
+  /** @internal Server side: the key id the peer authenticated with (admission). */
+  identified(identity: string | undefined): void {
+    this.identity = identity
   }
   /** The protocol's counters and the byte counters (a snapshot). */
   get stats(): ConnectionStatsSnapshot {
@@ -764,8 +784,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         return
       case 'deliver':
         this.deliver(a.payload)
-        return
+        return this.boundUnread()
       case 'request':
+        this.boundUnread()
         this.countReceived(a.payload)
         if (this.handler !== undefined) this.runHandler(a.requestId, a.payload)
         else this.unhandled.push({ requestId: a.requestId, payload: a.payload })
@@ -918,6 +939,20 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     } else {
       this.received.push(payload)
     }
+  }
+
+  /**
+   * Without flow control (a peer that left CREDITS out of its HELLO, admitted with
+   * `requireCapabilities` that allows it) nothing stops it from sending faster than we read: what
+   * waits unread, and the requests waiting for their answer, stay bounded by the receive window
+   * our HELLO offered all the same; beyond it the connection ends as a protocol violation.
+   */
+  private boundUnread(): void {
+    if (this.engine.negotiated?.credits !== false) return // credits bound it (the engine checks them)
+    const window = this.engine.options.receiveWindow
+    const waiting = this.received.length + this.engine.requestsOwed
+    if (waiting > window)
+      this.engine.violated(now(), `${waiting} messages unread or unanswered, beyond the receive window of ${window} (no flow control)`)
   }
 
   /** Messages already received stay readable; after them, reads end (or reject) with `end`. */

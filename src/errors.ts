@@ -12,7 +12,14 @@ export * from './protocol/errors'
  * one list; README's table is checked against it), plus ERR_NATIVE_ADDON (the addon did not load,
  * so it cannot say so itself).
  */
-export type TransportErrorCode = `${Binding.BindingErrorCode}` | 'ERR_NATIVE_ADDON'
+export type TransportErrorCode = `${Binding.BindingErrorCode}` | 'ERR_NATIVE_ADDON' | AdmissionErrorCode
+
+/**
+ * Codes a server's 'clientError' may carry besides the transport's: a peer refused by admission
+ * (src/admission.ts), with the protocol error as `cause`. They are protocol codes
+ * (PROTOCOL_ERROR_CODES): a client refused the same way rejects with the protocol error itself.
+ */
+export type AdmissionErrorCode = 'ERR_AUTH_FAILED' | 'ERR_NOT_ADMITTED' | 'ERR_LIMIT_REACHED' | 'ERR_UNSUPPORTED_BY_PEER'
 
 export class TransportError extends Error {
   readonly code: TransportErrorCode

@@ -15,9 +15,11 @@ import { signalOf } from './abort'
 import { chooseTransport, fallBack, rdmaView, type TransportChoice } from './auto'
 import { connectChannel, publish } from './diagnostics'
 import type { BindingConnectOptions } from './native'
+import type { ClientAuth } from './protocol/auth'
 import {
   backlogOf,
   candidatesOf,
+  clientAuthOf,
   connectionOptionsOf,
   hostOf,
   optionsObject,
@@ -25,6 +27,7 @@ import {
   portOf,
   rdmaTuningOf,
   requestOf,
+  serverAdmissionOf,
   timeoutOf,
   type ConnectOptions,
   type ListenOptions,
@@ -49,7 +52,7 @@ export type {
   SendOptions,
 } from './connection'
 export { Server } from './server'
-export type { ServerCloseResult, ServerStats } from './server'
+export type { RefusedBy, ServerCloseResult, ServerStats } from './server'
 export { AbortError } from './abort'
 export { toDuplex } from './stream'
 export type { DuplexOptions } from './stream'
@@ -64,7 +67,18 @@ export type {
   Role,
   StateMessage,
 } from './diagnostics'
-export type { ConnectOptions, ListenOptions, TransportOptions, TransportRequest } from './options'
+export type {
+  AuthKey,
+  CapabilityName,
+  ConnectAuth,
+  ConnectOptions,
+  ListenAuth,
+  ListenOptions,
+  TransportOptions,
+  TransportRequest,
+} from './options'
+export type { AdmitHook } from './admission'
+export type { AddressRateOption } from './limits'
 export type { TransportChoice } from './auto'
 export type { TransportKind } from './hub'
 export { liveCounts } from './native'
@@ -99,6 +113,7 @@ export async function listen(options?: ListenOptions): Promise<Server> {
   const checked = candidatesOf(opts).map((transport) => ({ transport, ...listenSettingsOf({ ...opts, transport }) }))
   const handshakeTimeoutMs = timeoutOf('handshakeTimeoutMs', opts.handshakeTimeoutMs, 10_000)
   const { rdmaAckTimeoutExponent, rdmaBusyPollUs, rdmaZeroCopyThreshold } = rdmaTuningOf(opts)
+  const admission = serverAdmissionOf(opts)
   const host = await resolveHost(name, request)
   const choice = request === 'auto' ? chooseTransport('listen', host, rdmaView()) : undefined
   const kind = choice?.transport ?? (request as TransportKind)
@@ -116,6 +131,7 @@ export async function listen(options?: ListenOptions): Promise<Server> {
       rdmaZeroCopyThreshold,
     },
     protocol,
+    admission,
   )
   if (choice) server.chose(choice)
   return server
@@ -177,13 +193,13 @@ function chosen(conn: OpenConnection, choice: TransportChoice): OpenConnection {
 }
 
 interface ConnectSettings {
-  options: ReturnType<typeof connectionOptionsOf>
+  options: ReturnType<typeof connectionOptionsOf> & { auth?: ClientAuth }
   target: Omit<BindingConnectOptions, 'host'>
 }
 
 function connectSettingsOf(opts: ConnectOptions): ConnectSettings {
   return {
-    options: connectionOptionsOf(opts),
+    options: { ...connectionOptionsOf(opts), auth: clientAuthOf(opts.auth) },
     target: {
       port: portOf(opts.port, false),
       maxPayload: maxMessageSizeOf(opts),

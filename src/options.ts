@@ -2,8 +2,13 @@
  * The options applications pass to listen() and connect(), their defaults, and their checks.
  * Bad options are programming errors: they throw a TransportError('ERR_INVALID_ARGUMENT') at once.
  */
+import type { AdmitHook } from './admission'
 import type { DriverOptions, ProtocolOptions } from './connection'
 import { TransportError } from './errors'
+import { AddressRate, type AddressRateOption } from './limits'
+import { authKeyOf, type ClientAuth, keyIdOf } from './protocol/auth'
+import { Capability } from './protocol/frames'
+import type { ServerAdmission } from './server'
 import { rdmaLimits } from './native'
 import { DEFAULTS as PROTOCOL_DEFAULTS, resolveOptions } from './protocol/options'
 import type { TransportKind } from './hub'
@@ -42,6 +47,36 @@ export interface TransportOptions {
   rdmaZeroCopyThreshold?: number
 }
 
+/** A pre-shared key: bytes, or a string (its UTF-8 bytes); at least 16 bytes, 32 random bytes recommended. */
+export type AuthKey = Buffer | Uint8Array | string
+
+/** `connect({ auth })`: the key this client proves it holds, by id; the server must prove it too. */
+export interface ConnectAuth {
+  keyId: string
+  key: AuthKey
+}
+
+/** `listen({ auth })`: the keys a client may prove it holds, by id (several, so keys can be rotated). */
+export interface ListenAuth {
+  keys: Readonly<Record<string, AuthKey>> | ReadonlyMap<string, AuthKey>
+}
+
+/** Capabilities a server may require of its clients' HELLO (`requireCapabilities`). */
+export type CapabilityName = 'readyGate' | 'threeWayClose' | 'heartbeat' | 'credits' | 'requests'
+
+const CAPABILITY_BITS: Record<CapabilityName, number> = {
+  readyGate: Capability.READY_GATE,
+  threeWayClose: Capability.THREE_WAY_CLOSE,
+  heartbeat: Capability.HEARTBEAT,
+  credits: Capability.CREDITS,
+  requests: Capability.REQUESTS,
+}
+
+/** Peers being admitted at once (accepted, not yet connections) unless `maxAdmitting` says otherwise. */
+export const DEFAULT_MAX_ADMITTING = 1024
+/** What a server requires of its clients unless `requireCapabilities` says otherwise: flow control and liveness. */
+export const DEFAULT_REQUIRED_CAPABILITIES: readonly CapabilityName[] = ['credits', 'heartbeat']
+
 export interface ListenOptions extends TransportOptions, ProtocolOptions, DriverOptions {
   /** Address to bind (default '127.0.0.1'). */
   host?: string
@@ -50,6 +85,18 @@ export interface ListenOptions extends TransportOptions, ProtocolOptions, Driver
   backlog?: number
   /** How long an accepted peer has to complete the transport handshake (default 10000 ms). */
   handshakeTimeoutMs?: number
+  /** Pre-shared keys: a client becomes a connection only once it proved it holds one (default: none). */
+  auth?: ListenAuth
+  /** The application's say on each peer, after its HELLO (and authentication): true admits it. */
+  admit?: AdmitHook
+  /** Open connections and peers being admitted, together, at most (default: no limit, as node:net). */
+  maxConnections?: number
+  /** Peers accepted but not yet admitted, at most (default 1024). */
+  maxAdmitting?: number
+  /** New attempts per remote address, at most `attempts` per `intervalMs` (default: no limit). */
+  addressRate?: AddressRateOption
+  /** Capabilities a client's HELLO must carry (default ['credits', 'heartbeat']; [] admits peers without them). */
+  requireCapabilities?: readonly CapabilityName[]
 }
 
 export interface ConnectOptions extends TransportOptions, ProtocolOptions, DriverOptions {
@@ -64,6 +111,8 @@ export interface ConnectOptions extends TransportOptions, ProtocolOptions, Drive
    * client's value). Soft-RoCE treats 7 as "retry forever". Ignored on tcp.
    */
   rdmaRetryCount?: number
+  /** Prove this pre-shared key and open only once the server proved it too (default: no authentication). */
+  auth?: ConnectAuth
 }
 
 export const DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
@@ -273,4 +322,76 @@ function zeroCopyThresholdOf(v: number | undefined): number {
   if (v === undefined) return DEFAULT_RDMA_ZERO_COPY_THRESHOLD
   if (v === 0 || (Number.isInteger(v) && v >= 1024 && v <= 64 * 1024 * 1024)) return v
   throw invalid(`rdmaZeroCopyThreshold must be 0 (off) or an integer from 1024 to 67108864, got ${v}`)
+}
+
+/** Runs a check that throws RangeError, as ERR_INVALID_ARGUMENT. */
+function checked<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    throw err instanceof RangeError ? invalid(err.message) : err
+  }
+}
+
+/** `connect({ auth })`, checked and copied (undefined: no authentication). */
+export function clientAuthOf(a: unknown): ClientAuth | undefined {
+  if (a === undefined) return undefined
+  if (typeof a !== 'object' || a === null) throw invalid('auth must be an object { keyId, key }')
+  const { keyId, key } = a as ConnectAuth
+  return checked(() => ({ keyId: keyIdOf('auth.keyId', keyId), key: authKeyOf('auth.key', key) }))
+}
+
+function serverKeysOf(a: unknown): Map<string, Buffer> | undefined {
+  if (a === undefined) return undefined
+  if (typeof a !== 'object' || a === null) throw invalid('auth must be an object { keys }')
+  const keys = (a as ListenAuth).keys
+  if (typeof keys !== 'object' || keys === null) throw invalid('auth.keys must be an object or a Map of key id to key')
+  const entries = keys instanceof Map ? [...keys.entries()] : Object.entries(keys)
+  if (entries.length === 0) throw invalid('auth.keys must hold at least one key')
+  return new Map(checked(() => entries.map(([id, key]) => [keyIdOf('auth.keys id', id), authKeyOf(`auth.keys[${JSON.stringify(id)}]`, key)])))
+}
+
+function countOf(name: string, v: unknown, min: number, fallback: number): number {
+  if (v === undefined) return fallback
+  if (v === Infinity) return v
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw invalid(`${name} must be an integer >= ${min} or Infinity, got ${String(v)}`)
+  return v
+}
+
+function addressRateOf(r: unknown): AddressRate | undefined {
+  if (r === undefined) return undefined
+  if (typeof r !== 'object' || r === null) throw invalid('addressRate must be an object { attempts, intervalMs }')
+  const { attempts, intervalMs } = r as AddressRateOption
+  if (!Number.isInteger(attempts) || attempts < 1) throw invalid(`addressRate.attempts must be an integer >= 1, got ${String(attempts)}`)
+  if (!Number.isInteger(intervalMs) || intervalMs < 1)
+    throw invalid(`addressRate.intervalMs must be an integer number of ms >= 1, got ${String(intervalMs)}`)
+  return new AddressRate(attempts, intervalMs)
+}
+
+function requiredBitsOf(names: unknown): number {
+  const list = names ?? DEFAULT_REQUIRED_CAPABILITIES
+  if (!Array.isArray(list)) throw invalid(`requireCapabilities must be an array of capability names, got ${typeof list}`)
+  let bits = 0
+  for (const name of list) {
+    const bit = CAPABILITY_BITS[name as CapabilityName]
+    if (typeof name !== 'string' || bit === undefined) {
+      throw invalid(`requireCapabilities: ${JSON.stringify(name)} is not one of ${Object.keys(CAPABILITY_BITS).join(', ')}`)
+    }
+    bits |= bit
+  }
+  return bits
+}
+
+/** What listen() asks of every peer (auth, admit, required capabilities) and its limits, checked. */
+export function serverAdmissionOf(o: ListenOptions): ServerAdmission {
+  if (o.admit !== undefined && typeof o.admit !== 'function') throw invalid(`admit must be a function, got ${typeof o.admit}`)
+  const keys = serverKeysOf(o.auth)
+  return {
+    policy: { ...(keys ? { keys } : {}), ...(o.admit ? { admit: o.admit } : {}), require: requiredBitsOf(o.requireCapabilities) },
+    limits: {
+      maxConnections: countOf('maxConnections', o.maxConnections, 0, Infinity),
+      maxAdmitting: countOf('maxAdmitting', o.maxAdmitting, 1, DEFAULT_MAX_ADMITTING),
+      rate: addressRateOf(o.addressRate),
+    },
+  }
 }

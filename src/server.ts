@@ -3,16 +3,18 @@
  * stop accepting, send SHUTDOWN_NOTICE to every connection and keep serving; clients finish and
  * close with REQ/ACK/FIN; whoever is left at the end of the grace period is force-closed.
  */
-import { Admission } from './admission'
+import { Admission, type AdmissionPolicy } from './admission'
 import type { TransportChoice } from './auto'
 import { Connection, type CloseResult, type DriverOptions, type ProtocolOptions } from './connection'
 import { acceptChannel, diagnosticChannel, publish } from './diagnostics'
-import type { TransportError } from './errors'
+import { TransportError } from './errors'
 import { TypedEmitter, type Diagnostic, type ServerEventMap } from './events'
 import type { BindingListenOptions } from './native'
 import { invalid } from './options'
 import { DEFAULTS, type ConnectionState } from './protocol'
-import type { Hub, TransportKind } from './hub'
+import type { ConnectionEvents, Hub, TransportKind } from './hub'
+import { limitFor, type Limits } from './limits'
+import { LimitReachedError } from './protocol/errors'
 
 /** `server.stats()`: a snapshot of the server's connections and totals. */
 export interface ServerStats {
@@ -23,6 +25,8 @@ export interface ServerStats {
   /** Totals since listen(): peers admitted as connections, and refused ('clientError'). */
   accepted: number
   refused: number
+  /** The refused peers by cause (totals since listen(); they add up to `refused`). */
+  refusedBy: RefusedBy
   /** Closed connections, by outcome. */
   graceful: number
   forced: number
@@ -30,6 +34,31 @@ export interface ServerStats {
   bytesSent: number
   bytesReceived: number
 }
+
+/**
+ * Why peers were refused: a limit at the accept (`maxConnections`, `maxAdmitting`, `addressRate`:
+ * aborted at once), authentication (`auth`), the admit() hook (`notAdmitted`), a required capability
+ * left out of the HELLO (`capabilities`), anything else (`other`: a bad preamble or first frame, a
+ * close or a timeout before admission, the server's shutdown).
+ */
+export interface RefusedBy {
+  maxConnections: number
+  maxAdmitting: number
+  addressRate: number
+  auth: number
+  notAdmitted: number
+  capabilities: number
+  other: number
+}
+
+/** What listen() asks of every peer before it becomes a connection, and the limits on attempts. */
+export interface ServerAdmission {
+  policy: AdmissionPolicy
+  limits: Limits
+}
+
+/** The handlers of a peer refused at the accept: its transport is already being aborted. */
+const REFUSED_AT_ACCEPT: ConnectionEvents = { connected() {}, connectFailed() {}, frame() {}, sent() {}, closed() {} }
 
 /** What `server.close()` dealt with: the connections open when it began, or admitted during its grace. */
 export interface ServerCloseResult {
@@ -63,22 +92,32 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   private graceEndsAt = 0
   private choice: TransportChoice | undefined
   private readonly totals = { accepted: 0, refused: 0, bytesSent: 0, bytesReceived: 0 }
+  private readonly refusedBy: RefusedBy = { maxConnections: 0, maxAdmitting: 0, addressRate: 0, auth: 0, notAdmitted: 0, capabilities: 0, other: 0 }
 
   /** @internal Use listen(). */
-  constructor(hub: Hub, opts: BindingListenOptions, protocol: ProtocolOptions & DriverOptions) {
+  constructor(hub: Hub, opts: BindingListenOptions, protocol: ProtocolOptions & DriverOptions, admission: ServerAdmission) {
     super()
     this.transport = hub.kind
     this.host = opts.host
     const readyTimeoutMs = protocol.readyTimeoutMs ?? DEFAULTS.readyTimeoutMs
     const listening = hub.listen(opts, {
-      // A peer becomes a 'connection' at its first frame, a valid client HELLO (src/admission.ts).
+      // A peer becomes a 'connection' once through admission: a valid client HELLO, authenticated
+      // when the server has keys, admitted by the application's hook (src/admission.ts).
       accepted: (conn, peer, qp) => {
         const acceptedAt = performance.now()
-        const admission: Admission = new Admission(hub, conn, readyTimeoutMs, {
-          admit: () => {
-            this.admitting.delete(admission)
+        // Limits first, before anything of the protocol exists: refused at once and cheaply.
+        const limited = limitFor(admission.limits, this.live.size, this.admitting.size, peer, acceptedAt)
+        if (limited !== undefined) {
+          hub.abort(conn)
+          this.refused(new TransportError('ERR_LIMIT_REACHED', limited.message, { cause: limited }), peer)
+          return REFUSED_AT_ACCEPT
+        }
+        const pending: Admission = new Admission(hub, conn, peer, readyTimeoutMs, admission.policy, {
+          admit: (identity) => {
+            this.admitting.delete(pending)
             const c = new Connection(hub, 'passive', protocol, opts.rdmaZeroCopyThreshold ?? 0)
             c.attach(conn, peer)
+            c.identified(identity)
             const events = c.transportEvents()
             this.track(c)
             this.totals.accepted++
@@ -91,13 +130,13 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
             return events
           },
           refuse: (error) => {
-            this.admitting.delete(admission)
+            this.admitting.delete(pending)
             this.refused(error, peer)
           },
         })
-        this.admitting.add(admission)
-        if (this.closing !== undefined) admission.cutOff(this.graceLeft())
-        return admission
+        this.admitting.add(pending)
+        if (this.closing !== undefined) pending.cutOff(this.graceLeft())
+        return pending
       },
       acceptFailed: (peer, error: TransportError) => this.refused(error, peer),
       closed: () => this.listenerGone(),
@@ -128,7 +167,16 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
       bytesReceived += s.bytesReceived
     }
     const { accepted, refused } = this.totals
-    return { connections, admitting: this.admitting.size, accepted, refused, ...this.tally, bytesSent, bytesReceived }
+    return {
+      connections,
+      admitting: this.admitting.size,
+      accepted,
+      refused,
+      refusedBy: { ...this.refusedBy },
+      ...this.tally,
+      bytesSent,
+      bytesReceived,
+    }
   }
 
   /** @internal transport 'auto' chose the server's transport (listen()): recorded and reported. */
@@ -143,6 +191,7 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
   /** A peer refused before it became a connection (bad preamble, no client HELLO ...). */
   private refused(error: TransportError, peer: string): void {
     this.totals.refused++
+    this.refusedBy[refusalCause(error)]++
     publish(acceptChannel, () => ({ ok: false, error, localPort: this.port, ...this.channelBase(peer) }))
     this.emit('clientError', error, peer)
   }
@@ -239,5 +288,21 @@ export class Server extends TypedEmitter<ServerEventMap> implements AsyncIterabl
         throw err
       })
     }
+  }
+}
+
+/** The `refusedBy` count a refusal goes to. */
+function refusalCause(error: TransportError): keyof RefusedBy {
+  switch (error.code) {
+    case 'ERR_LIMIT_REACHED':
+      return error.cause instanceof LimitReachedError ? error.cause.limit : 'other'
+    case 'ERR_AUTH_FAILED':
+      return 'auth'
+    case 'ERR_NOT_ADMITTED':
+      return 'notAdmitted'
+    case 'ERR_UNSUPPORTED_BY_PEER':
+      return 'capabilities'
+    default:
+      return 'other'
   }
 }

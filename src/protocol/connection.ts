@@ -27,9 +27,11 @@
  */
 
 import type { Action, CloseState, ConnectionState, Outcome } from './actions'
+import { AuthStep, clientProof, decodeAuth, encodeAuth, encodeHelloAuth, newNonce, proofMatches, RefusalReason, serverProof } from './auth'
 import { CloseHandshake } from './close'
 import { CreditLedger } from './credits'
 import {
+  AuthFailedError,
   CloseTimeoutError,
   ConnectionClosedError,
   ConnectionDestroyedError,
@@ -37,6 +39,7 @@ import {
   GraceExpiredError,
   HandshakeTimeoutError,
   MessageTooLargeError,
+  NotAdmittedError,
   ProtocolViolationError,
   type RdmaGracefulError,
   ReadyTimeoutError,
@@ -45,6 +48,7 @@ import {
   UnsupportedByPeerError,
 } from './errors'
 import {
+  Capability,
   checkFrameHeader,
   decodeCloseMessage,
   decodeFin,
@@ -166,6 +170,14 @@ export class ProtocolConnection {
   /** The peer's REQUESTs delivered that we have not answered: our REQ/ACK waits for them. */
   private readonly owed = new Set<number>()
   private nextRequestId = 1
+  /**
+   * Active side with `auth`: our HELLO payload (the proofs cover it), and how far the exchange got:
+   * 'hello-sent' (waiting for the challenge), 'proved' (our proof sent), 'verified' (the server's
+   * proof checked: only now may its HELLO open the connection).
+   */
+  private authHello: Buffer | undefined
+  private authStage: 'hello-sent' | 'proved' | 'verified' = 'hello-sent'
+  private serverNonce: Buffer | undefined
 
   constructor(options: ConnectionOptions) {
     this.options = resolveOptions(options)
@@ -186,6 +198,10 @@ export class ProtocolConnection {
   }
   get isTerminal(): boolean {
     return TERMINAL.has(this.lifecycle)
+  }
+  /** Active side with `auth`: the key id the server proved it holds (once it did); else undefined. */
+  get authenticatedKeyId(): string | undefined {
+    return this.authStage === 'verified' ? this.options.auth?.keyId : undefined
   }
   /** The peer's HELLO, once received. */
   get peerHello(): Readonly<HelloPayload> | undefined {
@@ -244,7 +260,7 @@ export class ProtocolConnection {
     this.liveness.lastSentAt = now
     this.armTimer('handshake', now + this.options.readyTimeoutMs)
     if (this.role === 'active') {
-      this.sendControl(now, FrameKind.HELLO, encodeHello(this.ownHello()))
+      this.sendControl(now, FrameKind.HELLO, this.activeHello())
       this.setState(now, 'HELLO_SENT', 'transport-connected')
     } else {
       this.setState(now, 'WAIT_HELLO', 'transport-accepted')
@@ -261,8 +277,9 @@ export class ProtocolConnection {
     this.liveness.lastReceivedAt = now
 
     if (this.peer === undefined) {
-      if (frame.kind !== FrameKind.HELLO) return this.violation(now, `${kindName(frame.kind)} before HELLO`)
-      this.onHello(now, frame)
+      if (frame.kind === FrameKind.AUTH && this.role === 'active') this.onAuth(now, frame.payload)
+      else if (frame.kind !== FrameKind.HELLO) return this.violation(now, `${kindName(frame.kind)} before HELLO`)
+      else this.onHello(now, frame)
     } else {
       this.credits.onPeerCreditsField(frame.credits)
       switch (frame.kind) {
@@ -296,7 +313,8 @@ export class ProtocolConnection {
         case FrameKind.CREDIT:
           break // its content is the credits field, applied above
         default:
-          // Kinds 9..15 are reserved for later versions: ignoring them keeps old engines compatible.
+          // Kinds 12..15 are reserved for later versions, and AUTH has no meaning after the HELLOs:
+          // ignoring them keeps old engines compatible.
           this.stats.unknownFrames++
           this.diagnostic(now, 'unknown-frame', `frame kind ${frame.kind} ignored`)
       }
@@ -457,6 +475,15 @@ export class ProtocolConnection {
     this.fail(now, reason, new ConnectionDestroyedError(error === undefined ? undefined : { cause: error }, reason))
   }
 
+  /**
+   * The driver found the peer breaking the protocol where only it can see it (e.g. a peer without
+   * flow control that sent more than the receive window of unread messages): DOWN, reason
+   * 'protocol-violation', as for a bad frame.
+   */
+  violated(now: number, detail: string): void {
+    if (!this.isTerminal) this.violation(now, detail)
+  }
+
   /** The transport failed or was closed under us (peer reset, QP fatal, completion error): DOWN at once. */
   transportDown(now: number, error?: unknown): void {
     this.fail(now, 'transport-down', new ConnectionDownError('transport-down', error === undefined ? undefined : { cause: error }))
@@ -499,11 +526,57 @@ export class ProtocolConnection {
     }
   }
 
+  /** The active side's HELLO: with `auth`, the AUTH capability and the key id and our nonce after it. */
+  private activeHello(): Buffer {
+    const hello = this.ownHello()
+    const auth = this.options.auth
+    if (auth === undefined) return encodeHello(hello)
+    this.authHello = Buffer.concat([
+      encodeHello({ ...hello, capabilities: hello.capabilities | Capability.AUTH }),
+      encodeHelloAuth({ keyId: auth.keyId, nonce: newNonce() }),
+    ])
+    return this.authHello
+  }
+
+  /**
+   * Active side, before the server's HELLO: the server's challenge (answered with our proof), its
+   * proof (checked in constant time), or its refusal. Anything out of order, and any challenge to
+   * a client without a key, fails with the one ERR_AUTH_FAILED.
+   */
+  private onAuth(now: number, payload: Buffer): void {
+    const decoded = decodeAuth(payload)
+    const auth = this.options.auth
+    if (!decoded.ok) return this.authFailed(now)
+    const m = decoded.value
+    if (m.step === AuthStep.REFUSED) {
+      if (m.reason === RefusalReason.AUTH_FAILED) return this.authFailed(now)
+      return this.fail(now, 'not-admitted', new NotAdmittedError())
+    }
+    if (auth === undefined || this.authHello === undefined) return this.authFailed(now)
+    if (m.step === AuthStep.CHALLENGE && this.authStage === 'hello-sent') {
+      this.serverNonce = m.value
+      this.authStage = 'proved'
+      return this.sendControl(now, FrameKind.AUTH, encodeAuth({ step: AuthStep.CLIENT_PROOF, value: clientProof(auth.key, this.authHello, m.value) }))
+    }
+    if (m.step === AuthStep.SERVER_PROOF && this.authStage === 'proved') {
+      if (!proofMatches(m.value, serverProof(auth.key, this.authHello, this.serverNonce as Buffer))) return this.authFailed(now)
+      this.authStage = 'verified'
+      return
+    }
+    this.authFailed(now)
+  }
+
+  private authFailed(now: number): void {
+    this.fail(now, 'auth-failed', new AuthFailedError())
+  }
+
   private onHello(now: number, frame: Frame): void {
     const decoded = decodeHello(frame.payload)
     if (!decoded.ok) return this.fail(now, 'protocol-violation', decoded.error)
     const hello = decoded.value
     if (hello.role === this.role) return this.violation(now, `peer HELLO claims role ${hello.role} too`)
+    // A client with a key opens only to a server that proved it holds it.
+    if (this.options.auth !== undefined && this.authStage !== 'verified') return this.authFailed(now)
     this.peer = hello
     const f = negotiate(this.options.capabilities, hello)
     this.features = f

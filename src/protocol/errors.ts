@@ -21,6 +21,9 @@ export const PROTOCOL_ERROR_CODES = [
   'ERR_REQUEST_NOT_PROCESSED',
   'ERR_REMOTE_HANDLER',
   'ERR_UNSUPPORTED_BY_PEER',
+  'ERR_AUTH_FAILED',
+  'ERR_NOT_ADMITTED',
+  'ERR_LIMIT_REACHED',
 ] as const
 
 export type ErrorCode = (typeof PROTOCOL_ERROR_CODES)[number]
@@ -168,5 +171,37 @@ export class RemoteHandlerError extends RdmaGracefulError {
 export class UnsupportedByPeerError extends RdmaGracefulError {
   constructor(what: string) {
     super('ERR_UNSUPPORTED_BY_PEER', 'unsupported-by-peer', `the peer does not support ${what}`)
+  }
+}
+
+/**
+ * Authentication failed: a wrong key, an unknown key id, a proof for another attempt (a replay), a
+ * peer that offered no authentication where it is required, or a server that did not prove itself.
+ * The message is the same whichever part was wrong, on purpose.
+ */
+export class AuthFailedError extends RdmaGracefulError {
+  constructor() {
+    super('ERR_AUTH_FAILED', 'auth-failed', 'authentication failed')
+  }
+}
+
+/** The server's application refused this peer (its admit() hook said no, threw or rejected). */
+export class NotAdmittedError extends RdmaGracefulError {
+  constructor(detail = 'the server did not admit this peer') {
+    super('ERR_NOT_ADMITTED', 'not-admitted', detail)
+  }
+}
+
+/**
+ * Server side: an attempt refused at once because a limit was reached (`maxConnections`,
+ * `maxAdmitting`, `addressRate`); `limit` names it. The peer only sees its transport close.
+ */
+export type LimitName = 'maxConnections' | 'maxAdmitting' | 'addressRate'
+
+export class LimitReachedError extends RdmaGracefulError {
+  readonly limit: LimitName
+  constructor(limit: LimitName, detail: string) {
+    super('ERR_LIMIT_REACHED', 'limit-reached', `refused: ${detail} (${limit})`)
+    this.limit = limit
   }
 }

@@ -29,6 +29,12 @@ export const FrameKind = {
   REQUEST: 9,
   /** The one answer to a REQUEST, by its id. */
   RESPONSE: 10,
+  /**
+   * Authentication (AUTH capability): the server's challenge, each side's proof, or a refusal; only
+   * before the server's HELLO (src/protocol/auth.ts). After the handshake it is ignored like a
+   * reserved kind.
+   */
+  AUTH: 11,
 } as const
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind]
 
@@ -52,6 +58,12 @@ export const Capability = {
   CREDITS: 1 << 3,
   /** REQUEST/RESPONSE frames; a peer without it is never sent a REQUEST (plain DATA still works). */
   REQUESTS: 1 << 4,
+  /**
+   * The client proves it holds a pre-shared key and asks the server to prove it too: its HELLO
+   * carries the key id and a nonce after the 26 bytes (src/protocol/auth.ts). Advertised only by a
+   * client configured with `auth`; never part of ALL_CAPABILITIES.
+   */
+  AUTH: 1 << 5,
 } as const
 export const ALL_CAPABILITIES = Capability.READY_GATE | Capability.THREE_WAY_CLOSE | Capability.HEARTBEAT | Capability.CREDITS | Capability.REQUESTS
 

@@ -5,6 +5,7 @@
  */
 
 import { randomBytes } from 'node:crypto'
+import { authKeyOf, type ClientAuth, keyIdOf } from './auth'
 import { ALL_CAPABILITIES } from './frames'
 
 export type Role = 'active' | 'passive'
@@ -61,9 +62,14 @@ export interface ConnectionOptions {
   closeOnShutdownNotice?: boolean
   /** When credits return to the peer. Default 'on-deliver'. */
   creditGrant?: CreditGrantMode
+  /**
+   * Active side: prove we hold this pre-shared key, and open only once the server proved it too
+   * (the AUTH capability, src/protocol/auth.ts). Default: none (no AUTH offered, as before).
+   */
+  auth?: ClientAuth
 }
 
-export type ResolvedOptions = Required<ConnectionOptions>
+export type ResolvedOptions = Required<Omit<ConnectionOptions, 'auth'>> & Pick<ConnectionOptions, 'auth'>
 
 export const DEFAULTS = {
   generation: 0,
@@ -83,6 +89,7 @@ export const DEFAULTS = {
   allowHalfOpen: false,
   closeOnShutdownNotice: true,
   creditGrant: 'on-deliver' as CreditGrantMode,
+  auth: undefined as ClientAuth | undefined,
 }
 
 export function randomConnectionId(): number {
@@ -129,5 +136,9 @@ export function resolveOptions(o: ConnectionOptions): ResolvedOptions {
   duration('heartbeatIntervalMs', r.heartbeatIntervalMs, false)
   duration('heartbeatTimeoutMs', r.heartbeatTimeoutMs, true)
   if (r.creditGrant !== 'on-deliver' && r.creditGrant !== 'on-consume') throw new RangeError(`creditGrant must be 'on-deliver' or 'on-consume'`)
+  if (r.auth !== undefined) {
+    if (typeof r.auth !== 'object' || r.auth === null) throw new RangeError('auth must be an object { keyId, key }')
+    r.auth = { keyId: keyIdOf('auth.keyId', r.auth.keyId), key: authKeyOf('auth.key', r.auth.key) }
+  }
   return r
 }
