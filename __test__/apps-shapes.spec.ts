@@ -149,15 +149,24 @@ async function fanOut(withSlow: boolean, events: number): Promise<{ fastLatencie
 
 test.serial('fan-out to 50 subscribers, one slow: dropping for the slow one keeps the 49 fast within 2x of a run without it', async (t) => {
   const events = 400
-  const base = await fanOut(false, events)
-  const slowed = await fanOut(true, events)
-  t.is(base.dropped, 0)
-  t.is(base.fastLatencies.length, 50 * events, 'without a slow subscriber, every event reached everyone')
-  t.is(slowed.fastLatencies.length, 49 * events, 'the 49 fast subscribers got every event')
-  t.true(slowed.dropped > 0 && slowed.slowGot + slowed.dropped === events, `the slow one got ${slowed.slowGot}, ${slowed.dropped} dropped for it`)
-  const a = p99(base.fastLatencies)
-  const b = p99(slowed.fastLatencies)
-  t.log(`p99 of the fast subscribers: ${a.toFixed(1)} ms alone, ${b.toFixed(1)} ms beside a slow one`)
-  t.true(b <= 2 * a, `p99 ${b.toFixed(1)} ms beside a slow subscriber, ${a.toFixed(1)} ms without`)
+  // Runs with and without the slow one alternate, and their medians are compared: one pair alone
+  // compares two moments of a shared machine (a load spike in either decided it).
+  const alone: number[] = []
+  const beside: number[] = []
+  for (let pair = 0; pair < 3; pair++) {
+    const base = await fanOut(false, events)
+    const slowed = await fanOut(true, events)
+    t.is(base.dropped, 0)
+    t.is(base.fastLatencies.length, 50 * events, 'without a slow subscriber, every event reached everyone')
+    t.is(slowed.fastLatencies.length, 49 * events, 'the 49 fast subscribers got every event')
+    t.true(slowed.dropped > 0 && slowed.slowGot + slowed.dropped === events, `the slow one got ${slowed.slowGot}, ${slowed.dropped} dropped for it`)
+    alone.push(p99(base.fastLatencies))
+    beside.push(p99(slowed.fastLatencies))
+  }
+  const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[1]!
+  const [a, b] = [med(alone), med(beside)]
+  const ms = (xs: number[]): string => xs.map((x) => x.toFixed(1)).join(', ')
+  t.log(`p99 of the fast subscribers, three alternating pairs: ${ms(alone)} ms alone, ${ms(beside)} ms beside a slow one`)
+  t.true(b <= 2 * a, `median p99 ${b.toFixed(1)} ms beside a slow subscriber, ${a.toFixed(1)} ms without`)
   assertNoLiveResources(t)
 })
