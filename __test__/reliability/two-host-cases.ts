@@ -125,7 +125,7 @@ export async function partition(t: ExecutionContext, e: Env, streaming: boolean)
     void conn.closed.then((r) => (aDown = `${r.reason}: ${(r.error as Error | undefined)?.cause}`))
     // Seen failing now and then (the stream stalls or b ends it early): say what each side saw.
     await until(() => echoes >= 200, 60_000, '200 echoes before the cut').catch((err: Error) => {
-      const bDown = b.node.lines.filter((l) => 'down' in l || 'exit' in l || 'stderr' in l).slice(-20)
+      const bDown = b.node.lines.filter((l) => 'down' in l)
       throw new Error(`${err.message}; a: ${echoes} echoes, ${conn.state} ${aDown}; b: ${JSON.stringify(bDown)}`)
     })
   } else {
