@@ -128,10 +128,7 @@ impl Pinned {
         pd: *mut ibv_pd,
         payload: SharedPayload,
     ) -> Result<Pinned, (SharedPayload, TransportError)> {
-        Pinned::register(lib, pd, Memory::Shared(payload), 0, IBV_ACCESS_REMOTE_READ).map_err(|(m, e)| match m {
-            Memory::Shared(s) => (s, e),
-            Memory::Owned(_) => unreachable!("registered shared memory"),
-        })
+        Pinned::register_shared(lib, pd, payload, IBV_ACCESS_REMOTE_READ)
     }
 
     /// Registers the caller's buffer with no access for the peer, only the right to bind windows
@@ -141,7 +138,17 @@ impl Pinned {
         pd: *mut ibv_pd,
         payload: SharedPayload,
     ) -> Result<Pinned, (SharedPayload, TransportError)> {
-        Pinned::register(lib, pd, Memory::Shared(payload), 0, IBV_ACCESS_MW_BIND).map_err(|(m, e)| match m {
+        Pinned::register_shared(lib, pd, payload, IBV_ACCESS_MW_BIND)
+    }
+
+    /// A caller's buffer registered with `access`; on failure the buffer comes back with the error.
+    fn register_shared(
+        lib: &'static Lib,
+        pd: *mut ibv_pd,
+        payload: SharedPayload,
+        access: c_int,
+    ) -> Result<Pinned, (SharedPayload, TransportError)> {
+        Pinned::register(lib, pd, Memory::Shared(payload), 0, access).map_err(|(m, e)| match m {
             Memory::Shared(s) => (s, e),
             Memory::Owned(_) => unreachable!("registered shared memory"),
         })
