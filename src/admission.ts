@@ -215,6 +215,11 @@ export class Admission implements ConnectionEvents {
     this.target?.sent(count)
   }
 
+  silent(): void {
+    // Only an admitted connection is watched (from its HELLOs on).
+    this.target?.silent()
+  }
+
   closed(error: TransportError | undefined): void {
     if (this.target !== undefined) return this.target.closed(error)
     this.timer?.cancel()

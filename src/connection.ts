@@ -24,7 +24,7 @@ import { IdleTimeout } from './idle-timeout'
 import { Fifo } from './protocol/fifo'
 import { setLongTimeout, type LongTimer } from './long-timer'
 import { invalid } from './options'
-import { isDataKind } from './protocol/frames'
+import { FrameKind, isDataKind } from './protocol/frames'
 import type { ClientAuth } from './protocol/auth'
 import { PendingRequests, type RequestOptions } from './requests'
 import {
@@ -237,6 +237,8 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   private readonly zeroCopyFrom: number
   /** Sends whose Buffer the transport still reads, oldest first (-1: a frame without a send). */
   private readonly lentSends: number[] = []
+  /** The native sweep's heartbeat counts, kept at the end (the hub forgets the connection then). */
+  private sweptHeartbeats: { sent: number; received: number } | undefined
 
   /** @internal Made by connect() and Server; not for applications. */
   constructor(
@@ -269,7 +271,8 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
     // the exception: the engine knows every request it owes an answer. allowHalfOpen: false opts
     // into node:net's habit, ending our side once the application has read up to the peer's end.
     this.autoEnd = options.allowHalfOpen === false
-    this.engine = new ProtocolConnection({ ...options, ...DRIVER_ENGINE_OPTIONS, role })
+    // Heartbeats and the silence deadline go to the native sweep once the HELLOs are exchanged.
+    this.engine = new ProtocolConnection({ ...options, ...DRIVER_ENGINE_OPTIONS, role, liveness: 'driver' })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
   }
 
@@ -300,7 +303,18 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
   }
   /** The protocol's counters and the byte counters (a snapshot). */
   get stats(): ConnectionStatsSnapshot {
-    return { ...this.engine.stats, ...this.bytes }
+    const stats = { ...this.engine.stats, ...this.bytes }
+    // Heartbeats sent and taken in by the native sweep, without the engine (liveness 'driver').
+    const swept = this.engine.isTerminal || this.conn === 0 ? this.sweptHeartbeats : this.hub.heartbeats(this.conn)
+    if (swept !== undefined) {
+      stats.heartbeatsSent += swept.sent
+      stats.heartbeatsReceived += swept.received
+      stats.framesSent += swept.sent
+      stats.framesReceived += swept.received
+      stats.wireBytesSent += swept.sent * FRAME_HEADER_BYTES
+      stats.wireBytesReceived += swept.received * FRAME_HEADER_BYTES
+    }
+    return stats
   }
 
   /** With transport 'auto': what was chosen and why (undefined when a transport was named). */
@@ -639,6 +653,10 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       sent: (count) => {
         for (const id of this.lentSends.splice(0, count)) if (id >= 0) this.settleSend(id)
       },
+      silent: () => {
+        this.engine.peerSilent(now())
+        this.runActions()
+      },
       closed: (error) => {
         this.transportGone = true
         if (!this.engine.isTerminal) {
@@ -818,6 +836,9 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
       case 'rejectSends':
         for (const id of a.ids) this.settleSend(id, a.error)
         return
+      case 'watchLiveness':
+        this.hub.watchLiveness(this.conn, FrameKind.HEARTBEAT, a.intervalMs, a.timeoutMs)
+        return
       case 'transportClose':
         // Even when the native side already let the connection go (close/abort answer false),
         // its Closed event is on its way: 'close' waits for it, so that the hub has released
@@ -828,6 +849,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         }
         return
       case 'closed':
+        this.sweptHeartbeats = this.hub.heartbeats(this.conn) ?? this.sweptHeartbeats
         // Refused by the transport, or lent to it and not read by the peer before the end.
         for (const id of [...this.refusedSends.splice(0), ...this.lentSends.splice(0)]) {
           if (id >= 0) this.settleSend(id, a.error ?? new ConnectionDownError('transport-down'))

@@ -30,6 +30,8 @@ export interface ConnectionEvents {
   frame(kind: number, credits: number, payload: Buffer): void
   /** The transport is done with `count` more Buffers that `sendShared` lent it (in order). */
   sent(count: number): void
+  /** Nothing came for the silence timeout of `watchLiveness` (the connection is still open). */
+  silent(): void
   /** The transport connection is gone and its resources freed; `error` is absent after a local close. */
   closed(error: TransportError | undefined): void
 }
@@ -139,6 +141,20 @@ export class Hub {
   }
 
   /**
+   * Hands an open connection's heartbeats and silence deadline to the native sweep (one timer
+   * for all connections; heartbeats never wake JS): a `kind` frame after `intervalMs` without
+   * sending, `silent()` after `timeoutMs` without receiving (Infinity: never).
+   */
+  watchLiveness(conn: number, kind: number, intervalMs: number, timeoutMs: number): void {
+    this.ignoreGone(() => this.native.watchLiveness(conn, kind, intervalMs, timeoutMs))
+  }
+
+  /** The heartbeats the native sweep sent and took in for `conn`; undefined once it is gone. */
+  heartbeats(conn: number): { sent: number; received: number } | undefined {
+    return this.stopped ? undefined : (this.native.heartbeats(conn) ?? undefined)
+  }
+
+  /**
    * Flushes what was sent, then closes. A connection the native side already let go is fine: its
    * Closed event is on its way either way.
    */
@@ -243,6 +259,9 @@ export class Hub {
       }
       case 'Sent':
         this.conns.get(e.conn)?.sent(e.count)
+        return
+      case 'Silent':
+        this.conns.get(e.conn)?.silent()
         return
       case 'Closed': {
         const conn = this.conns.get(e.conn)

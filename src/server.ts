@@ -58,7 +58,7 @@ export interface ServerAdmission {
 }
 
 /** The handlers of a peer refused at the accept: its transport is already being aborted. */
-const REFUSED_AT_ACCEPT: ConnectionEvents = { connected() {}, connectFailed() {}, frame() {}, sent() {}, closed() {} }
+const REFUSED_AT_ACCEPT: ConnectionEvents = { connected() {}, connectFailed() {}, frame() {}, sent() {}, silent() {}, closed() {} }
 
 /** What `server.close()` dealt with: the connections open when it began, or admitted during its grace. */
 export interface ServerCloseResult {

@@ -54,6 +54,12 @@ export type Action =
   | { type: 'diagnostic'; code: string; detail: string; at: number }
   /** These send() ids will never be written: reject their promises with `error`. */
   | { type: 'rejectSends'; ids: number[]; error: RdmaGracefulError }
+  /**
+   * Option liveness 'driver': from now on send a HEARTBEAT (credits as on the last frame) after
+   * `intervalMs` without sending, and call `peerSilent()` after `timeoutMs` without receiving
+   * (Infinity: never). Ends with the transport.
+   */
+  | { type: 'watchLiveness'; intervalMs: number; timeoutMs: number }
   /** Close the transport: graceful = flush what was handed over, then close; otherwise abort now. */
   | { type: 'transportClose'; graceful: boolean }
   /** Terminal, exactly once per connection. `error` is set when forced: reject pending reads with it. */

@@ -323,6 +323,15 @@ export class ProtocolConnection {
   }
 
   /**
+   * Option liveness 'driver': the driver's watch found nothing received for the timeout (the
+   * engine's own 'liveness' deadline, judged outside). DOWN, reason heartbeat-timeout.
+   */
+  peerSilent(now: number): void {
+    if (this.isTerminal || !this.liveness.enabled || this.options.liveness !== 'driver') return
+    this.fail(now, 'heartbeat-timeout', new ConnectionDownError('heartbeat-timeout'))
+  }
+
+  /**
    * Handles every deadline at or before `now`, in a fixed order. A call before any deadline (a timer
    * that fired early, or one the driver did not re-arm in time) does nothing.
    */
@@ -649,6 +658,10 @@ export class ProtocolConnection {
 
   private startLiveness(): void {
     if (!this.liveness.enabled) return
+    if (this.options.liveness === 'driver') {
+      this.actions.push({ type: 'watchLiveness', intervalMs: this.liveness.intervalMs, timeoutMs: this.liveness.timeoutMs })
+      return
+    }
     this.armTimer('heartbeat', this.liveness.nextHeartbeatAt())
     if (Number.isFinite(this.liveness.timeoutMs)) this.armTimer('liveness', this.liveness.deadline())
   }

@@ -63,6 +63,13 @@ export interface ConnectionOptions {
   /** When credits return to the peer. Default 'on-deliver'. */
   creditGrant?: CreditGrantMode
   /**
+   * Who sends heartbeats and judges a silent peer once the HELLOs are exchanged: 'engine' (its own
+   * deadlines) or 'driver' (a `watchLiveness` action hands both to the driver, which calls
+   * `peerSilent()`; the Node driver gives them to the native sweep, src/protocol/liveness.ts).
+   * Default 'engine'.
+   */
+  liveness?: 'engine' | 'driver'
+  /**
    * Active side: prove we hold this pre-shared key, and open only once the server proved it too
    * (the AUTH capability, src/protocol/auth.ts). Default: none (no AUTH offered, as before).
    */
@@ -89,6 +96,7 @@ export const DEFAULTS = {
   allowHalfOpen: false,
   closeOnShutdownNotice: true,
   creditGrant: 'on-deliver' as CreditGrantMode,
+  liveness: 'engine' as 'engine' | 'driver',
   auth: undefined as ClientAuth | undefined,
 }
 
@@ -136,6 +144,7 @@ export function resolveOptions(o: ConnectionOptions): ResolvedOptions {
   duration('heartbeatIntervalMs', r.heartbeatIntervalMs, false)
   duration('heartbeatTimeoutMs', r.heartbeatTimeoutMs, true)
   if (r.creditGrant !== 'on-deliver' && r.creditGrant !== 'on-consume') throw new RangeError(`creditGrant must be 'on-deliver' or 'on-consume'`)
+  if (r.liveness !== 'engine' && r.liveness !== 'driver') throw new RangeError(`liveness must be 'engine' or 'driver'`)
   if (r.auth !== undefined) {
     if (typeof r.auth !== 'object' || r.auth === null) throw new RangeError('auth must be an object { keyId, key }')
     r.auth = { keyId: keyIdOf('auth.keyId', r.auth.keyId), key: authKeyOf('auth.key', r.auth.key) }

@@ -30,6 +30,10 @@ pub enum Event {
     /// The peer has `count` more of the payloads lent by `send_shared` (in order), and the
     /// transport let them go. (`Closed` lets go of the rest.)
     Sent { conn: ConnId, count: u32 },
+    /// A connection watched by `liveness::Liveness` received nothing for its silence timeout
+    /// (less the time this process's loop stood still). The transport keeps it open: the
+    /// protocol decides (it goes DOWN, reason heartbeat-timeout, and aborts it).
+    Silent { conn: ConnId },
     /// The connection is gone and every resource it held is freed (counters already decremented).
     /// Exactly once per connection that was Accepted or Connected. `error` is None when the local
     /// side asked for it (`close` or `abort`); otherwise it says why (peer closed, reset, bad frame).

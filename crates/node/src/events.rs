@@ -122,6 +122,11 @@ pub enum BindingEvent {
         conn: u32,
         count: u32,
     },
+    /// Nothing came from the peer for the silence timeout of `watchLiveness` (less the time this
+    /// process's loop stood still); the connection is still open.
+    Silent {
+        conn: u32,
+    },
     Closed {
         conn: u32,
         error: Option<BindingError>,
@@ -144,6 +149,7 @@ impl From<Event> for BindingEvent {
             Event::ConnectFailed { conn, error } => BindingEvent::ConnectFailed { conn, error: error.into() },
             Event::Frames { conn, data, count } => BindingEvent::Frames { conn, data: data.into(), count },
             Event::Sent { conn, count } => BindingEvent::Sent { conn, count },
+            Event::Silent { conn } => BindingEvent::Silent { conn },
             Event::Closed { conn, error } => BindingEvent::Closed { conn, error: error.map(Into::into) },
         }
     }

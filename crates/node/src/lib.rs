@@ -16,8 +16,11 @@ use std::rc::Rc;
 use napi::bindgen_prelude::{Buffer, Function, JsValue};
 use napi::{sys, Env};
 use napi_derive::napi;
+use rdma_graceful_core::liveness::WatchOptions;
 use rdma_graceful_core::tcp::TcpTransport;
-use rdma_graceful_core::{counters, ConnectOptions, ErrorCode, ListenOptions, RdmaTuning, Transport, TransportError};
+use rdma_graceful_core::{
+    counters, ConnectOptions, ErrorCode, ListenOptions, Liveness, Pollable, RdmaTuning, Transport, TransportError,
+};
 use rdma_graceful_rdma::RdmaTransport;
 
 pub use events::{BindingError, BindingErrorCode, BindingEvent, BindingQp};
@@ -151,10 +154,7 @@ impl BindingTransport {
         Ok(BindingTransport { driver, env: raw_env, cleanup_arg })
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut (dyn Transport + 'static)) -> std::result::Result<T, TransportError>,
-    ) -> Result<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut Liveness) -> std::result::Result<T, TransportError>) -> Result<T> {
         self.driver.with(f).ok_or_else(stopped)?.map_err(js_error)
     }
 
@@ -274,6 +274,49 @@ impl BindingTransport {
         self.driver.rearm();
         Ok(())
     }
+
+    /// Hands an open connection's liveness to the native sweep: a heartbeat frame of
+    /// `heartbeatKind` after `intervalMs` without sending, and a `Silent` event after `timeoutMs`
+    /// without receiving (Infinity or 0: never), both counted from now.
+    #[napi]
+    pub fn watch_liveness(&self, conn: u32, heartbeat_kind: u32, interval_ms: f64, timeout_ms: f64) -> Result<()> {
+        let opts = WatchOptions {
+            heartbeat_kind: u8::try_from(heartbeat_kind)
+                .map_err(|_| invalid(format!("heartbeat kind {heartbeat_kind} out of range")))?,
+            interval: period("intervalMs", interval_ms)?,
+            timeout: period("timeoutMs", timeout_ms)?,
+        };
+        self.with(|t| t.watch(conn, opts, std::time::Instant::now()))?;
+        self.driver.rearm();
+        Ok(())
+    }
+
+    /// The heartbeats the native sweep sent and took in for `conn` (null once it is gone).
+    #[napi]
+    pub fn heartbeats(&self, conn: u32) -> Option<BindingHeartbeats> {
+        let counts = self.driver.with(|t| t.heartbeats(conn)).flatten()?;
+        Some(BindingHeartbeats { sent: counts.sent as f64, received: counts.received as f64 })
+    }
+}
+
+#[napi(object)]
+pub struct BindingHeartbeats {
+    pub sent: f64,
+    pub received: f64,
+}
+
+/// Periods beyond this are as good as never (and keep `Instant` arithmetic far from overflow).
+const FOREVER_MS: f64 = 100.0 * 365.0 * 86_400_000.0;
+
+/// A period in ms from JS: None for 0 or Infinity (never).
+fn period(name: &str, ms: f64) -> Result<Option<std::time::Duration>> {
+    if ms.is_nan() || ms < 0.0 {
+        return Err(invalid(format!("{name} must be a number of ms >= 0, got {ms}")));
+    }
+    if ms == 0.0 || ms >= FOREVER_MS {
+        return Ok(None);
+    }
+    Ok(Some(std::time::Duration::from_secs_f64(ms / 1000.0)))
 }
 
 impl Drop for BindingTransport {

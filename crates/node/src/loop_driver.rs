@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
-use rdma_graceful_core::{Event, Transport};
+use rdma_graceful_core::{Event, Liveness, Pollable, Transport};
 
 use crate::events::BindingEvent;
 use crate::uv::{Handle, UvHandle, UvLoop};
 
 pub struct LoopDriver {
     env: sys::napi_env,
-    transport: RefCell<Option<Box<dyn Transport>>>,
+    transport: RefCell<Option<Liveness>>,
     poll: RefCell<Option<Handle>>,
     timer: RefCell<Option<Handle>>,
     idle: RefCell<Option<Handle>>,
@@ -80,7 +80,7 @@ impl LoopDriver {
             let fd = transport.fd();
             let driver = Rc::new(LoopDriver {
                 env,
-                transport: RefCell::new(Some(transport)),
+                transport: RefCell::new(Some(Liveness::new(transport))),
                 poll: RefCell::new(None),
                 timer: RefCell::new(None),
                 idle: RefCell::new(None),
@@ -108,16 +108,16 @@ impl LoopDriver {
     }
 
     /// The transport, for a command from JS. Fails once stopped.
-    pub fn with<T>(&self, f: impl FnOnce(&mut (dyn Transport + 'static)) -> T) -> Option<T> {
+    pub fn with<T>(&self, f: impl FnOnce(&mut Liveness) -> T) -> Option<T> {
         let mut t = self.transport.borrow_mut();
-        let out = t.as_deref_mut().map(f);
+        let out = t.as_mut().map(f);
         drop(t);
         out
     }
 
     /// Re-arms the deadline timer after a command that may have moved the next deadline.
     pub fn rearm(&self) {
-        let next = match self.transport.borrow().as_deref() {
+        let next = match self.transport.borrow().as_ref() {
             Some(t) => t.next_deadline(),
             None => return,
         };
@@ -185,7 +185,7 @@ impl LoopDriver {
 
     /// Runs `step` on the transport and hands its events to JS; `step` says whether it found
     /// work, which starts or extends busy polling when the transport has a window for it.
-    fn turn(&self, step: impl FnOnce(&mut (dyn Transport + 'static), &mut Vec<Event>) -> bool) {
+    fn turn(&self, step: impl FnOnce(&mut Liveness, &mut Vec<Event>) -> bool) {
         if self.delivering.get() {
             return;
         }
