@@ -206,6 +206,31 @@ test.serial('a blocked event loop is not a dead peer: frames that arrived meanwh
   assertNoLiveResources(t)
 })
 
+test.serial('both ends in one process whose loop is blocked for 3 heartbeat timeouts: neither end blames the other for its own stall', async (t) => {
+  const server = await listen({ port: 0, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 300 })
+  t.teardown(() => server.close({ graceMs: 0 }))
+  server.on('connection', echo)
+  const conn = await connect({ port: server.port, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 300 })
+  await conn.send('before')
+  t.is((await conn.read())?.toString(), 'before')
+  // Neither end can send a heartbeat while the loop is blocked: the silence on both sides is this
+  // process's own doing (the native sweep sees its tick run late and does not count it).
+  await sleep(1)
+  const until = Date.now() + 900
+  while (Date.now() < until) {
+    // busy: no timers, no I/O callbacks
+  }
+  await sleep(400) // more than a timeout after the stall: heartbeats flow again
+  const [serverSide] = [...server.connections]
+  t.is(conn.state, 'OPEN', 'the client end survived')
+  t.is(serverSide?.state, 'OPEN', 'the server end survived')
+  await conn.send('after')
+  t.is((await conn.read())?.toString(), 'after')
+  t.is((await conn.close()).outcome, 'graceful')
+  await server.close()
+  assertNoLiveResources(t)
+})
+
 test.serial(
   "closeOnShutdownNotice: false leaves the close to the application: it hears 'shutdown' with the grace and closes gracefully; one that does not is forced at grace end",
   async (t) => {
