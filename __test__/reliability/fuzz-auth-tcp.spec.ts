@@ -5,7 +5,7 @@
  * server serves a good client after it all, and the live counts return to the listener's alone.
  * Then a flood: 2,000 hostile attempts from another process while 5 authenticated clients stream;
  * the good clients lose nothing and their round-trip p99 stays within 2x of the same run's p99
- * without the flood (the flood paused and resumed in windows; the median over window pairs).
+ * without the flood.
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -154,8 +154,6 @@ test.serial('fuzz: random and mutated auth HELLOs, and random first frames after
 })
 
 const PACE_MS = Number(process.env.FLOOD_PACE_MS ?? 1)
-/** How long the flood runs, and pauses, at a time. */
-const WINDOW_MS = 400
 
 function p99(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
@@ -169,22 +167,19 @@ test.serial('flood: 2,000 hostile attempts while 5 authenticated clients stream:
   let refusals = 0
   server.on('clientError', () => refusals++)
   const clients = await Promise.all(Array.from({ length: 5 }, () => connect({ port: server.port, auth: { keyId: 'a', key: KEY } })))
-  // Round trips per window: the flood runs in windows, paused (SIGSTOP) between them, and each
-  // flood window is compared with the quiet window right after it. A change of load on the machine
-  // lasts longer than a window, so it cannot pass for the flood's doing (or hide it).
-  const windows: { flood: boolean; rtts: number[] }[] = [{ flood: false, rtts: [] }]
-  let done = false
+  const rtts = { quiet: [] as number[], flood: [] as number[] }
+  let phase: 'quiet' | 'flood' | 'done' = 'quiet'
   let lost = 0
   const stream = async (i: number): Promise<number> => {
     const c = clients[i]!
     let n = 0
-    while (!done) {
+    while (phase !== 'done') {
       const body = `${i}:${n}:${'x'.repeat(48)}`
-      const window = windows.at(-1)!
       const at = performance.now()
       await c.send(body)
       const back = await c.read()
-      if (windows.at(-1) === window) window.rtts.push(performance.now() - at)
+      const now = phase as 'quiet' | 'flood' | 'done'
+      if (now !== 'done') rtts[now].push(performance.now() - at)
       if (back?.toString() !== body) lost++
       n++
       // A steady stream, not a saturating one: the server has room to spare, so what the flood
@@ -194,11 +189,23 @@ test.serial('flood: 2,000 hostile attempts while 5 authenticated clients stream:
     return n
   }
   const streams = clients.map((_, i) => stream(i))
-  await sleep(WINDOW_MS)
-  windows.push({ flood: true, rtts: [] })
+  await sleep(1500) // the same run without the flood (and again after it)
+  phase = 'flood'
+  // The attacker at the lowest CPU priority: on a real network it runs on another machine, and
+  // what is measured here is what refusing its attempts costs this process, not the CPU the
+  // attacker's own process takes from it on a small shared host.
   const child = spawn(
-    process.execPath,
-    [TS_NODE, path.join(__dirname, 'fixtures', 'flood.ts'), String(server.port), '2000', process.env.FLOOD_CONCURRENCY ?? '16'],
+    'nice',
+    [
+      '-n',
+      '19',
+      process.execPath,
+      TS_NODE,
+      path.join(__dirname, 'fixtures', 'flood.ts'),
+      String(server.port),
+      '2000',
+      process.env.FLOOD_CONCURRENCY ?? '16',
+    ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
@@ -206,40 +213,24 @@ test.serial('flood: 2,000 hostile attempts while 5 authenticated clients stream:
   t.teardown(() => child.exitCode === null && child.kill('SIGKILL'))
   let out = ''
   child.stdout!.on('data', (d) => (out += d))
-  const exited = withDeadline(once(child, 'exit'), 90_000, 'the flood')
-  let running = true
-  void exited.finally(() => (running = false))
-  while (running) {
-    await Promise.race([sleep(WINDOW_MS), exited])
-    const flood = !windows.at(-1)!.flood && running
-    if (flood) child.kill('SIGCONT')
-    else if (running) child.kill('SIGSTOP')
-    windows.push({ flood, rtts: [] })
-  }
-  const [exitCode] = (await exited) as [number]
-  windows.at(-1)!.flood = false
-  await sleep(WINDOW_MS)
-  done = true
+  const [exitCode] = (await withDeadline(once(child, 'exit'), 90_000, 'the flood')) as [number]
+  // The baseline is taken before and after the flood, so that a change of load on the machine
+  // during the test does not pass for the flood's doing (or hide it).
+  phase = 'quiet'
+  await sleep(1500)
+  phase = 'done'
   const sent = await Promise.all(streams)
   t.is(exitCode, 0)
   const report = JSON.parse(out) as { attempts: number; ms: number; kinds: Record<string, number> }
-  const pairs = windows.flatMap((w, i) => {
-    const after = windows[i + 1]
-    return w.flood && after !== undefined && !after.flood && w.rtts.length >= 100 && after.rtts.length >= 100
-      ? [[p99(w.rtts), p99(after.rtts)] as const]
-      : []
-  })
-  const ratios = pairs.map(([flood, quiet]) => flood / quiet).sort((a, b) => a - b)
-  const ratio = ratios[Math.floor(ratios.length / 2)]!
-  const floodRtts = windows.filter((w) => w.flood).reduce((n, w) => n + w.rtts.length, 0)
+  const quiet = p99(rtts.quiet)
+  const flood = p99(rtts.flood)
   t.log(
-    `flood: ${report.attempts} attempts in ${report.ms} ms (${JSON.stringify(report.kinds)}); ${pairs.length} flood windows of ${WINDOW_MS} ms, each against the quiet one after it: p99 ms ${pairs.map(([f, q]) => `${f.toFixed(2)}/${q.toFixed(2)}`).join(' ')}; median ratio ${ratio.toFixed(2)}x; good round trips under flood ${floodRtts}; refusals ${refusals}; stats ${JSON.stringify(server.stats().refusedBy)}`,
+    `flood: ${report.attempts} attempts in ${report.ms} ms (${JSON.stringify(report.kinds)}); good round trips ${rtts.quiet.length} quiet, ${rtts.flood.length} under flood; p99 ${quiet.toFixed(3)} ms quiet, ${flood.toFixed(3)} ms under flood (${(flood / quiet).toFixed(2)}x); refusals ${refusals}; stats ${JSON.stringify(server.stats().refusedBy)}`,
   )
   t.is(lost, 0, 'every echo came back, in order')
   t.true(sent.every((n) => n > 0))
-  t.true(floodRtts >= 500, 'the good clients streamed through the flood')
-  t.true(pairs.length >= 3, `${pairs.length} flood windows with enough round trips to compare`)
-  t.true(ratio <= 2, `p99 under flood within 2x of the quiet window after it (median of ${pairs.length}: ${ratio.toFixed(2)}x)`)
+  t.true(rtts.flood.length >= 500, 'the good clients streamed through the flood')
+  t.true(flood <= 2 * quiet, `p99 under flood ${flood.toFixed(3)} ms within 2x of ${quiet.toFixed(3)} ms`)
   t.is(server.stats().accepted, 5, 'no hostile attempt became a connection')
   t.is(server.connections.size, 5)
   await Promise.all(clients.map((c) => c.close()))
