@@ -32,6 +32,8 @@ const STALL_TOLERANCE: Duration = Duration::from_millis(10);
 /// Bounds of the period at which the loop's stalls are sampled while a silence deadline is armed.
 const MIN_PROBE: Duration = Duration::from_millis(20);
 const MAX_PROBE: Duration = Duration::from_secs(1);
+/// A heartbeat may go this fraction of its interval early (so that due ones share a tick).
+const HEARTBEAT_EARLY: u32 = 4;
 /// Polls of the transport before a connection is reported silent, while they keep finding events.
 const PUMPS_BEFORE_JUDGING: usize = 8;
 
@@ -260,7 +262,9 @@ impl Liveness {
                 out.push(Event::Silent { conn });
                 continue;
             }
-            if w.heartbeat_due().is_some_and(|at| at <= now) {
+            // Heartbeats due within a quarter interval go now too: the connections' heartbeats
+            // fall into a few ticks per interval instead of one tick (and sweep) each.
+            if w.opts.interval.is_some_and(|i| w.last_sent + i <= now + i / HEARTBEAT_EARLY) {
                 if self.inner.send(conn, w.opts.heartbeat_kind, w.credits_sent, &[]).is_err() {
                     // Gone or going: its Closed event (if it was ever open) says why.
                     w.done = true;
