@@ -1,7 +1,7 @@
 import test from 'ava'
 
 import { ProtocolConnection } from '../../src/protocol/connection'
-import { FrameKind } from '../../src/protocol/frames'
+import { ALL_CAPABILITIES, Capability, FrameKind } from '../../src/protocol/frames'
 import { Sim } from './sim'
 
 function openSim(o: ConstructorParameters<typeof Sim>[0] = {}): Sim {
@@ -52,6 +52,31 @@ test('the heartbeat interval adapts to a peer with a short timeout (HELLO carrie
   const sim = openSim({ a: { heartbeatIntervalMs: 60_000 }, b: { heartbeatTimeoutMs: 900 } })
   sim.advance(20_000)
   t.is(sim.B.conn.state, 'OPEN', 'A sends every 300 ms although its own interval is a minute')
+})
+
+test("liveness 'driver': heartbeats and the silence deadline go to the driver once the HELLOs are exchanged; peerSilent() is DOWN by heartbeat-timeout", (t) => {
+  const sim = openSim({ a: { liveness: 'driver', heartbeatIntervalMs: 60_000 }, b: { heartbeatTimeoutMs: 900 } })
+  t.is(sim.A.conn.state, 'OPEN')
+  const watch = sim.A.log.filter((a) => a.type === 'watchLiveness')
+  // The interval adapts to the peer's timeout (HELLO carries it), as the engine's own would.
+  t.deepEqual(watch, [{ type: 'watchLiveness', intervalMs: 300, timeoutMs: 5000 }])
+  t.is(sim.A.conn.pollTimeout(), undefined, 'no engine deadline while open and idle: neither heartbeat nor liveness')
+  sim.advance(600) // two of A's intervals, within B's timeout
+  t.is(sim.A.conn.stats.heartbeatsSent, 0, 'the engine sends none itself')
+  const A = sim.A.conn
+  A.peerSilent(sim.now)
+  t.is(A.state, 'DOWN')
+  t.like(
+    A.pollActions().find((a) => a.type === 'closed'),
+    { outcome: 'forced', reason: 'heartbeat-timeout' },
+  )
+})
+
+test("liveness 'driver' with an old peer without HEARTBEAT: nothing to watch, and peerSilent() is ignored", (t) => {
+  const sim = openSim({ a: { liveness: 'driver' }, b: { capabilities: ALL_CAPABILITIES & ~Capability.HEARTBEAT } })
+  t.is(sim.A.log.filter((a) => a.type === 'watchLiveness').length, 0)
+  sim.A.conn.peerSilent(sim.now)
+  t.is(sim.A.conn.state, 'OPEN')
 })
 
 test('transport down -> DOWN at once, during every phase', (t) => {
