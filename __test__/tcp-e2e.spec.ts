@@ -342,3 +342,19 @@ test.serial('sendTimeoutMs takes any duration from 1 ms to years (a chained time
   await server.close()
   assertNoLiveResources(t)
 })
+
+test('heartbeats grant no credit: a server that never reads holds its client to the window while the native sweep sends heartbeats', async (t) => {
+  const hb = { heartbeatIntervalMs: 20, heartbeatTimeoutMs: 5000 }
+  const server = await listen({ port: 0, receiveWindow: 4, ...hb })
+  t.teardown(() => server.close({ graceMs: 0 }))
+  const ends: string[] = []
+  server.on('connection', (c) => c.on('close', (r) => ends.push(r.reason))) // never reads
+  const conn = await connect({ port: server.port, ...hb })
+  for (let i = 0; i < 50; i++) conn.send(`m${i}`).catch(() => {})
+  await sleep(400) // 20 intervals: the server, which sends nothing else, heartbeats all along
+  t.true(conn.stats.heartbeatsReceived >= 5, `${conn.stats.heartbeatsReceived} heartbeats received`)
+  t.is(conn.stats.dataSent, 4, 'only the window of 4 went out: the heartbeats repeated its credits field')
+  t.is(conn.state, 'OPEN')
+  t.deepEqual(ends, [], 'the server saw no DATA beyond its window')
+  conn.destroy()
+})

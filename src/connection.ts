@@ -837,7 +837,7 @@ export class Connection extends TypedEmitter<ConnectionEventMap> implements Asyn
         for (const id of a.ids) this.settleSend(id, a.error)
         return
       case 'watchLiveness':
-        this.hub.watchLiveness(this.conn, FrameKind.HEARTBEAT, a.intervalMs, a.timeoutMs)
+        this.hub.watchLiveness(this.conn, FrameKind.HEARTBEAT, a.credits, a.intervalMs, a.timeoutMs)
         return
       case 'transportClose':
         // Even when the native side already let the connection go (close/abort answer false),

@@ -143,10 +143,11 @@ export class Hub {
   /**
    * Hands an open connection's heartbeats and silence deadline to the native sweep (one timer
    * for all connections; heartbeats never wake JS): a `kind` frame after `intervalMs` without
-   * sending, `silent()` after `timeoutMs` without receiving (Infinity: never).
+   * sending, carrying the credits field of the last frame sent (`credits` until the next send),
+   * and `silent()` after `timeoutMs` without receiving (Infinity: never).
    */
-  watchLiveness(conn: number, kind: number, intervalMs: number, timeoutMs: number): void {
-    this.ignoreGone(() => this.native.watchLiveness(conn, kind, intervalMs, timeoutMs))
+  watchLiveness(conn: number, kind: number, credits: number, intervalMs: number, timeoutMs: number): void {
+    this.ignoreGone(() => this.native.watchLiveness(conn, kind, credits, intervalMs, timeoutMs))
   }
 
   /** The heartbeats the native sweep sent and took in for `conn`; undefined once it is gone. */

@@ -57,9 +57,16 @@ test('the heartbeat interval adapts to a peer with a short timeout (HELLO carrie
 test("liveness 'driver': heartbeats and the silence deadline go to the driver once the HELLOs are exchanged; peerSilent() is DOWN by heartbeat-timeout", (t) => {
   const sim = openSim({ a: { liveness: 'driver', heartbeatIntervalMs: 60_000 }, b: { heartbeatTimeoutMs: 900 } })
   t.is(sim.A.conn.state, 'OPEN')
-  const watch = sim.A.log.filter((a) => a.type === 'watchLiveness')
-  // The interval adapts to the peer's timeout (HELLO carries it), as the engine's own would.
-  t.deepEqual(watch, [{ type: 'watchLiveness', intervalMs: 300, timeoutMs: 5000 }])
+  const at = sim.A.log.findIndex((a) => a.type === 'watchLiveness')
+  const lastFrame = sim.A.log
+    .slice(0, at)
+    .reverse()
+    .find((a) => a.type === 'sendFrame')
+  // The interval adapts to the peer's timeout (HELLO carries it), as the engine's own would; a
+  // heartbeat must repeat the credits field of the frame before it (the window of 64, not 0).
+  t.deepEqual(sim.A.log[at], { type: 'watchLiveness', intervalMs: 300, timeoutMs: 5000, credits: 64 })
+  t.is(lastFrame?.type === 'sendFrame' ? lastFrame.credits : undefined, 64)
+  t.is(sim.A.log.filter((a) => a.type === 'watchLiveness').length, 1)
   t.is(sim.A.conn.pollTimeout(), undefined, 'no engine deadline while open and idle: neither heartbeat nor liveness')
   sim.advance(600) // two of A's intervals, within B's timeout
   t.is(sim.A.conn.stats.heartbeatsSent, 0, 'the engine sends none itself')

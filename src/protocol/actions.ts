@@ -55,11 +55,12 @@ export type Action =
   /** These send() ids will never be written: reject their promises with `error`. */
   | { type: 'rejectSends'; ids: number[]; error: RdmaGracefulError }
   /**
-   * Option liveness 'driver': from now on send a HEARTBEAT (credits as on the last frame) after
-   * `intervalMs` without sending, and call `peerSilent()` after `timeoutMs` without receiving
-   * (Infinity: never). Ends with the transport.
+   * Option liveness 'driver': from now on send a HEARTBEAT after `intervalMs` without sending, and
+   * call `peerSilent()` after `timeoutMs` without receiving (Infinity: never). A heartbeat carries
+   * the credits field of the last frame sent: `credits` until a later sendFrame, then that one's
+   * (any other value would grant or take back credit). Ends with the transport.
    */
-  | { type: 'watchLiveness'; intervalMs: number; timeoutMs: number }
+  | { type: 'watchLiveness'; intervalMs: number; timeoutMs: number; credits: number }
   /** Close the transport: graceful = flush what was handed over, then close; otherwise abort now. */
   | { type: 'transportClose'; graceful: boolean }
   /** Terminal, exactly once per connection. `error` is set when forced: reject pending reads with it. */

@@ -147,6 +147,8 @@ export class ProtocolConnection {
   private readonly closing = new CloseHandshake()
   private readonly credits: CreditLedger
   private readonly liveness = new Liveness()
+  /** The credits field of the last frame emitted: a heartbeat sent for us must repeat it. */
+  private lastCreditsField = 0
   private actions: Action[] = []
   /** Armed deadlines; the driver sees only the earliest (pollTimeout). */
   private readonly timers = new TimerTable()
@@ -659,7 +661,8 @@ export class ProtocolConnection {
   private startLiveness(): void {
     if (!this.liveness.enabled) return
     if (this.options.liveness === 'driver') {
-      this.actions.push({ type: 'watchLiveness', intervalMs: this.liveness.intervalMs, timeoutMs: this.liveness.timeoutMs })
+      const { intervalMs, timeoutMs } = this.liveness
+      this.actions.push({ type: 'watchLiveness', intervalMs, timeoutMs, credits: this.lastCreditsField })
       return
     }
     this.armTimer('heartbeat', this.liveness.nextHeartbeatAt())
@@ -1016,6 +1019,7 @@ export class ProtocolConnection {
 
   private emitFrame(now: number, kind: number, payload: Buffer, sendId: number | undefined): void {
     const credits = this.credits.fieldForOutgoingFrame()
+    this.lastCreditsField = credits
     this.stats.framesSent++
     this.liveness.lastSentAt = now
     this.actions.push(sendId === undefined ? { type: 'sendFrame', kind, credits, payload } : { type: 'sendFrame', kind, credits, payload, sendId })

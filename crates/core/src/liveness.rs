@@ -42,6 +42,10 @@ const PUMPS_BEFORE_JUDGING: usize = 8;
 pub struct WatchOptions {
     /// The frame kind of a heartbeat (the transport knows no frame kinds of its own).
     pub heartbeat_kind: u8,
+    /// The credits field of the last frame sent on the connection: a heartbeat repeats it (until
+    /// a later `send` gives another), so that it grants nothing. A heartbeat carrying any other
+    /// value would move the peer's cumulative limit (a 0 would grant it ~65,000 messages).
+    pub credits: u16,
     /// Send a heartbeat after this long without sending anything; None: never.
     pub interval: Option<Duration>,
     /// Report `Silent` after this long without receiving anything; None: never.
@@ -160,7 +164,7 @@ impl Liveness {
             last_sent: now,
             last_received: now,
             stalled_at_receive: self.stalled,
-            credits_sent: prior.as_ref().map_or(0, |p| p.credits_sent),
+            credits_sent: opts.credits,
             credits_received: prior.as_ref().and_then(|p| p.credits_received),
             counts: prior.map(|p| p.counts).unwrap_or_default(),
             done: false,
@@ -414,7 +418,7 @@ mod tests {
     fn watched() -> Watched {
         let now = Instant::now();
         Watched {
-            opts: WatchOptions { heartbeat_kind: 7, interval: None, timeout: None },
+            opts: WatchOptions { heartbeat_kind: 7, credits: 0, interval: None, timeout: None },
             last_sent: now,
             last_received: now,
             stalled_at_receive: Duration::ZERO,

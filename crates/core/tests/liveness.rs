@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdma_graceful_core::conformance::{self as contract, WAIT};
+use rdma_graceful_core::frame::split;
 use rdma_graceful_core::liveness::WatchOptions;
 use rdma_graceful_core::tcp::TcpTransport;
 use rdma_graceful_core::{ConnectOptions, Event, EventLoop, ListenOptions, Liveness, Transport};
@@ -16,6 +17,8 @@ const HOST: &str = "127.0.0.1";
 /// The protocol's HEARTBEAT kind (src/protocol/frames.ts); the sweep is told it, as here.
 const HEARTBEAT: u8 = 7;
 const DATA: u8 = 3;
+/// The credits field the tests' frames carry (as a protocol's last frame before the watch would).
+const CREDITS: u16 = 64;
 
 fn setup() -> (MutexGuard<'static, ()>, EventLoop<Liveness>) {
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -25,6 +28,7 @@ fn setup() -> (MutexGuard<'static, ()>, EventLoop<Liveness>) {
 fn watch(interval_ms: u64, timeout_ms: u64) -> WatchOptions {
     WatchOptions {
         heartbeat_kind: HEARTBEAT,
+        credits: CREDITS,
         interval: Some(Duration::from_millis(interval_ms)),
         timeout: Some(Duration::from_millis(timeout_ms)),
     }
@@ -56,6 +60,13 @@ fn idle_connections_keep_each_other_alive_without_waking_the_protocol() {
     assert!(!seen.iter().any(|e| matches!(e, Event::Silent { .. })), "a healthy pair reported silent: {seen:?}");
     // The first heartbeat of each side reaches the protocol (the sweep learns the credits field
     // it repeats from it); every later one is taken in natively.
+    for e in &seen {
+        if let Event::Frames { data, .. } = e {
+            for f in split(data) {
+                assert_eq!((f.kind, f.credits), (HEARTBEAT, CREDITS), "a heartbeat must repeat the last credits field");
+            }
+        }
+    }
     for conn in [c, s] {
         let frames = seen.iter().filter(|e| matches!(e, Event::Frames { conn: x, .. } if *x == conn)).count();
         assert!(frames <= 1, "{frames} Frames events on {conn} while idle");

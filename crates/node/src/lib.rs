@@ -277,12 +277,21 @@ impl BindingTransport {
 
     /// Hands an open connection's liveness to the native sweep: a heartbeat frame of
     /// `heartbeatKind` after `intervalMs` without sending, and a `Silent` event after `timeoutMs`
-    /// without receiving (Infinity or 0: never), both counted from now.
+    /// without receiving (Infinity or 0: never), both counted from now. A heartbeat carries the
+    /// credits field of the last frame sent: `credits` until the next `send`.
     #[napi]
-    pub fn watch_liveness(&self, conn: u32, heartbeat_kind: u32, interval_ms: f64, timeout_ms: f64) -> Result<()> {
+    pub fn watch_liveness(
+        &self,
+        conn: u32,
+        heartbeat_kind: u32,
+        credits: u32,
+        interval_ms: f64,
+        timeout_ms: f64,
+    ) -> Result<()> {
         let opts = WatchOptions {
             heartbeat_kind: u8::try_from(heartbeat_kind)
                 .map_err(|_| invalid(format!("heartbeat kind {heartbeat_kind} out of range")))?,
+            credits: u16::try_from(credits).map_err(|_| invalid(format!("credits {credits} out of range")))?,
             interval: period("intervalMs", interval_ms)?,
             timeout: period("timeoutMs", timeout_ms)?,
         };
