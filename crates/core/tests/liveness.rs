@@ -9,7 +9,7 @@ use rdma_graceful_core::conformance::{self as contract, WAIT};
 use rdma_graceful_core::frame::split;
 use rdma_graceful_core::liveness::WatchOptions;
 use rdma_graceful_core::tcp::TcpTransport;
-use rdma_graceful_core::{ConnectOptions, Event, EventLoop, ListenOptions, Liveness, Transport};
+use rdma_graceful_core::{ConnId, ConnectOptions, Event, EventLoop, ListenOptions, Liveness, Transport};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -48,14 +48,20 @@ fn listen(el: &mut EventLoop<Liveness>) -> u16 {
     el.transport.listen(&ListenOptions { host: HOST.into(), ..Default::default() }).expect("listen").1
 }
 
-#[test]
-fn idle_connections_keep_each_other_alive_without_waking_the_protocol() {
-    let (_s, mut el) = setup();
-    let port = listen(&mut el);
-    let (c, s) = contract::pair(&mut el, HOST, port, 1024);
+/// A connection to ourselves, both ends watched: heartbeat every 20 ms, silent after 150 ms.
+fn watched_pair(el: &mut EventLoop<Liveness>) -> (ConnId, ConnId) {
+    let port = listen(el);
+    let (c, s) = contract::pair(el, HOST, port, 1024);
     let now = Instant::now();
     el.transport.watch(c, watch(20, 150), now).unwrap();
     el.transport.watch(s, watch(20, 150), now).unwrap();
+    (c, s)
+}
+
+#[test]
+fn idle_connections_keep_each_other_alive_without_waking_the_protocol() {
+    let (_s, mut el) = setup();
+    let (c, s) = watched_pair(&mut el);
     let seen = run_for(&mut el, Duration::from_millis(600));
     assert!(!seen.iter().any(|e| matches!(e, Event::Silent { .. })), "a healthy pair reported silent: {seen:?}");
     // The first heartbeat of each side reaches the protocol (the sweep learns the credits field
@@ -117,11 +123,7 @@ fn a_frozen_peer_is_reported_silent_after_the_timeout_and_not_before() {
 #[test]
 fn a_stalled_loop_does_not_count_its_own_stall_against_a_healthy_peer() {
     let (_s, mut el) = setup();
-    let port = listen(&mut el);
-    let (c, s) = contract::pair(&mut el, HOST, port, 1024);
-    let now = Instant::now();
-    el.transport.watch(c, watch(20, 150), now).unwrap();
-    el.transport.watch(s, watch(20, 150), now).unwrap();
+    let (c, s) = watched_pair(&mut el);
     run_for(&mut el, Duration::from_millis(100));
     // Both ends in this process, which stands still for over three timeouts (a long synchronous
     // task): neither end could send, so neither may blame the other.
